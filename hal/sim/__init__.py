@@ -1,0 +1,241 @@
+# Simulated hardware for hw-sim: runs under MicroPython (unix port) and CPython.
+# Everything observable (audio received, amplifier switching) is written to files in the
+# node's directory so tests can check what actually played, and when.
+import asyncio
+import json
+import os
+import time
+
+from hal import base
+
+try:
+    _ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
+except AttributeError:  # CPython
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+
+def _sleep_ms(ms):
+    if hasattr(asyncio, "sleep_ms"):
+        return asyncio.sleep_ms(ms)  # type: ignore[attr-defined]
+    return asyncio.sleep(ms / 1000)
+
+
+def _makedirs(path):
+    parts = path.split("/")
+    cur = ""
+    for p in parts:
+        if not p:
+            cur = "/" if not cur else cur
+            continue
+        cur = cur + p if cur.endswith("/") or not cur else cur + "/" + p
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+
+
+class SimClock(base.Clock):
+    """Real time shifted by offset_ms (to simulate a node whose clock is off)."""
+
+    def __init__(self, offset_ms=0):
+        self.offset_ms = offset_ms
+
+    def time_ms(self):
+        return int(time.time() * 1000) + self.offset_ms
+
+    def ticks_ms(self):
+        return _ticks_ms()
+
+    def sleep_ms(self, ms):
+        return _sleep_ms(ms)
+
+
+class EventLog:
+    """Append-only JSON lines file: the simulator's record of what the hardware did."""
+
+    def __init__(self, path, clock):
+        self.path = path
+        self.clock = clock
+
+    def add(self, event, **fields):
+        fields["event"] = event
+        fields["at"] = self.clock.time_ms()
+        with open(self.path, "a") as f:
+            f.write(json.dumps(fields) + "\n")
+
+
+class SimAudioOut(base.AudioOut):
+    """Records each playback's PCM to audio/<n>.pcm and paces writes at the real playback rate."""
+
+    def __init__(self, node_dir, clock, log):
+        self.dir = node_dir + "/audio"
+        _makedirs(self.dir)
+        self.clock = clock
+        self.log = log
+        self.volume = 70
+        self._f = None
+        self._n = 0
+        self._bytes_per_ms = 32
+        self._t0 = 0
+        self._written = 0
+
+    def open(self, rate, bits, channels, label=""):
+        if self._f:
+            self.close()
+        self._n += 1
+        name = "%s/%d.pcm" % (self.dir, self._n)
+        self._f = open(name, "wb")
+        self._bytes_per_ms = rate * (bits // 8) * channels / 1000
+        self._t0 = _ticks_ms()
+        self._written = 0
+        self.log.add("audio_open", file=name, rate=rate, bits=bits, channels=channels,
+                     volume=self.volume, label=label)
+
+    async def write(self, buf):
+        self._f.write(buf)
+        self._written += len(buf)
+        # Pace like a DAC would: return when the written audio is (almost) due.
+        due = int(self._written / self._bytes_per_ms) - 100
+        ahead = due - (_ticks_ms() - self._t0)
+        if ahead > 0:
+            await _sleep_ms(ahead)
+
+    def close(self):
+        if not self._f:
+            return
+        # Let the tail of the buffer play out before reporting the end.
+        self._f.close()
+        self._f = None
+        self.log.add("audio_close", bytes=self._written)
+
+    async def drain(self):
+        left = int(self._written / self._bytes_per_ms) - (_ticks_ms() - self._t0)
+        if left > 0:
+            await _sleep_ms(left)
+
+    def set_volume(self, level):
+        self.volume = level
+        self.log.add("volume", level=level)
+
+
+class SimAmplifier(base.Amplifier):
+    def __init__(self, log):
+        self.log = log
+        self._on = False
+
+    def on(self):
+        if not self._on:
+            self._on = True
+            self.log.add("amp_on")
+
+    def off(self):
+        if self._on:
+            self._on = False
+            self.log.add("amp_off")
+
+    def is_on(self):
+        return self._on
+
+
+class SimLed(base.StatusLed):
+    def __init__(self):
+        self.pattern = "off"
+
+    def set(self, pattern):
+        self.pattern = pattern
+
+
+class SimStorage(base.Storage):
+    """Flash as a directory; write() goes through a temp file and rename, as on littlefs."""
+
+    def __init__(self, node_dir):
+        self.dir = node_dir + "/flash"
+        _makedirs(self.dir)
+
+    def read(self, name):
+        try:
+            with open(self.dir + "/" + name, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def write(self, name, data):
+        path = self.dir + "/" + name
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.rename(path + ".tmp", path)
+
+    def remove(self, name):
+        try:
+            os.remove(self.dir + "/" + name)
+        except OSError:
+            pass
+
+
+class SimLink(base.Link):
+    """A link the simulator can cut: dropping it aborts open sockets through on_down callbacks."""
+
+    kind = "sim"
+
+    def __init__(self, up=True, dbm=-71):
+        self._up = up
+        self._event = asyncio.Event()
+        if up:
+            self._event.set()
+        self._callbacks = []
+        self.dbm = dbm
+
+    async def up(self):
+        while not self._up:
+            self._event.clear()
+            await self._event.wait()
+
+    def is_up(self):
+        return self._up
+
+    def signal_dbm(self):
+        return self.dbm if self._up else None
+
+    def on_down(self, callback):
+        self._callbacks.append(callback)
+
+    def set_up(self, up):
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            self._event.set()
+        else:
+            for cb in self._callbacks:
+                try:
+                    cb()
+                except Exception:  # a failing callback must not keep the link "up"
+                    pass
+
+
+class SimBoard(base.Board):
+    name = "sim"
+
+    def __init__(self, node_dir, clock=None, link=None):
+        _makedirs(node_dir)
+        self.dir = node_dir
+        self.clock = clock or SimClock()
+        self.events = EventLog(node_dir + "/events.jsonl", self.clock)
+        self.audio = SimAudioOut(node_dir, self.clock, self.events)
+        self.amp = SimAmplifier(self.events)
+        self.led = SimLed()
+        self.storage = SimStorage(node_dir)
+        self.link = link or SimLink()
+        self.reboots = 0
+
+    def heap_free(self):
+        try:
+            import gc
+            return gc.mem_free()  # type: ignore[attr-defined]
+        except (ImportError, AttributeError):
+            return None
+
+    def reboot(self):
+        self.reboots += 1
+        self.events.add("reboot")

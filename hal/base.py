@@ -1,0 +1,109 @@
+# The hardware boundary. Firmware code reaches hardware only through these interfaces;
+# hal/sim, hal/esp32 and hal/rpi each implement them. Plain classes (MicroPython has no abc).
+
+
+class Clock:
+    def time_ms(self):
+        """UTC wall-clock time, milliseconds since 1970-01-01."""
+        raise NotImplementedError
+
+    def ticks_ms(self):
+        """Monotonic milliseconds for measuring intervals."""
+        raise NotImplementedError
+
+    async def sleep_ms(self, ms):
+        raise NotImplementedError
+
+
+class AudioOut:
+    """PCM sink (I2S DAC on ESP32, ALSA on a Pi, a recorder in the simulator)."""
+
+    def open(self, rate, bits, channels, label=""):
+        raise NotImplementedError
+
+    async def write(self, buf):
+        """Queue PCM bytes; returns when the sink can take more (paced at the playback rate)."""
+        raise NotImplementedError
+
+    async def drain(self):
+        """Return once everything written has been heard."""
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+    def set_volume(self, level):
+        """0..100."""
+        raise NotImplementedError
+
+
+class Amplifier:
+    """The relay that powers the amplifier and horns."""
+
+    def on(self):
+        raise NotImplementedError
+
+    def off(self):
+        raise NotImplementedError
+
+    def is_on(self):
+        raise NotImplementedError
+
+
+class StatusLed:
+    def set(self, pattern):
+        """'off', 'on' (connected), 'blink' (connecting), 'play'."""
+        raise NotImplementedError
+
+
+class Storage:
+    """Small files in flash. write() is atomic: after a power cut the old or the new content is there."""
+
+    def read(self, name):
+        """bytes, or None when the file does not exist."""
+        raise NotImplementedError
+
+    def write(self, name, data):
+        raise NotImplementedError
+
+    def remove(self, name):
+        raise NotImplementedError
+
+
+class Link:
+    """The IP link (WiFi, Ethernet or 4G PPP). The MQTT transport only needs 'is there IP'."""
+
+    kind = "unknown"
+
+    async def up(self):
+        """Return once the link carries IP (bring it up if needed)."""
+        raise NotImplementedError
+
+    def is_up(self):
+        raise NotImplementedError
+
+    def signal_dbm(self):
+        """Signal strength in dBm, or None where it means nothing (Ethernet)."""
+        return None
+
+    def on_down(self, callback):
+        """Register callback() to run when the link drops, so open sockets are abandoned at once."""
+        raise NotImplementedError
+
+
+class Board:
+    """Everything a node's firmware gets from its hardware."""
+
+    clock = None  # type: Clock
+    audio = None  # type: AudioOut
+    amp = None  # type: Amplifier
+    led = None  # type: StatusLed
+    storage = None  # type: Storage
+    link = None  # type: Link
+    name = "unknown"
+
+    def heap_free(self):
+        return None
+
+    def reboot(self):
+        raise NotImplementedError

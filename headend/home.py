@@ -1,0 +1,98 @@
+"""The state directory every `loaxa` command shares (database, broker files, media, node configs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class HomeError(Exception):
+    """The state directory is missing, unreadable or not a LoaXa state directory."""
+
+
+def default_home() -> Path:
+    """$LOAXA_HOME, else $XDG_DATA_HOME/loaxa, else ~/.local/share/loaxa."""
+    env = os.environ.get("LOAXA_HOME")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "loaxa"
+
+
+MARKER = "loaxa-home"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "loaxa.db"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.root / "broker"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.root / "media"
+
+    @property
+    def nodes_dir(self) -> Path:
+        """Provisioned node configs (id, key, broker password): what gets flashed to a node."""
+        return self.root / "nodes"
+
+    @property
+    def sim_dir(self) -> Path:
+        return self.root / "sim"
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.root / "headend-secret"
+
+    @classmethod
+    def create(cls, root: Path) -> Home:
+        """Create (or reuse) a state directory."""
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            marker = root / MARKER
+            if not marker.exists():
+                if any(p.name != MARKER for p in root.iterdir()):
+                    raise HomeError(
+                        f"{root} exists and is not a LoaXa state directory (no {MARKER} file); "
+                        "choose another --home"
+                    )
+                marker.write_text("LoaXa state directory\n")
+            home = cls(root)
+            for d in (home.broker_dir, home.media_dir, home.nodes_dir, home.sim_dir):
+                d.mkdir(exist_ok=True)
+            home.nodes_dir.chmod(0o700)
+        except PermissionError as e:
+            raise HomeError(f"cannot write to state directory {root}: {e.strerror}") from e
+        except NotADirectoryError as e:
+            raise HomeError(f"state directory {root} is not a directory") from e
+        return home
+
+    @classmethod
+    def open(cls, root: Path) -> Home:
+        """Open an existing state directory; clear errors when it is missing or broken."""
+        if not root.exists():
+            raise HomeError(
+                f"state directory {root} does not exist; run `loaxa demo` first "
+                "or pass --home / set LOAXA_HOME"
+            )
+        if not root.is_dir():
+            raise HomeError(f"state directory {root} is not a directory")
+        if not (root / MARKER).exists():
+            raise HomeError(f"{root} is not a LoaXa state directory (no {MARKER} file)")
+        home = cls(root)
+        if not home.db_path.exists():
+            raise HomeError(f"state directory {root} has no database ({home.db_path.name})")
+        return home

@@ -1,0 +1,218 @@
+"""Run a fleet of simulated nodes: the real firmware under real MicroPython (unix port).
+
+Nodes are spread over a few MicroPython processes (one process hosts many nodes, as asyncio
+tasks); each node gets a directory holding its flash, the audio it received and a hardware
+event log, which tests read to check what actually played and when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+HOST_SCRIPT = Path(__file__).resolve().parent / "simnode.py"
+
+
+def micropython_binary() -> str:
+    """The MicroPython unix port installed from PyPI into the same environment."""
+    candidate = Path(sys.executable).parent / "micropython"
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError(
+        "micropython not found beside %s; run `make install`" % sys.executable
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class SimNode:
+    id: str
+    key: str
+    password: str
+    village: str = ""
+    clock_offset_ms: int = 0
+    link_up: bool = True
+
+
+@dataclass
+class Recording:
+    """One playback as the simulated audio output received it."""
+
+    label: str
+    start_ms: int
+    end_ms: int | None
+    rate: int
+    bits: int
+    channels: int
+    volume: int
+    pcm_path: Path
+
+    def pcm(self) -> bytes:
+        return self.pcm_path.read_bytes()
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen[bytes]
+    control_port: int
+    node_ids: list[str]
+    log: Path
+
+
+@dataclass
+class Fleet:
+    root: Path
+    broker_port: int
+    media_hosts: Sequence[str]
+    nodes: Sequence[SimNode]
+    broker_host: str = "127.0.0.1"
+    per_process: int = 250
+    heapsize: str = "64M"
+    telemetry_s: int = 60
+    keepalive: int = 30
+    session: dict[str, Any] = field(default_factory=dict)
+    _procs: list[_Proc] = field(default_factory=list)
+
+    def node_dir(self, node_id: str) -> Path:
+        return self.root / "nodes" / node_id
+
+    def _node_config(self, n: SimNode) -> dict[str, Any]:
+        return {
+            "id": n.id,
+            "key": n.key,
+            "dir": str(self.node_dir(n.id)),
+            "broker": {"host": self.broker_host, "port": self.broker_port,
+                       "password": n.password, "keepalive": self.keepalive},
+            "media_hosts": list(self.media_hosts),
+            "telemetry_s": self.telemetry_s,
+            "clock_offset_ms": n.clock_offset_ms,
+            "link_up": n.link_up,
+            "session": self.session,
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+        mp = micropython_binary()
+        for i in range(0, len(self.nodes), self.per_process):
+            group = self.nodes[i : i + self.per_process]
+            port = free_port()
+            cfg_path = self.root / f"host-{i // self.per_process}.json"
+            cfg = {"control_port": port, "nodes": [self._node_config(n) for n in group]}
+            cfg_path.write_text(json.dumps(cfg))
+            log = self.root / f"host-{i // self.per_process}.log"
+            with log.open("wb") as out:
+                popen = subprocess.Popen(
+                    [mp, "-X", f"heapsize={self.heapsize}", str(HOST_SCRIPT), str(cfg_path)],
+                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.root,
+                    start_new_session=True,
+                )
+            self._procs.append(_Proc(popen, port, [n.id for n in group], log))
+        deadline = time.monotonic() + timeout
+        for p in self._procs:
+            while b"READY" not in p.log.read_bytes():
+                if p.popen.poll() is not None or time.monotonic() > deadline:
+                    tail = p.log.read_text(errors="replace")[-2000:]
+                    self.stop()
+                    raise RuntimeError(f"simulated node host failed to start:\n{tail}")
+                time.sleep(0.05)
+
+    def _control(self, proc: _Proc, line: str) -> str:
+        with socket.create_connection(("127.0.0.1", proc.control_port), timeout=10) as s:
+            s.sendall(line.encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = buf.decode().strip()
+        if not reply.startswith("OK"):
+            raise RuntimeError(f"hw-sim control: {line!r} -> {reply!r}")
+        return reply[3:]
+
+    def _procs_for(self, node_id: str) -> Iterable[_Proc]:
+        return [p for p in self._procs if node_id == "*" or node_id in p.node_ids]
+
+    def set_link(self, node_id: str, up: bool) -> None:
+        """Cut or restore a node's network link ('*' for every node)."""
+        for p in self._procs_for(node_id):
+            self._control(p, f"{'up' if up else 'down'} {node_id}")
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for p in self._procs:
+            out.update(json.loads(self._control(p, "status")))
+        return out
+
+    def wait_connected(self, timeout: float = 30.0, node_ids: Iterable[str] | None = None) -> None:
+        want = set(node_ids) if node_ids is not None else {n.id for n in self.nodes}
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            missing = sorted(i for i in want if not st.get(i, {}).get("connected"))
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes not connected: {missing[:10]}")
+            time.sleep(0.1)
+
+    def events(self, node_id: str) -> list[dict[str, Any]]:
+        path = self.node_dir(node_id) / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def recordings(self, node_id: str) -> list[Recording]:
+        out: list[Recording] = []
+        for ev in self.events(node_id):
+            if ev["event"] == "audio_open":
+                out.append(Recording(ev["label"], ev["at"], None, ev["rate"], ev["bits"],
+                                     ev["channels"], ev["volume"], Path(ev["file"])))
+            elif ev["event"] == "audio_close" and out:
+                out[-1].end_ms = ev["at"]
+        return out
+
+    def alive(self) -> bool:
+        return bool(self._procs) and all(p.popen.poll() is None for p in self._procs)
+
+    def logs(self) -> str:
+        return "\n".join(p.log.read_text(errors="replace")[-3000:] for p in self._procs)
+
+    def stop(self) -> None:
+        for p in self._procs:
+            if p.popen.poll() is None:
+                try:
+                    os.killpg(p.popen.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self._procs:
+            try:
+                p.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.popen.pid, signal.SIGKILL)
+                p.popen.wait()
+        self._procs.clear()
+
+    def __enter__(self) -> Fleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,74 @@
+# hw-sim node host: runs many LoaXa nodes (the real firmware over hal.sim) in one MicroPython
+# process. Started by hwsim.fleet; argv[1] is a JSON file describing the nodes.
+# A line-based control port lets the controller cut and restore each node's link.
+import asyncio
+import json
+import sys
+
+from firmware.node import Node
+from hal.sim import SimBoard, SimClock, SimLink
+
+
+class Host:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.nodes = {}
+
+    def start_nodes(self):
+        for nc in self.cfg["nodes"]:
+            board = SimBoard(nc["dir"], clock=SimClock(nc.get("clock_offset_ms", 0)),
+                             link=SimLink(nc.get("link_up", True)))
+            node = Node(board, nc)
+            self.nodes[nc["id"]] = node
+            asyncio.create_task(node.run())
+
+    def _targets(self, name):
+        if name == "*":
+            return list(self.nodes.values())
+        n = self.nodes.get(name)
+        return [n] if n else []
+
+    def command(self, line):
+        words = line.split()
+        if not words:
+            return "ERR empty"
+        verb = words[0]
+        if verb in ("down", "up") and len(words) == 2:
+            targets = self._targets(words[1])
+            for n in targets:
+                n.board.link.set_up(verb == "up")
+            return "OK %d" % len(targets)
+        if verb == "status":
+            out = {}
+            for nid, n in self.nodes.items():
+                out[nid] = {"connected": n.session.connected, "connects": n.session.connects,
+                            "link": n.board.link.is_up(), "playing": n.playing,
+                            "seq": n.last_seq, "pending": len(n.pending)}
+            return "OK " + json.dumps(out)
+        return "ERR unknown command"
+
+    async def serve(self, reader, writer):
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                reply = self.command(line.decode().strip())
+                writer.write((reply + "\n").encode())
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def main(path):
+    with open(path) as f:
+        cfg = json.load(f)
+    host = Host(cfg)
+    host.start_nodes()
+    await asyncio.start_server(host.serve, "127.0.0.1", cfg["control_port"])
+    print("READY", len(host.nodes))
+    while True:
+        await asyncio.sleep(3600)
+
+
+asyncio.run(main(sys.argv[1]))
