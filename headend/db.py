@@ -1,0 +1,52 @@
+"""Opening the database: SQLite with WAL by default, schema kept by Alembic migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DatabaseBroken(Exception):
+    """The database file exists but cannot be used."""
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (web page, CLI) never block the writer
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def open_db(url: str, migrate: bool = True) -> Engine:
+    """Engine for url, migrated to the newest schema (or checked to be current)."""
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.begin() as conn:
+            if migrate:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            elif "nodes" not in inspect(conn).get_table_names():
+                raise DatabaseBroken(f"{url}: no LoaXa tables")
+    except (DatabaseError, OperationalError) as e:
+        engine.dispose()
+        raise DatabaseBroken(f"cannot use database {url}: {e.orig}") from e
+    return engine

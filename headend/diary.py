@@ -1,0 +1,103 @@
+"""Reading the diary (sổ nhật ký truyền thanh) and the node list for people."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from headend.models import AsRunRecord, Command, Commune, Node, Village
+
+DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+
+
+@dataclass(frozen=True)
+class DiaryRow:
+    node_id: str
+    village: str
+    title: str
+    trigger: str
+    planned_ms: int | None
+    start_ms: int | None
+    end_ms: int | None
+    outcome: str
+    reason: str | None
+    operator: str
+    command_id: str | None
+
+    @property
+    def duration_s(self) -> int | None:
+        if self.start_ms is None or self.end_ms is None:
+            return None
+        return round((self.end_ms - self.start_ms) / 1000)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: str
+    village: str
+    commune: str
+    online: bool
+    last_seen_ms: int | None
+    playing: str | None  # title of what is on air, or the command id
+    fw: str | None
+    volume: int | None
+
+
+def commune_timezone(engine: Engine) -> ZoneInfo:
+    with Session(engine) as s:
+        tz = s.scalar(select(Commune.timezone).limit(1))
+    return ZoneInfo(tz or DEFAULT_TZ)
+
+
+def day_bounds_ms(day: date, tz: ZoneInfo) -> tuple[int, int]:
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    end = start + timedelta(days=1)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list[DiaryRow]:
+    """What aired on `day` (the commune's local day), one line per node and item."""
+    tz = tz or commune_timezone(engine)
+    lo, hi = day_bounds_ms(day, tz)
+    stmt = (
+        select(AsRunRecord, Village.name, Command.issued_ms, Command.operator)
+        .join(Node, Node.id == AsRunRecord.node_id)
+        .join(Village, Village.id == Node.village_id)
+        .outerjoin(Command, Command.id == AsRunRecord.command_id)
+        .where(
+            # Items that never started are filed under the day the node reported them.
+            ((AsRunRecord.start_ms >= lo) & (AsRunRecord.start_ms < hi))
+            | (AsRunRecord.start_ms.is_(None) & (AsRunRecord.received_ms >= lo)
+               & (AsRunRecord.received_ms < hi))
+        )
+        .order_by(AsRunRecord.start_ms, AsRunRecord.node_id)
+    )
+    with Session(engine) as s:
+        return [
+            DiaryRow(r.node_id, village, r.title, r.trigger, issued, r.start_ms, r.end_ms,
+                     r.outcome, r.reason, operator or "", r.command_id)
+            for r, village, issued, operator in s.execute(stmt)
+        ]
+
+
+def node_rows(engine: Engine) -> list[NodeRow]:
+    stmt = (
+        select(Node, Village.name, Commune.name, Command.title)
+        .join(Village, Village.id == Node.village_id)
+        .join(Commune, Commune.id == Village.commune_id)
+        .outerjoin(Command, Command.id == Node.playing)
+        .order_by(Commune.name, Village.name, Node.id)
+    )
+    out = []
+    with Session(engine) as s:
+        for node, village, commune, title in s.execute(stmt):
+            tel = json.loads(node.telemetry) if node.telemetry else {}
+            playing = (title or node.playing) if node.playing else None
+            out.append(NodeRow(node.id, village, commune, node.online, node.last_seen_ms,
+                               playing, node.fw, tel.get("volume")))
+    return out

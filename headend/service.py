@@ -1,0 +1,336 @@
+"""The headend's MQTT side: signs and publishes commands, and stores what nodes report
+(acks, availability, telemetry, as-run records) in the database.
+
+Incoming messages are applied in batches by one writer, in a worker thread, so 2,000 acks
+arriving together cost a few transactions rather than 2,000. As-run records are acknowledged
+to the node only after the transaction that stored them has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from firmware import protocol
+from headend.models import AsRunRecord, Command, Node
+
+log = logging.getLogger("loaxa.headend")
+
+Clock = Callable[[], int]
+
+# An ack status may only move a command forward; a late "rejected" (a QoS 1 redelivery that
+# the node refused as a replay) never undoes an "accepted".
+_STATUS_RANK = {"sent": 0, "rejected": 1, "accepted": 2, "started": 3, "done": 4, "failed": 4}
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class HeadendOffline(Exception):
+    """The headend is not connected to the broker, so it cannot send commands."""
+
+
+@dataclass
+class SentCommand:
+    id: str
+    node_id: str
+    seq: int
+    payload: bytes
+
+
+@dataclass
+class _Waiters:
+    """Futures waiting for command acks (used by `loaxa bench` and the tests)."""
+
+    by_cmd: dict[str, list[tuple[frozenset[str], asyncio.Future[dict[str, Any]]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def add(self, cmd_id: str, statuses: Iterable[str]) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.by_cmd[cmd_id].append((frozenset(statuses), fut))
+        return fut
+
+    def notify(self, msg: dict[str, Any]) -> None:
+        entries = self.by_cmd.get(msg.get("id") or "")
+        if not entries:
+            return
+        keep = []
+        for statuses, fut in entries:
+            if msg.get("status") in statuses and not fut.done():
+                fut.set_result(msg)
+            elif not fut.done():
+                keep.append((statuses, fut))
+        if keep:
+            self.by_cmd[msg["id"]] = keep
+        else:
+            del self.by_cmd[msg["id"]]
+
+
+class Headend:
+    def __init__(
+        self,
+        engine: Engine,
+        broker_port: int,
+        password: str,
+        broker_host: str = "127.0.0.1",
+        user: str = "headend",
+        clock: Clock = wall_clock_ms,
+        client_id: str = "loaxa-headend",
+    ) -> None:
+        self.engine = engine
+        self.broker = (broker_host, broker_port)
+        self.user, self.password = user, password
+        self.clock = clock
+        self.client_id = client_id
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.waiters = _Waiters()
+        self.echo_waiters: dict[str, asyncio.Future[float]] = {}
+        self._inbox: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
+        self._signers: dict[str, protocol.Signer] = {}
+        self.messages_in = 0
+
+    # --- connection ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected to the broker until cancelled; reconnect after any outage."""
+        writer = asyncio.create_task(self._writer())
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    await self._session()
+                except aiomqtt.MqttError as e:
+                    log.warning("broker connection lost: %s", e)
+                self.client = None
+                self.connected.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            writer.cancel()
+
+    async def _session(self) -> None:
+        async with aiomqtt.Client(
+            self.broker[0], self.broker[1], username=self.user, password=self.password,
+            identifier=self.client_id, clean_session=False, keepalive=20,
+            max_inflight_messages=1000, max_queued_outgoing_messages=0,
+        ) as client:
+            # A persistent session: while the headend is down the broker keeps QoS 1 messages.
+            for leaf in (protocol.ACK, protocol.STATE, protocol.TELEMETRY, protocol.ASRUN,
+                         protocol.ECHO_REPLY):
+                await client.subscribe(protocol.PREFIX + "+/" + leaf, qos=1)
+            self.client = client
+            self.connected.set()
+            log.info("connected to broker %s:%d", *self.broker)
+            async for message in client.messages:
+                self._on_message(str(message.topic), message.payload)
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    def _on_message(self, topic: str, payload: Any) -> None:
+        parts = protocol.split_topic(topic)
+        if parts is None or not isinstance(payload, bytes | bytearray):
+            return
+        node_id, leaf = parts
+        self.messages_in += 1
+        if leaf == protocol.ECHO_REPLY:
+            fut = self.echo_waiters.pop(node_id, None)
+            if fut and not fut.done():
+                fut.set_result(time.perf_counter())
+            return
+        msg = protocol.decode(payload)
+        if msg is None:
+            log.warning("undecodable message on %s", topic)
+            return
+        if msg.get("node") not in (None, node_id):
+            # The broker ACL makes this impossible; refuse it anyway.
+            log.warning("node %s sent a message naming %s", node_id, msg.get("node"))
+            return
+        if leaf == protocol.ACK:
+            self.waiters.notify(msg)
+        self._inbox.put_nowait((node_id, leaf, msg))
+
+    # --- storing what nodes report ----------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < 2000:
+                batch.append(self._inbox.get_nowait())
+            try:
+                acks = await asyncio.to_thread(self._apply, batch)
+            except Exception:
+                log.exception("could not store %d messages; retrying", len(batch))
+                for item in batch:
+                    self._inbox.put_nowait(item)
+                await asyncio.sleep(1)
+                continue
+            for node_id, rids in acks.items():
+                await self._publish(node_id, protocol.ASRUN_ACK,
+                                    protocol.encode(protocol.asrun_ack(rids)))
+
+    async def flush(self) -> None:
+        """Wait until everything received so far is stored (tests, shutdown)."""
+        while not self._inbox.empty():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+
+    def _apply(self, batch: Sequence[tuple[str, str, dict[str, Any]]]) -> dict[str, list[int]]:
+        now = self.clock()
+        asrun_acks: dict[str, list[int]] = defaultdict(list)
+        with Session(self.engine) as s, s.begin():
+            nodes = {n.id: n for n in s.scalars(
+                select(Node).where(Node.id.in_({b[0] for b in batch}))
+            )}
+            for node_id, leaf, msg in batch:
+                node = nodes.get(node_id)
+                if node is None:
+                    log.warning("message from unknown node %s", node_id)
+                    continue
+                node.last_seen_ms = now
+                if leaf == protocol.STATE:
+                    self._apply_state(node, msg)
+                elif leaf == protocol.ACK:
+                    self._apply_ack(s, node, msg, now)
+                elif leaf == protocol.TELEMETRY:
+                    node.telemetry = json.dumps(msg)
+                    node.fw = str(msg.get("fw", ""))[:32]
+                    node.playing = msg.get("playing")
+                    node.online = True
+                elif leaf == protocol.ASRUN:
+                    rid = msg.get("rid")
+                    if isinstance(rid, int):
+                        self._apply_asrun(s, node, msg, now)
+                        asrun_acks[node_id].append(rid)
+        return asrun_acks
+
+    @staticmethod
+    def _apply_state(node: Node, msg: dict[str, Any]) -> None:
+        session = msg.get("session")
+        if not isinstance(session, int) or session < node.session:
+            return  # a last-will from an older session: the node has already come back
+        node.session = session
+        node.online = bool(msg.get("online"))
+        node.fw = str(msg.get("fw", ""))[:32] or node.fw
+        if not node.online:
+            node.playing = None
+
+    @staticmethod
+    def _apply_ack(s: Session, node: Node, msg: dict[str, Any], now: int) -> None:
+        status = str(msg.get("status", ""))
+        cmd = s.get(Command, msg["id"]) if isinstance(msg.get("id"), str) else None
+        if status == protocol.STARTED and cmd is not None:
+            node.playing = cmd.id
+        elif status in (protocol.DONE, protocol.FAILED) and node.playing == msg.get("id"):
+            node.playing = None
+        if cmd is None or cmd.node_id != node.id:
+            if status == protocol.REJECTED:
+                log.warning("node %s rejected a command: %s %s", node.id, msg.get("reason"),
+                            msg.get("detail", ""))
+            return
+        if _STATUS_RANK.get(status, -1) >= _STATUS_RANK.get(cmd.status, 0):
+            cmd.status = status
+            cmd.reason = msg.get("reason") or msg.get("detail")
+            cmd.updated_ms = now
+
+    @staticmethod
+    def _apply_asrun(s: Session, node: Node, msg: dict[str, Any], now: int) -> None:
+        # Idempotent on (node, rid): a record resent after a lost ack is stored once.
+        exists = s.scalar(select(AsRunRecord.id).where(
+            AsRunRecord.node_id == node.id, AsRunRecord.rid == msg["rid"]))
+        if exists is not None:
+            return
+        s.add(AsRunRecord(
+            node_id=node.id, rid=msg["rid"], command_id=msg.get("cmd"),
+            trigger=str(msg.get("trigger", "command"))[:16],
+            media=str(msg.get("media", ""))[:500], title=str(msg.get("title", ""))[:300],
+            start_ms=msg.get("start"), end_ms=msg.get("end"),
+            outcome=str(msg.get("outcome", "failed"))[:16],
+            reason=(str(msg["reason"])[:300] if msg.get("reason") else None),
+            received_ms=now,
+        ))
+        s.flush()
+
+    # --- sending commands -------------------------------------------------------------------
+
+    def _signer(self, node_id: str, key: str) -> protocol.Signer:
+        signer = self._signers.get(node_id)
+        if signer is None:
+            signer = self._signers[node_id] = protocol.Signer(bytes.fromhex(key))
+        return signer
+
+    def prepare(
+        self, node_ids: Sequence[str], op: str, args: dict[str, Any], ttl_ms: int = 120_000,
+        operator: str = "", title: str = "",
+    ) -> list[SentCommand]:
+        """Allocate sequence numbers, sign and record one command per node (no I/O to nodes)."""
+        now = self.clock()
+        out: list[SentCommand] = []
+        with Session(self.engine) as s, s.begin():
+            rows = s.execute(
+                update(Node).where(Node.id.in_(node_ids)).values(seq=Node.seq + 1)
+                .returning(Node.id, Node.seq, Node.key)
+            ).all()
+            found = {r[0] for r in rows}
+            missing = sorted(set(node_ids) - found)
+            if missing:
+                raise KeyError(f"unknown node(s): {', '.join(missing[:5])}")
+            for node_id, seq, key in rows:
+                cmd_id = "c" + secrets.token_hex(10)
+                cmd = protocol.make_command(self._signer(node_id, key), cmd_id, node_id, seq,
+                                            now, now + ttl_ms, op, args)
+                out.append(SentCommand(cmd_id, node_id, seq, protocol.encode_command(cmd)))
+            s.execute(Command.__table__.insert(), [
+                {"id": c.id, "node_id": c.node_id, "seq": c.seq, "op": op,
+                 "args": json.dumps(args, ensure_ascii=False), "title": title[:300],
+                 "issued_ms": now, "expires_ms": now + ttl_ms, "operator": operator[:100],
+                 "status": "sent", "reason": None, "updated_ms": now}
+                for c in out
+            ])
+        return out
+
+    async def publish_commands(self, commands: Sequence[SentCommand]) -> None:
+        await asyncio.gather(*(
+            self._publish(c.node_id, protocol.CMD, c.payload, required=True) for c in commands
+        ))
+
+    async def send(
+        self, node_ids: Sequence[str], op: str, args: dict[str, Any], ttl_ms: int = 120_000,
+        operator: str = "", title: str = "",
+    ) -> list[SentCommand]:
+        if self.client is None:
+            raise HeadendOffline("not connected to the broker")
+        commands = await asyncio.to_thread(self.prepare, node_ids, op, args, ttl_ms, operator,
+                                           title)
+        await self.publish_commands(commands)
+        return commands
+
+    async def _publish(self, node_id: str, leaf: str, payload: bytes,
+                       required: bool = False) -> None:
+        client = self.client
+        if client is None:
+            if required:
+                raise HeadendOffline("not connected to the broker")
+            return  # as-run acks are re-earned: the node resends unacked records
+        # Commands are QoS 1 and never retained (a retained command would replay on reconnect).
+        await client.publish(protocol.topic(node_id, leaf), payload, qos=1, retain=False)
+
+    async def wait_acks(
+        self, cmd_ids: Iterable[str], statuses: Iterable[str], timeout: float
+    ) -> list[dict[str, Any]]:
+        futs = [self.waiters.add(c, statuses) for c in cmd_ids]
+        return list(await asyncio.wait_for(asyncio.gather(*futs), timeout))
