@@ -29,7 +29,7 @@ class Node:
         if not protocol.valid_node_id(self.id):
             raise ValueError("bad node id")
         self.config = config
-        self.signer = protocol.Signer(config["key"])
+        self.signer = protocol.Signer(protocol.node_key(config["key"]))
         self.media_hosts = config.get("media_hosts", [])
         self.telemetry_ms = config.get("telemetry_s", 60) * 1000
         self.boot_ms = self.clock.time_ms()

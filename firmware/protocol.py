@@ -4,10 +4,7 @@
 import hashlib
 import json
 
-try:
-    from binascii import hexlify
-except ImportError:  # pragma: no cover
-    from ubinascii import hexlify  # type: ignore
+from binascii import hexlify, unhexlify
 
 VERSION = 1
 PREFIX = "loaxa/v1/node/"
@@ -184,6 +181,11 @@ class Signer:
         if not isinstance(sig, str):
             return False
         return equal_constant_time(self.sign(data), sig)
+
+
+def node_key(hex_key):
+    """A node's HMAC key as stored in configs and the database (hex) -> bytes."""
+    return unhexlify(hex_key)
 
 
 def hmac_sha256_hex(key, data):

@@ -88,6 +88,9 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
         print("LoaXa demo: stopping", flush=True)
         server.should_exit = True
         await asyncio.to_thread(fleet.stop)
+        if len(tasks) > 1:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(tasks[1]), 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(headend.flush(), 5)
         for t in tasks:

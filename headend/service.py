@@ -270,7 +270,7 @@ class Headend:
     def _signer(self, node_id: str, key: str) -> protocol.Signer:
         signer = self._signers.get(node_id)
         if signer is None:
-            signer = self._signers[node_id] = protocol.Signer(bytes.fromhex(key))
+            signer = self._signers[node_id] = protocol.Signer(protocol.node_key(key))
         return signer
 
     def prepare(
