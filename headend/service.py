@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +102,8 @@ class Headend:
         self._inbox: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
         self.messages_in = 0
+        # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
+        self.rejections: deque[dict[str, Any]] = deque(maxlen=1000)
 
     # --- connection ------------------------------------------------------------------------
 
@@ -162,6 +164,10 @@ class Headend:
             return
         if leaf == protocol.ACK:
             self.waiters.notify(msg)
+            if msg.get("status") == protocol.REJECTED:
+                self.rejections.append(msg)
+                log.warning("node %s rejected command %s: %s %s", node_id, msg.get("id"),
+                            msg.get("reason"), msg.get("detail", ""))
         self._inbox.put_nowait((node_id, leaf, msg))
 
     # --- storing what nodes report ----------------------------------------------------------
@@ -238,9 +244,6 @@ class Headend:
         elif status in (protocol.DONE, protocol.FAILED) and node.playing == msg.get("id"):
             node.playing = None
         if cmd is None or cmd.node_id != node.id:
-            if status == protocol.REJECTED:
-                log.warning("node %s rejected a command: %s %s", node.id, msg.get("reason"),
-                            msg.get("detail", ""))
             return
         if _STATUS_RANK.get(status, -1) >= _STATUS_RANK.get(cmd.status, 0):
             cmd.status = status
