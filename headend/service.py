@@ -267,6 +267,12 @@ class Headend:
             received_ms=now,
         ))
         s.flush()
+        # The record also settles its command when the final ack was lost in an outage.
+        cmd = s.get(Command, msg.get("cmd")) if isinstance(msg.get("cmd"), str) else None
+        if cmd is not None and cmd.node_id == node.id and cmd.status not in ("done", "failed"):
+            cmd.status = "done" if msg.get("outcome") == protocol.AIRED else "failed"
+            cmd.reason = msg.get("reason")
+            cmd.updated_ms = now
 
     # --- sending commands -------------------------------------------------------------------
 
