@@ -1,0 +1,57 @@
+"""Firmware transport tests (firmware/mqtt.py, session.py, http.py) under both interpreters.
+
+The same test functions (fw_*_cases.py) run here under CPython, one pytest test each, and under
+real MicroPython through tests/mp_runner.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+CASE_MODULES = ("fw_mqtt_cases", "fw_session_cases", "fw_http_cases")
+MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+# Roughly an ESP32's free heap with the rest of the firmware loaded; the tests must fit in it.
+MP_HEAP = "256K"
+
+
+def _cases() -> list[object]:
+    out = []
+    for mod_name in CASE_MODULES:
+        mod = importlib.import_module(mod_name)
+        for name in sorted(dir(mod)):
+            if name.startswith("test_"):
+                out.append(pytest.param(getattr(mod, name), id=f"{mod_name}.{name}"))
+    return out
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_cpython(case: Callable[[], None], fw_env: dict[str, str]) -> None:
+    case()
+
+
+def test_micropython(fw_env: dict[str, str]) -> None:
+    if not MICROPYTHON.exists():
+        pytest.skip("MicroPython unix port not installed (make install)")
+    args = [str(MICROPYTHON), "-X", f"heapsize={MP_HEAP}", str(ROOT / "tests" / "mp_runner.py")]
+    args += [str(HERE / f"{m}.py") for m in CASE_MODULES]
+    proc = subprocess.run(
+        args, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=240
+    )
+    out = proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines, out
+    assert lines[-1].endswith(" passed, 0 failed"), out
+    assert not lines[-1].startswith("0 passed"), out
+    assert proc.returncode == 0, out
