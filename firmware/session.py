@@ -47,8 +47,9 @@ class Session:
         self.connect_timeout_ms = connect_timeout_ms
         self.rand = rand or random.getrandbits
         self.sleep = sleep or sleep_ms
-        self.client = None
-        self.connected = False
+        self.client = None  # the current client, also while it is connecting
+        self.connected = False  # connected and on_connected has completed
+        self._live = False  # CONNACK received: publish() is allowed (also inside on_connected)
         self.connects = 0  # successful connects (on_connected completed)
         self.failures = 0  # failed connect attempts and lost connections
         self.attempt = 0  # consecutive failures since the last stable connection
@@ -101,6 +102,7 @@ class Session:
             self.client = None
             return None
         t0 = self.clock()
+        self._live = True
         reader = asyncio.create_task(client.run())
         try:
             await self.on_connected(client)
@@ -113,6 +115,7 @@ class Session:
             self.last_error = e
         finally:
             self.connected = False
+            self._live = False
             self._event.clear()
             client.close()
             self.client = None
@@ -128,8 +131,9 @@ class Session:
             await self._event.wait()
 
     async def publish(self, topic, payload, qos=0, retain=False, timeout_ms=10000):
-        """Publish on the current connection; OSError when there is none."""
+        """Publish on the current connection; OSError when there is none.
+        Allowed from on_connected too (the client is connected and its reader running)."""
         c = self.client
-        if not self.connected or c is None:
+        if not self._live or c is None:
             raise OSError(errno.ENOTCONN, "not connected")
         await c.publish(topic, payload, qos, retain, timeout_ms)

@@ -148,6 +148,7 @@ def test_publish_when_not_connected_raises_oserror():
 def _session(addr, prefix, link, births, got, sub_topic, initial_jitter_ms=100):
     host, port = addr
     cid = fwtest.uid(prefix)
+    holder = []
 
     def make_client():
         c = MQTTClient(cid, host, port, keepalive=5, clean=False,
@@ -158,10 +159,14 @@ def _session(addr, prefix, link, births, got, sub_topic, initial_jitter_ms=100):
     async def on_connected(c):
         await c.subscribe(sub_topic + "/cmd", qos=1)
         await c.publish(sub_topic + "/state", b"online", qos=1, retain=True)
+        assert not holder[0].connected  # only once on_connected is done
+        await holder[0].publish(sub_topic + "/hello", b"via-session", qos=1)  # allowed here
         births.append(c)
 
-    return Session(make_client, link, on_connected, backoff_min_ms=100, backoff_max_ms=400,
-                   initial_jitter_ms=initial_jitter_ms)
+    s = Session(make_client, link, on_connected, backoff_min_ms=100, backoff_max_ms=400,
+                initial_jitter_ms=initial_jitter_ms)
+    holder.append(s)
+    return s
 
 
 def test_session_reconnects_after_broker_restart():
@@ -173,7 +178,7 @@ def test_session_reconnects_after_broker_restart():
         task = asyncio.create_task(s.run())
         try:
             await fwtest.wait_ms(s.wait_connected(), 5000)
-            assert s.connects == 1 and len(births) == 1
+            assert s.connects == 1 and len(births) == 1, s.last_error
             first = s.client
             await s.publish(base + "/cmd", b"one", qos=1)
             assert await fwtest.until(lambda: (base + "/cmd", b"one") in got)
@@ -221,7 +226,7 @@ def test_session_waits_for_link():
             assert link.waits == 1 and s.connects == 0 and not s.connected
             link.ev.set()
             await fwtest.wait_ms(s.wait_connected(), 5000)
-            assert s.connects == 1 and len(births) == 1
+            assert s.connects == 1 and len(births) == 1, s.last_error
         finally:
             task.cancel()
             try:
