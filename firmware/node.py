@@ -1,7 +1,6 @@
 # A loudspeaker node: checks signed commands, drives playback through the HAL, keeps its
 # as-run records in flash until the headend acknowledges them, and reports health.
 import asyncio
-import gc
 import json
 
 from firmware import http, protocol, wav
@@ -310,7 +309,6 @@ class Node:
     # --- health -----------------------------------------------------------------------
 
     def telemetry(self):
-        gc.collect()
         link = self.board.link
         return {"v": protocol.VERSION, "t": "telemetry", "node": self.id,
                 "at": self.clock.time_ms(), "fw": FW_VERSION, "board": self.board.name,

@@ -203,6 +203,28 @@ def equal_constant_time(a, b):
 
 # --- commands -----------------------------------------------------------------------------
 
+_SIG_FIELD = b',"sig":"'
+_SIG_LEN = 64
+
+
+def signed_part(payload, sig):
+    """The bytes a received command's signature must cover: the payload without its sig field.
+
+    Commands travel in canonical encoding, where the top-level "sig" is the last key but "v"
+    and a '"' inside a string is always escaped, so the last ',"sig":"' is the top-level one.
+    The node thus verifies the exact bytes it received without re-encoding them (cheaper on an
+    ESP32, and nothing to get subtly different). A non-canonical payload fails verification."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    i = payload.rfind(_SIG_FIELD)
+    end = i + len(_SIG_FIELD) + _SIG_LEN
+    if i < 0 or payload[end:end + 1] != b'"' or not isinstance(sig, str):
+        return b""
+    if payload[i + len(_SIG_FIELD):end] != sig.encode():
+        return b""  # the parsed sig is not the one at the end: not canonical
+    return payload[:i] + payload[end + 1:]
+
+
 def make_command(signer, cmd_id, node_id, seq, issued_ms, expires_ms, op, args):
     cmd = {
         "v": VERSION,
@@ -270,11 +292,7 @@ def parse_command(payload, node_id, signer, last_seq, now_ms):
         raise Rejected(R_MALFORMED, cmd_id, "bad op or args")
     if cmd["node"] != node_id:
         raise Rejected(R_WRONG_NODE, cmd_id, str(cmd["node"]))
-    try:
-        body = signing_bytes(cmd)
-    except ValueError:
-        raise Rejected(R_MALFORMED, cmd_id, "unsignable value")
-    if not signer.verify(body, cmd["sig"]):
+    if not signer.verify(signed_part(payload, cmd["sig"]), cmd["sig"]):
         raise Rejected(R_SIGNATURE, cmd_id)
     if cmd["seq"] <= last_seq:
         raise Rejected(R_REPLAY, cmd_id, "seq %d <= %d" % (cmd["seq"], last_seq))

@@ -103,6 +103,7 @@ class Board:
     name = "unknown"
 
     def heap_free(self):
+        """Free heap in bytes (a board may collect garbage first), or None."""
         return None
 
     def reboot(self):

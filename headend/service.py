@@ -26,6 +26,9 @@ from firmware import protocol
 from headend.models import AsRunRecord, Command, Node
 
 log = logging.getLogger("loaxa.headend")
+# aiomqtt warns on every publish beyond ten in flight; a fan-out to 2,000 nodes is normal here.
+_mqtt_log = logging.getLogger("loaxa.headend.mqtt")
+_mqtt_log.setLevel(logging.ERROR)
 
 Clock = Callable[[], int]
 
@@ -127,7 +130,7 @@ class Headend:
     async def _session(self) -> None:
         async with aiomqtt.Client(
             self.broker[0], self.broker[1], username=self.user, password=self.password,
-            identifier=self.client_id, clean_session=False, keepalive=20,
+            identifier=self.client_id, clean_session=False, keepalive=20, logger=_mqtt_log,
             max_inflight_messages=1000, max_queued_outgoing_messages=0,
         ) as client:
             # A persistent session: while the headend is down the broker keeps QoS 1 messages.
@@ -202,6 +205,12 @@ class Headend:
             nodes = {n.id: n for n in s.scalars(
                 select(Node).where(Node.id.in_({b[0] for b in batch}))
             )}
+            # One query for all commands this batch mentions (then s.get hits the identity map).
+            cmd_ids = {m.get("id") if leaf == protocol.ACK else m.get("cmd")
+                       for _, leaf, m in batch if leaf in (protocol.ACK, protocol.ASRUN)}
+            cmd_ids = {c for c in cmd_ids if isinstance(c, str)}
+            if cmd_ids:
+                s.scalars(select(Command).where(Command.id.in_(cmd_ids))).all()
             for node_id, leaf, msg in batch:
                 node = nodes.get(node_id)
                 if node is None:

@@ -1,0 +1,182 @@
+"""`loaxa bench fanout`: how fast one signed `play` reaches N nodes and is acknowledged.
+
+Measured: from the headend's publish of one signed play per node until every node has acked
+it (each node checked the signature, sequence number and validity, persisted its sequence
+number and answered). Reference, in the same run over the same N node connections: the
+broker delivering one plain message to each node, which echoes it back unchecked. Both are
+QoS 1 both ways and timed the same way, so the difference is what signing and checking cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from firmware import protocol
+from headend.broker import Broker
+from headend.commune import CommuneSpec, VillageSpec
+from headend.db import open_db
+from headend.home import Home
+from headend.media import write_test_tone
+from headend.registry import headend_password, provision_commune
+from headend.service import Headend
+from hwsim.fleet import Fleet, SimNode, free_port
+
+BLIP = "blip.wav"
+import os
+OP = os.environ.get("OP", "play")
+TARGET_RATIO = 1.5
+TARGET_SECONDS = 2.0
+
+
+@dataclass
+class FanoutResult:
+    nodes: int
+    reference_s: list[float] = field(default_factory=list)
+    signed_s: list[float] = field(default_factory=list)
+    prepare_s: list[float] = field(default_factory=list)
+    connect_s: float = 0.0
+
+    @property
+    def reference(self) -> float:
+        return statistics.median(self.reference_s)
+
+    @property
+    def signed(self) -> float:
+        return statistics.median(self.signed_s)
+
+    @property
+    def ratio(self) -> float:
+        return self.signed / self.reference
+
+    @property
+    def meets_target(self) -> bool:
+        return self.ratio <= TARGET_RATIO and self.signed <= TARGET_SECONDS
+
+    def report(self) -> str:
+        def row(name: str, xs: list[float]) -> str:
+            runs = " ".join(f"{x:.3f}" for x in xs)
+            return f"  {name:<34} median {statistics.median(xs):7.3f} s   runs: {runs}"
+
+        verdict = "MET" if self.meets_target else "NOT MET"
+        return "\n".join([
+            f"loaxa bench fanout: {self.nodes} nodes (MicroPython unix port, real Mosquitto)",
+            f"  all nodes connected in {self.connect_s:.1f} s",
+            row("reference: plain echo, all back", self.reference_s),
+            row("signed play: publish -> all acked", self.signed_s),
+            row("(sign + record, before publish)", self.prepare_s),
+            f"  ratio signed/reference: {self.ratio:.2f} (target <= {TARGET_RATIO}); "
+            f"signed {self.signed:.3f} s (target <= {TARGET_SECONDS} s): {verdict}",
+        ])
+
+
+def bench_commune(n: int) -> CommuneSpec:
+    per_village = 2
+    villages = tuple(
+        VillageSpec(f"v{i:04d}", f"Thôn {i}",
+                    tuple(f"b{j:05d}" for j in range(i * per_village, min(n, (i + 1) * per_village))))
+        for i in range((n + per_village - 1) // per_village)
+    )
+    return CommuneSpec("bench", "Xã đo tốc độ", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)
+
+
+async def _reference_round(headend: Headend, node_ids: list[str]) -> float:
+    loop = asyncio.get_running_loop()
+    futs = {}
+    for n in node_ids:
+        futs[n] = headend.echo_waiters[n] = loop.create_future()
+    client = headend.client
+    assert client is not None
+    payload = b"plain reference message"
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client.publish(protocol.topic(n, protocol.ECHO), payload, qos=1)
+                           for n in node_ids))
+    await asyncio.wait_for(asyncio.gather(*futs.values()), 60)
+    return time.perf_counter() - t0
+
+
+async def _signed_round(headend: Headend, node_ids: list[str], url: str) -> tuple[float, float]:
+    t_prep = time.perf_counter()
+    commands = await asyncio.to_thread(headend.prepare, node_ids, OP,
+                                       {"url": url, "title": "Đo tốc độ"}, 120_000, "bench")
+    prep = time.perf_counter() - t_prep
+    futs = [headend.waiters.add(c.id, (protocol.ACCEPTED, protocol.REJECTED)) for c in commands]
+    done = [headend.waiters.add(c.id, (protocol.DONE, protocol.FAILED)) for c in commands]
+    t0 = time.perf_counter()
+    await headend.publish_commands(commands)
+    acks = await asyncio.wait_for(asyncio.gather(*futs), 60)
+    elapsed = time.perf_counter() - t0
+    bad = [a for a in acks if a["status"] != protocol.ACCEPTED]
+    if bad:
+        raise RuntimeError(f"{len(bad)} nodes rejected the play, e.g. {bad[0]}")
+    # Let the blips play and their reports settle before the next round.
+    await asyncio.wait_for(asyncio.gather(*done), 120)
+    await headend.flush()
+    return elapsed, prep
+
+
+async def run_fanout(nodes: int, rounds: int, per_process: int,
+                     root: Path | None = None) -> FanoutResult:
+    tmp = tempfile.TemporaryDirectory(prefix="loaxa-bench-") if root is None else None
+    base = Path(tmp.name) if tmp else root
+    assert base is not None
+    home = Home.create(base / "home")
+    engine = open_db(home.db_url)
+    secrets = provision_commune(engine, home, bench_commune(nodes))
+    write_test_tone(home.media_dir, BLIP, seconds=0.2)
+    password = headend_password(home)
+    broker = Broker(home.broker_dir, port=free_port(), headend_password=password)
+    broker.write_config({s.id: s.password for s in secrets})
+    web_port = free_port()
+    fleet = Fleet(root=home.sim_dir, broker_port=broker.port,
+                  media_hosts=[f"127.0.0.1:{web_port}"], per_process=per_process,
+                  telemetry_s=3600, keepalive=120,
+                  nodes=[SimNode(s.id, s.key, s.password) for s in secrets],
+                  session={"initial_jitter_ms": 5000})
+    headend = Headend(engine, broker.port, password)
+    from headend.web import make_app
+
+    server = uvicorn.Server(uvicorn.Config(make_app(engine, home.media_dir), host="127.0.0.1",
+                                           port=web_port, log_level="warning"))
+    result = FanoutResult(nodes)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        broker.start()
+        tasks.append(asyncio.create_task(headend.run()))
+        tasks.append(asyncio.create_task(server.serve()))
+        await headend.wait_connected(15)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(fleet.start, 120)
+        await asyncio.to_thread(fleet.wait_connected, 300)
+        result.connect_s = time.perf_counter() - t0
+        await asyncio.sleep(2)
+        await headend.flush()
+        node_ids = [s.id for s in secrets]
+        url = f"http://127.0.0.1:{web_port}/media/{BLIP}"
+        for _ in range(rounds):
+            result.reference_s.append(await _reference_round(headend, node_ids))
+            await asyncio.sleep(0.5)
+            elapsed, prep = await _signed_round(headend, node_ids, url)
+            result.signed_s.append(elapsed)
+            result.prepare_s.append(prep)
+            await asyncio.sleep(0.5)
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(fleet.stop)
+        if len(tasks) > 1:
+            await asyncio.wait([tasks[1]], timeout=5)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        broker.stop()
+        engine.dispose()
+        if tmp:
+            tmp.cleanup()
+    print(result.report(), flush=True)
+    return result
