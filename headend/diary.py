@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from headend.models import AsRunRecord, Command, Commune, Node, Village
 
+log = logging.getLogger("loaxa.diary")
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
+DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -49,15 +53,31 @@ class NodeRow:
 
 
 def commune_timezone(engine: Engine) -> ZoneInfo:
+    """The zone people read times in: the commune's (commune files are checked on load)."""
     with Session(engine) as s:
-        tz = s.scalar(select(Commune.timezone).limit(1))
-    return ZoneInfo(tz or DEFAULT_TZ)
+        tz = s.scalar(select(Commune.timezone).order_by(Commune.id).limit(1))
+    try:
+        return ZoneInfo(tz or DEFAULT_TZ)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("commune timezone %r is unknown; showing times in %s", tz, DEFAULT_TZ)
+        return ZoneInfo(DEFAULT_TZ)
+
+
+def commune_name(engine: Engine) -> str | None:
+    """The commune's name ("Xã Tân Lang"), or None before one is provisioned."""
+    with Session(engine) as s:
+        return s.scalar(select(Commune.name).order_by(Commune.id).limit(1))
 
 
 def day_bounds_ms(day: date, tz: ZoneInfo) -> tuple[int, int]:
+    """[start, end) of the local day in UTC ms; the end of date.max is start + 24 h."""
     start = datetime.combine(day, time(0), tzinfo=tz)
-    end = start + timedelta(days=1)
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    lo = int(start.timestamp() * 1000)
+    try:
+        hi = int(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).timestamp() * 1000)
+    except OverflowError:
+        hi = lo + DAY_MS
+    return lo, hi
 
 
 def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list[DiaryRow]:
@@ -75,7 +95,9 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
             | (AsRunRecord.start_ms.is_(None) & (AsRunRecord.received_ms >= lo)
                & (AsRunRecord.received_ms < hi))
         )
-        .order_by(AsRunRecord.start_ms, AsRunRecord.node_id)
+        # Same order on every database: a record without a start sits where it was reported.
+        .order_by(func.coalesce(AsRunRecord.start_ms, AsRunRecord.received_ms),
+                  AsRunRecord.node_id, AsRunRecord.rid)
     )
     with Session(engine) as s:
         return [
@@ -96,8 +118,17 @@ def node_rows(engine: Engine) -> list[NodeRow]:
     out = []
     with Session(engine) as s:
         for node, village, commune, title in s.execute(stmt):
-            tel = json.loads(node.telemetry) if node.telemetry else {}
+            tel = _telemetry(node.telemetry)
             playing = (title or node.playing) if node.playing else None
             out.append(NodeRow(node.id, village, commune, node.online, node.last_seen_ms,
                                playing, node.fw, tel.get("volume")))
     return out
+
+
+def _telemetry(raw: str | None) -> dict[str, Any]:
+    # Stored as received from the node: a bad one must not break the node list.
+    try:
+        tel = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return tel if isinstance(tel, dict) else {}

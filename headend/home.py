@@ -1,4 +1,4 @@
-"""The state directory every `loaxa` command shares (database, broker files, media, node configs)."""
+"""The state directory every `loaxa` command shares: database, broker files, media, node configs."""
 
 from __future__ import annotations
 
@@ -59,12 +59,14 @@ class Home:
 
     @classmethod
     def create(cls, root: Path) -> Home:
-        """Create (or reuse) a state directory."""
+        """Create (or reuse) a state directory; refuse a file or someone else's directory."""
         try:
+            if root.exists() and not root.is_dir():
+                raise HomeError(f"state directory {root} is not a directory")
             root.mkdir(parents=True, exist_ok=True)
             marker = root / MARKER
-            if not marker.exists():
-                if any(p.name != MARKER for p in root.iterdir()):
+            if not marker.is_file():
+                if marker.exists() or any(p.name != MARKER for p in root.iterdir()):
                     raise HomeError(
                         f"{root} exists and is not a LoaXa state directory (no {MARKER} file); "
                         "choose another --home"
@@ -72,27 +74,36 @@ class Home:
                 marker.write_text("LoaXa state directory\n")
             home = cls(root)
             for d in (home.broker_dir, home.media_dir, home.nodes_dir, home.sim_dir):
+                if d.exists() and not d.is_dir():
+                    raise HomeError(f"{d} should be a directory but is a file")
                 d.mkdir(exist_ok=True)
             home.nodes_dir.chmod(0o700)
         except PermissionError as e:
             raise HomeError(f"cannot write to state directory {root}: {e.strerror}") from e
-        except NotADirectoryError as e:
-            raise HomeError(f"state directory {root} is not a directory") from e
+        except (NotADirectoryError, FileExistsError) as e:
+            # A file where a directory should be, on the way to root.
+            raise HomeError(f"cannot create state directory {root}: {e.strerror}: "
+                            f"{e.filename}") from e
+        except OSError as e:
+            raise HomeError(f"cannot create state directory {root}: {e.strerror}") from e
         return home
 
     @classmethod
     def open(cls, root: Path) -> Home:
         """Open an existing state directory; clear errors when it is missing or broken."""
-        if not root.exists():
-            raise HomeError(
-                f"state directory {root} does not exist; run `loaxa demo` first "
-                "or pass --home / set LOAXA_HOME"
-            )
-        if not root.is_dir():
-            raise HomeError(f"state directory {root} is not a directory")
-        if not (root / MARKER).exists():
-            raise HomeError(f"{root} is not a LoaXa state directory (no {MARKER} file)")
-        home = cls(root)
-        if not home.db_path.exists():
-            raise HomeError(f"state directory {root} has no database ({home.db_path.name})")
+        try:
+            if not root.exists():
+                raise HomeError(
+                    f"state directory {root} does not exist; run `loaxa demo` first "
+                    "or pass --home / set LOAXA_HOME"
+                )
+            if not root.is_dir():
+                raise HomeError(f"state directory {root} is not a directory")
+            if not (root / MARKER).is_file():
+                raise HomeError(f"{root} is not a LoaXa state directory (no {MARKER} file)")
+            home = cls(root)
+            if not home.db_path.is_file():
+                raise HomeError(f"state directory {root} has no database ({home.db_path.name})")
+        except PermissionError as e:
+            raise HomeError(f"cannot read state directory {root}: {e.strerror}") from e
         return home

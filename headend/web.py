@@ -1,26 +1,53 @@
-"""The web page (nodes and today's diary, in Vietnamese), its JSON API, and media for nodes."""
+"""The web page (nodes and a day's diary, in Vietnamese), its JSON API, and media for nodes.
+
+People get HTML error pages in Vietnamese; /api/ and /media/ (read by programs and nodes) get
+JSON. A broken database answers 503 and the server keeps running.
+"""
 
 from __future__ import annotations
 
+import http
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headend.diary import commune_timezone, diary_for_day, node_rows
+from headend.diary import DiaryRow, commune_name, commune_timezone, diary_for_day, node_rows
 
+log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+MACHINE_PREFIXES = ("/api/", "/media/")
 
-OUTCOME_VI = {"aired": "Đã phát", "partial": "Phát dở", "failed": "Lỗi", "missed": "Bỏ lỡ"}
+OUTCOME_VI = {"aired": "Đã phát", "partial": "Phát dở", "failed": "Không phát được",
+              "missed": "Bỏ lỡ"}
+# Reasons the firmware writes into as-run records; others are shown as the node sent them.
+REASON_VI = {
+    "stopped": "bị dừng giữa chừng",
+    "stopped before start": "bị dừng trước khi phát",
+    "stream ended early": "nguồn phát bị ngắt giữa chừng",
+}
+ERROR_VI = {
+    400: ("Yêu cầu không hợp lệ", "Địa chỉ trang có chỗ không đúng."),
+    404: ("Không tìm thấy trang", "Trang này không có. Hãy quay về trang chính."),
+    405: ("Không thực hiện được", "Trang này không nhận thao tác đó."),
+    503: ("Tạm thời không xem được",
+          "Không đọc được cơ sở dữ liệu của LoaXa. Hãy báo kỹ thuật viên kiểm tra thư mục "
+          "trạng thái và tệp loaxa.db."),
+}
+DB_ERROR_VI = ERROR_VI[503][1]
 
 
 def _fmt_time(ms: int | None, tz: ZoneInfo) -> str:
@@ -29,62 +56,159 @@ def _fmt_time(ms: int | None, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M:%S")
 
 
-def _fmt_seen(ms: int | None, tz: ZoneInfo) -> str:
+def _fmt_seen(ms: int | None, tz: ZoneInfo, today: date) -> str:
     if ms is None:
-        return "chưa bao giờ"
-    return datetime.fromtimestamp(ms / 1000, tz).strftime("%d/%m %H:%M:%S")
+        return "Chưa liên lạc"
+    t = datetime.fromtimestamp(ms / 1000, tz)
+    if t.date() == today:
+        return t.strftime("%H:%M:%S")  # a time alone is today's
+    return t.strftime("%H:%M %d/%m/%Y")
 
 
-def _parse_day(raw: str | None, tz: ZoneInfo) -> date:
-    if raw is None:
-        return datetime.now(tz).date()
+def _commune_title(name: str | None) -> str:
+    """"Xã Tân Lang" -> "xã Tân Lang", to follow "Đài truyền thanh"."""
+    if not name:
+        return "xã"
+    for unit in ("Xã ", "Phường ", "Thị trấn ", "Đặc khu "):
+        if name.startswith(unit):
+            return unit.lower() + name[len(unit):]
+    return name
+
+
+def _iso(ms: int | None, tz: ZoneInfo) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz).isoformat()
+
+
+def _fmt_duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "—"
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    parts = [f"{h} giờ"] if h else []
+    if m:
+        parts.append(f"{m} phút")
+    if s or not parts:
+        parts.append(f"{s} giây")
+    return " ".join(parts)
+
+
+def _reason_vi(reason: str | None) -> str | None:
+    if not reason:
+        return None
+    return REASON_VI.get(reason, reason)
+
+
+def _shift(day: date, days: int) -> date | None:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _parse_day(raw: str | None, today: date) -> date:
+    if raw is None or raw == "":
+        return today
     try:
         return date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(
-            400, f"Ngày không hợp lệ: {raw!r}. Dùng dạng NĂM-THÁNG-NGÀY, ví dụ 2026-11-22."
+            400, f"Ngày không hợp lệ: “{raw[:40]}”. Hãy ghi ngày theo dạng NĂM-THÁNG-NGÀY, "
+                 "ví dụ 2026-11-22."
         ) from None
 
 
-def make_app(engine: Engine, media_dir: Path) -> FastAPI:
+def _diary_json(r: DiaryRow, tz: ZoneInfo) -> dict[str, Any]:
+    return dict(asdict(r), duration_s=r.duration_s, start_local=_iso(r.start_ms, tz),
+                end_local=_iso(r.end_ms, tz), planned_local=_iso(r.planned_ms, tz))
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(MACHINE_PREFIXES)
+
+
+def _error_page(request: Request, status: int, message: str | None = None) -> Response:
+    title, default = ERROR_VI.get(status, ("Có lỗi xảy ra", "Hãy thử lại sau ít phút."))
+    return TEMPLATES.TemplateResponse(
+        request, "error.html", {"status": status, "title": title, "message": message or default},
+        status_code=status,
+    )
+
+
+def make_app(engine: Engine, media_dir: Path,
+             clock: Callable[[], int] = _wall_clock_ms) -> FastAPI:
+    """The app over `engine`; `clock` (UTC ms) decides which day is "today"."""
     app = FastAPI(title="LoaXa", summary="Commune radio headend")
+    media_root = media_dir.resolve()
+
+    def today(tz: ZoneInfo) -> date:
+        return datetime.fromtimestamp(clock() / 1000, tz).date()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=exc.headers)
+        # Starlette's own errors carry the English phrase ("Not Found"): show ours instead.
+        try:
+            phrase = http.HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = ""
+        own = exc.detail if exc.detail and exc.detail != phrase else None
+        return _error_page(request, exc.status_code, own)
 
     @app.exception_handler(SQLAlchemyError)
-    async def db_error(request: Request, exc: SQLAlchemyError) -> Any:
-        msg = "Không đọc được cơ sở dữ liệu của LoaXa. Báo cho kỹ thuật viên kiểm tra thư mục trạng thái."
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": msg}, status_code=503)
-        return HTMLResponse(f"<h1>Lỗi</h1><p>{msg}</p>", status_code=503)
+    async def db_error(request: Request, exc: SQLAlchemyError) -> Response:
+        log.error("database error on %s: %s", request.url.path, exc)
+        if _wants_json(request):
+            return JSONResponse({"detail": DB_ERROR_VI}, status_code=503)
+        return _error_page(request, 503)
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, day: str | None = None) -> Any:
+    def index(request: Request, day: str | None = None) -> Response:
         tz = commune_timezone(engine)
-        d = _parse_day(day, tz)
+        now_day = today(tz)
+        d = _parse_day(day, now_day)
         nodes = node_rows(engine)
         diary = diary_for_day(engine, d, tz)
+        name = commune_name(engine)
         return TEMPLATES.TemplateResponse(request, "index.html", {
-            "day": d, "tz": tz,
+            "commune": name or "", "commune_title": _commune_title(name),
+            "day": d, "today": now_day, "tz": tz,
+            "tz_label": "giờ Việt Nam" if tz.key == "Asia/Ho_Chi_Minh" else f"múi giờ {tz.key}",
+            "prev_day": _shift(d, -1), "next_day": _shift(d, 1),
             "online": sum(n.online for n in nodes),
-            "nodes": [dict(asdict(n), seen=_fmt_seen(n.last_seen_ms, tz)) for n in nodes],
+            "nodes": [dict(asdict(n), seen=_fmt_seen(n.last_seen_ms, tz, now_day)) for n in nodes],
             "diary": [dict(asdict(r), start=_fmt_time(r.start_ms, tz),
                            end=_fmt_time(r.end_ms, tz), planned=_fmt_time(r.planned_ms, tz),
-                           duration=r.duration_s, outcome_vi=OUTCOME_VI.get(r.outcome, r.outcome))
+                           duration=_fmt_duration(r.duration_s),
+                           outcome_vi=OUTCOME_VI.get(r.outcome, r.outcome),
+                           reason_vi=_reason_vi(r.reason))
                       for r in diary],
         })
 
     @app.get("/api/nodes")
     def api_nodes() -> list[dict[str, Any]]:
-        return [asdict(n) for n in node_rows(engine)]
+        tz = commune_timezone(engine)
+        return [dict(asdict(n), last_seen_local=_iso(n.last_seen_ms, tz))
+                for n in node_rows(engine)]
 
     @app.get("/api/diary")
     def api_diary(day: str | None = None) -> list[dict[str, Any]]:
         tz = commune_timezone(engine)
-        return [asdict(r) for r in diary_for_day(engine, _parse_day(day, tz), tz)]
+        d = _parse_day(day, today(tz))
+        return [_diary_json(r, tz) for r in diary_for_day(engine, d, tz)]
 
     @app.get("/media/{name}")
     def media(name: str) -> FileResponse:
-        path = media_dir / name
-        if not MEDIA_NAME.match(name) or not path.is_file():
+        # Names only: no directories, no dotfiles, nothing that resolves outside media_dir.
+        if not MEDIA_NAME.match(name):
+            raise HTTPException(404, "no such media")
+        path = (media_root / name).resolve()
+        if path.parent != media_root or not path.is_file():
             raise HTTPException(404, "no such media")
         return FileResponse(path)
 
