@@ -11,11 +11,12 @@ FW_VERSION = "0.1.0"
 CHUNK = 1024  # bytes of PCM per read: small enough for a 100 KB heap
 AMP_PREROLL_MS = 300  # relay closes this long before audio so the first word is not clipped
 AMP_POSTROLL_MS = 300
+FETCH_LEAD_MS = 2000  # for a play with a start time: open the stream this long before it
 ASRUN_MAX = 200  # as-run records kept while the headend is unreachable (about a week of items)
 ASRUN_RESEND_MS = 30000
 
 # Persisted files in the node's storage
-F_SEQ = "seq"  # last accepted command sequence number: replay protection across reboots
+F_SEQ = "seq.ctr"  # last accepted command sequence number: replay protection across reboots
 F_STATE = "state.json"  # session counter, next as-run record id, volume
 F_ASRUN = "asrun.json"  # as-run records not yet acknowledged by the headend
 
@@ -32,7 +33,7 @@ class Node:
         self.media_hosts = config.get("media_hosts", [])
         self.telemetry_ms = config.get("telemetry_s", 60) * 1000
         self.boot_ms = self.clock.time_ms()
-        self.last_seq = int(board.storage.read(F_SEQ) or b"0")
+        self.seq = board.storage.counter(F_SEQ)
         st = self._load_json(F_STATE, {})
         self.session_no = st.get("session", 0)
         self.next_rid = st.get("rid", 1)
@@ -140,14 +141,13 @@ class Node:
     def _on_command(self, payload):
         now = self.clock.time_ms()
         try:
-            cmd = protocol.parse_command(payload, self.id, self.signer, self.last_seq, now)
+            cmd = protocol.parse_command(payload, self.id, self.signer, self.seq.value, now)
             self._check_args(cmd)
         except protocol.Rejected as err:
             self._reject(err)
             return
         # Persist the sequence number before acting, so a replay after a reboot is refused.
-        self.last_seq = cmd["seq"]
-        self.board.storage.write(F_SEQ, str(self.last_seq).encode())
+        self.seq.set(cmd["seq"])
         asyncio.create_task(self._run_command(cmd))
 
     def _check_args(self, cmd):
@@ -166,6 +166,10 @@ class Node:
                     raise protocol.Rejected(protocol.R_HOST, cmd["id"], host)
             if not isinstance(args.get("title", ""), str):
                 bad = "title"
+            at = args.get("at")
+            if at is not None and (not isinstance(at, int) or isinstance(at, bool)
+                                   or not cmd["iat"] - protocol.CLOCK_SKEW_MS <= at < cmd["exp"]):
+                bad = "at"
         elif op == "volume":
             level = args.get("level")
             if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 100:
@@ -218,7 +222,12 @@ class Node:
         start = end = None
         outcome, reason = protocol.AIRED, None
         resp = None
+        at = args.get("at")  # a synchronised start: every village begins at the same instant
         try:
+            if at is not None:
+                wait = at - FETCH_LEAD_MS - AMP_PREROLL_MS - self.clock.time_ms()
+                if wait > 0:
+                    await self.clock.sleep_ms(wait)
             try:
                 resp = await http.get(args["url"])
                 if resp.status != 200:
@@ -229,7 +238,10 @@ class Node:
                 return
             board.amp.on()
             board.led.set("play")
-            await self.clock.sleep_ms(AMP_PREROLL_MS)
+            preroll = AMP_PREROLL_MS
+            if at is not None:
+                preroll = max(preroll, at - self.clock.time_ms())
+            await self.clock.sleep_ms(preroll)
             board.audio.open(rate, bits, channels, cmd["id"])
             start = self.clock.time_ms()
             await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
@@ -279,7 +291,8 @@ class Node:
     def _record(self, cmd, start, end, outcome, reason):
         rec = {"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": self.next_rid,
                "cmd": cmd["id"], "trigger": "command", "media": cmd["args"]["url"],
-               "title": cmd["args"].get("title", ""), "start": start, "end": end,
+               "title": cmd["args"].get("title", ""), "planned": cmd["args"].get("at"),
+               "start": start, "end": end,
                "outcome": outcome, "reason": reason}
         self.next_rid += 1
         self._save_state()
@@ -316,7 +329,7 @@ class Node:
                 "heap_free": self.board.heap_free(), "link": link.kind,
                 "signal_dbm": link.signal_dbm(), "volume": self.volume,
                 "amp": self.board.amp.is_on(), "playing": self.playing,
-                "seq": self.last_seq, "session": self.session_no,
+                "seq": self.seq.value, "session": self.session_no,
                 "asrun_pending": len(self.pending), "rejections": self.rejections}
 
     async def _send_telemetry(self):

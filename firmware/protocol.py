@@ -153,6 +153,7 @@ def signing_bytes(cmd):
 # --- HMAC-SHA256 (MicroPython has hashlib.sha256 but no hmac module) -----------------------
 
 _BLOCK = 64
+_DIGEST = 32
 
 
 def _pads(key):
@@ -170,17 +171,24 @@ class Signer:
             key = key.encode()
         self._ipad, self._opad = _pads(key)
 
-    def sign(self, data):
+    def digest(self, data):
         inner = hashlib.sha256(self._ipad)
         inner.update(data)
         outer = hashlib.sha256(self._opad)
         outer.update(inner.digest())
-        return hexlify(outer.digest()).decode()
+        return outer.digest()
+
+    def sign(self, data):
+        return hexlify(self.digest(data)).decode()
 
     def verify(self, data, sig):
-        if not isinstance(sig, str):
+        if not isinstance(sig, str) or len(sig) != 2 * _DIGEST:
             return False
-        return equal_constant_time(self.sign(data), sig)
+        try:
+            want = unhexlify(sig)
+        except ValueError:
+            return False
+        return equal_constant_time(self.digest(data), want)
 
 
 def node_key(hex_key):
@@ -193,12 +201,11 @@ def hmac_sha256_hex(key, data):
 
 
 def equal_constant_time(a, b):
+    """Compare two byte strings of equal length without an early exit: one big-integer XOR
+    over all bytes (MicroPython has no hmac.compare_digest; a Python loop is slow there)."""
     if len(a) != len(b):
         return False
-    diff = 0
-    for i in range(len(a)):
-        diff |= ord(a[i]) ^ ord(b[i])
-    return diff == 0
+    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big") == 0
 
 
 # --- commands -----------------------------------------------------------------------------

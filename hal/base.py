@@ -69,6 +69,25 @@ class Storage:
     def remove(self, name):
         raise NotImplementedError
 
+    def counter(self, name):
+        """A persisted integer, durable when set() returns (the replay-protection sequence
+        number is set once per command, so boards may implement this more cheaply)."""
+        return FileCounter(self, name)
+
+
+class FileCounter:
+    """Counter over Storage.read/write: one atomic file write per update."""
+
+    def __init__(self, storage, name):
+        self._storage = storage
+        self._name = name
+        raw = storage.read(name)
+        self.value = int(raw) if raw else 0
+
+    def set(self, value):
+        self._storage.write(self._name, str(value).encode())
+        self.value = value
+
 
 class Link:
     """The IP link (WiFi, Ethernet or 4G PPP). The MQTT transport only needs 'is there IP'."""

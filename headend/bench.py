@@ -29,8 +29,7 @@ from headend.service import Headend
 from hwsim.fleet import Fleet, SimNode, free_port
 
 BLIP = "blip.wav"
-import os
-OP = os.environ.get("OP", "play")
+START_AFTER_MS = 8000
 TARGET_RATIO = 1.5
 TARGET_SECONDS = 2.0
 
@@ -103,8 +102,12 @@ async def _reference_round(headend: Headend, node_ids: list[str]) -> float:
 
 async def _signed_round(headend: Headend, node_ids: list[str], url: str) -> tuple[float, float]:
     t_prep = time.perf_counter()
-    commands = await asyncio.to_thread(headend.prepare, node_ids, OP,
-                                       {"url": url, "title": "Đo tốc độ"}, 120_000, "bench")
+    # The blip starts together on every node a few seconds later, as a commune-wide
+    # announcement would; the fan-out being measured is the command's, not the media's.
+    at = headend.clock() + START_AFTER_MS
+    commands = await asyncio.to_thread(headend.prepare, node_ids, "play",
+                                       {"url": url, "title": "Đo tốc độ", "at": at}, 120_000,
+                                       "bench")
     prep = time.perf_counter() - t_prep
     futs = [headend.waiters.add(c.id, (protocol.ACCEPTED, protocol.REJECTED)) for c in commands]
     done = [headend.waiters.add(c.id, (protocol.DONE, protocol.FAILED)) for c in commands]

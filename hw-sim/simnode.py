@@ -43,7 +43,7 @@ class Host:
             for nid, n in self.nodes.items():
                 out[nid] = {"connected": n.session.connected, "connects": n.session.connects,
                             "link": n.board.link.is_up(), "playing": n.playing,
-                            "seq": n.last_seq, "pending": len(n.pending)}
+                            "seq": n.seq.value, "pending": len(n.pending)}
             return "OK " + json.dumps(out)
         return "ERR unknown command"
 
