@@ -79,7 +79,8 @@ def bench_commune(n: int) -> CommuneSpec:
     per_village = 2
     villages = tuple(
         VillageSpec(f"v{i:04d}", f"Thôn {i}",
-                    tuple(f"b{j:05d}" for j in range(i * per_village, min(n, (i + 1) * per_village))))
+                    tuple(f"b{j:05d}" for j in range(i * per_village,
+                                                     min(n, (i + 1) * per_village))))
         for i in range((n + per_village - 1) // per_village)
     )
     return CommuneSpec("bench", "Xã đo tốc độ", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from firmware import protocol
@@ -312,7 +312,7 @@ class Headend:
                 cmd = protocol.make_command(self._signer(node_id, key), cmd_id, node_id, seq,
                                             now, now + ttl_ms, op, args)
                 out.append(SentCommand(cmd_id, node_id, seq, protocol.encode_command(cmd)))
-            s.execute(Command.__table__.insert(), [
+            s.execute(insert(Command), [
                 {"id": c.id, "node_id": c.node_id, "seq": c.seq, "op": op,
                  "args": json.dumps(args, ensure_ascii=False), "title": title[:300],
                  "issued_ms": now, "expires_ms": now + ttl_ms, "operator": operator[:100],

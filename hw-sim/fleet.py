@@ -7,6 +7,7 @@ event log, which tests read to check what actually played and when.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,9 +29,7 @@ def micropython_binary() -> str:
     candidate = Path(sys.executable).parent / "micropython"
     if candidate.exists():
         return str(candidate)
-    raise FileNotFoundError(
-        "micropython not found beside %s; run `make install`" % sys.executable
-    )
+    raise FileNotFoundError(f"micropython not found beside {sys.executable}; run `make install`")
 
 
 def free_port() -> int:
@@ -198,10 +197,8 @@ class Fleet:
     def stop(self) -> None:
         for p in self._procs:
             if p.popen.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.popen.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for p in self._procs:
             try:
                 p.popen.wait(timeout=5)
