@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
 
-from conftest import Stack, wait_until
 from firmware import protocol
 from headend.media import write_test_tone
 from headend.models import Node

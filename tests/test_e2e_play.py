@@ -8,7 +8,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from audio_check import dominant_hz, rms_dbfs
-from conftest import Stack, wait_until
+from loaxa_stack import Stack, wait_until
 
 from headend.diary import diary_for_day
 from headend.media import TEST_TONE_HZ

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Stack, wait_until
+from loaxa_stack import Stack, wait_until
 
 from firmware import protocol
 from headend.media import write_test_tone

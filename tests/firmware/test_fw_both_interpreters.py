@@ -1,4 +1,4 @@
-"""Firmware transport tests (firmware/mqtt.py, session.py, http.py) under both interpreters.
+"""Firmware tests (protocol codec, node pieces, MQTT, session, HTTP) under both interpreters.
 
 The same test functions (fw_*_cases.py) run here under CPython, one pytest test each, and under
 real MicroPython through tests/mp_runner.py.
@@ -20,7 +20,9 @@ ROOT = HERE.parents[1]
 for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
-CASE_MODULES = ("fw_mqtt_cases", "fw_session_cases", "fw_http_cases")
+CASE_MODULES = (
+    "fw_protocol_cases", "fw_node_cases", "fw_mqtt_cases", "fw_session_cases", "fw_http_cases"
+)
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 # Roughly an ESP32's free heap with the rest of the firmware loaded; the tests must fit in it.
 MP_HEAP = "256K"

@@ -1,0 +1,127 @@
+"""A whole LoaXa installation for end-to-end tests: real Mosquitto configured by LoaXa, the
+headend (its asyncio service in a background thread), the web/media server, and simulated
+nodes running the real firmware under real MicroPython."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from headend.broker import Broker
+from headend.commune import CommuneSpec, VillageSpec
+from headend.db import open_db
+from headend.home import Home
+from headend.media import write_test_tone
+from headend.models import AsRunRecord, Command
+from headend.registry import NodeSecrets, headend_password, provision_commune
+from headend.service import Headend
+from headend.web import make_app
+from hwsim.fleet import Fleet, SimNode, free_port
+
+T = TypeVar("T")
+
+
+def small_commune(n: int, commune_id: str = "test-xa") -> CommuneSpec:
+    villages = tuple(
+        VillageSpec(f"v{i}", f"Thôn {i}", (f"n{i:04d}",)) for i in range(1, n + 1)
+    )
+    return CommuneSpec(commune_id, "Xã Thử", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Stack:
+    def __init__(self, root: Path, nodes: int = 5, session: dict[str, Any] | None = None,
+                 per_process: int = 250) -> None:
+        self.home = Home.create(root / "home")
+        self.engine: Engine = open_db(self.home.db_url)
+        self.secrets: list[NodeSecrets] = provision_commune(
+            self.engine, self.home, small_commune(nodes))
+        self.node_ids = [s.id for s in self.secrets]
+        self.tone = write_test_tone(self.home.media_dir)
+        self.password = headend_password(self.home)
+        self.broker = Broker(self.home.broker_dir, port=free_port(),
+                             headend_password=self.password)
+        self.broker.write_config({s.id: s.password for s in self.secrets})
+        self.web_port = free_port()
+        self.media_host = f"127.0.0.1:{self.web_port}"
+        self.fleet = Fleet(
+            root=self.home.sim_dir, broker_port=self.broker.port,
+            media_hosts=[self.media_host], keepalive=10, per_process=per_process,
+            nodes=[SimNode(s.id, s.key, s.password, s.village) for s in self.secrets],
+            # Small backoff so reconnect tests run in seconds, still jittered.
+            session=session if session is not None else {
+                "backoff_min_ms": 200, "backoff_max_ms": 2000, "initial_jitter_ms": 300},
+        )
+        self.loop = asyncio.new_event_loop()
+        self.headend = Headend(self.engine, self.broker.port, self.password)
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._headend_task: asyncio.Future[None] | None = None
+        self.web = uvicorn.Server(uvicorn.Config(
+            make_app(self.engine, self.home.media_dir), host="127.0.0.1", port=self.web_port,
+            log_level="warning"))
+        self._web_thread = threading.Thread(target=self.web.run, daemon=True)
+
+    def start(self) -> Stack:
+        self.broker.start()
+        self._web_thread.start()
+        self._loop_thread.start()
+        self._headend_task = asyncio.run_coroutine_threadsafe(self.headend.run(), self.loop)
+        self.run(self.headend.wait_connected(15))
+        wait_until(lambda: self.web.started, 10, "web server")
+        self.fleet.start()
+        self.fleet.wait_connected(30)
+        return self
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run a coroutine on the headend's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def media_url(self, name: str | None = None) -> str:
+        return f"http://{self.media_host}/media/{name or self.tone.name}"
+
+    def play(self, node_ids: list[str] | None = None, title: str = "Bản tin thử",
+             name: str | None = None) -> list[str]:
+        cmds = self.run(self.headend.send(node_ids or self.node_ids, "play",
+                                          {"url": self.media_url(name), "title": title},
+                                          operator="test", title=title))
+        return [c.id for c in cmds]
+
+    def asrun(self) -> list[AsRunRecord]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(AsRunRecord).order_by(AsRunRecord.node_id,
+                                                               AsRunRecord.rid)))
+
+    def command(self, cmd_id: str) -> Command:
+        with Session(self.engine) as s:
+            cmd = s.get(Command, cmd_id)
+            assert cmd is not None
+            return cmd
+
+    def stop(self) -> None:
+        self.fleet.stop()
+        if self._headend_task is not None:
+            self.loop.call_soon_threadsafe(self._headend_task.cancel)
+        self.web.should_exit = True
+        self._web_thread.join(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(10)
+        self.broker.stop()
+        self.engine.dispose()
