@@ -1,0 +1,97 @@
+"""`loaxa demo` as a user runs it: nodes online and a diary entry within 60 s, the page shows
+them, a later command sees the same state, and stopping leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hwsim.fleet import free_port
+
+LOAXA = str(Path(sys.executable).parent / "loaxa")
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention text (our state directory)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        cmd = raw.replace(b"\0", b" ").decode(errors="replace")
+        if text in cmd and int(pid) != os.getpid():
+            out.append(f"{pid}: {cmd}")
+    return out
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = cond()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+@pytest.mark.parametrize("stop_with", ["duration", "sigint"])
+def test_demo_shows_nodes_and_diary_and_cleans_up(tmp_path: Path, stop_with: str) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    args = [LOAXA, "--home", str(home), "demo", "--port", str(port)]
+    if stop_with == "duration":
+        args += ["--duration", "25"]
+    started = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        def online() -> list[str]:
+            nodes = get_json(f"{base}/api/nodes")
+            assert isinstance(nodes, list)
+            return [n["id"] for n in nodes if n["online"]]
+
+        nodes = wait_for(lambda: len(online()) >= 5 and online(), 60, "5 online nodes")
+        diary = wait_for(lambda: get_json(f"{base}/api/diary"), 60, "a diary entry")
+        assert time.monotonic() - started < 60
+        assert nodes
+        assert diary[0]["outcome"] == "aired"  # type: ignore[index]
+        with urllib.request.urlopen(base + "/", timeout=5) as r:
+            page = r.read().decode()
+        assert "Thôn Nà Pàn" in page and "Hoạt động" in page and "Thông báo thử nghiệm" in page
+        # Another command, run while the demo runs, sees the same state directory.
+        out = subprocess.run([LOAXA, "--home", str(home), "nodes"], capture_output=True,
+                             text=True, check=True).stdout
+        assert "tl-napan-1" in out
+        if stop_with == "sigint":
+            proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert not processes_mentioning(str(home)), "processes left behind"
+    # After the demo, the diary is still there for the next command.
+    out = subprocess.run([LOAXA, "--home", str(home), "diary"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.count("Thông báo thử nghiệm") == 5
