@@ -270,6 +270,7 @@ class Broker:
             f"max_queued_messages {self.max_queued_messages}",
             f"max_keepalive {self.max_keepalive}",
             "set_tcp_nodelay true",
+            f"pid_file {self.pid_path}",
             "",
         ]
         return "\n".join(lines)
@@ -294,6 +295,7 @@ class Broker:
         self._reap()
         if not self.config_path.exists():
             raise BrokerError(f"no {self.config_path}; call write_config() first")
+        self._stop_stale()
         raise_fd_limit()
         self._console = open(self.console_path, "ab")  # noqa: SIM115 (closed in _reap)
         try:
@@ -314,6 +316,27 @@ class Broker:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def pid_path(self) -> Path:
+        return self.state_dir / "mosquitto.pid"
+
+    def _stop_stale(self) -> None:
+        """Stop a broker that a killed LoaXa process left running on this state directory."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.config_path).encode() not in cmdline:
+            return  # the pid was reused by some other process
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the broker accepts an MQTT login from the headend user.

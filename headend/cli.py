@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import math
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
-HEADEND_USER = "headend"  # the headend's broker user name (headend.broker.Broker default)
 
 
 class CliError(Exception):
@@ -154,6 +152,7 @@ def cmd_web(home: Home, port: int) -> None:
     import uvicorn
 
     from headend.db import open_db
+    from headend.demo import check_port_free
     from headend.web import make_app
 
     engine = open_db(home.db_url)
@@ -164,46 +163,20 @@ def cmd_web(home: Home, port: int) -> None:
         engine.dispose()
 
 
-def check_port_free(port: int) -> None:
-    """Fail early when something listens on the port. SO_REUSEADDR as uvicorn uses it, so the
-    TIME_WAIT connections a stopped server leaves behind do not count as "in use"."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            raise CliError(
-                f"port {port} on 127.0.0.1 is already in use (another `loaxa demo` or "
-                "`loaxa web`?); choose another with --port"
-            ) from None
-
-
 def check_commune_file(path: Path) -> None:
     """Load the commune file now, so a bad one stops `demo` before anything starts."""
     from headend.commune import CommuneFileError, load_commune
 
     try:
-        spec = load_commune(path)
+        load_commune(path)
     except CommuneFileError as e:
         raise CliError(f"bad commune file {e}") from None
-    except (IsADirectoryError, NotADirectoryError):
-        raise CliError(f"commune file {path} is not a file") from None
-    except PermissionError:
-        raise CliError(f"commune file {path} cannot be read (permission denied)") from None
-    except UnicodeDecodeError:
-        raise CliError(f"commune file {path} is not UTF-8 text") from None
-    except (AttributeError, TypeError, KeyError) as e:
-        # load_commune expects tables where the file has something else.
-        raise CliError(f"commune file {path} has an unexpected layout ({e})") from None
-    if HEADEND_USER in spec.node_ids:
-        # The headend logs in to the broker under this name; a node may not take it.
-        raise CliError(f"bad commune file {path}: node id {HEADEND_USER!r} is reserved")
 
 
 def run(args: argparse.Namespace) -> None:
     root = args.home or default_home()
     if args.command == "demo":
-        from headend.demo import DEFAULT_COMMUNE, run_demo
+        from headend.demo import DEFAULT_COMMUNE, check_port_free, run_demo
 
         commune = args.commune or DEFAULT_COMMUNE
         # Everything that can be checked is checked before the state directory is touched.

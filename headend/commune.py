@@ -41,11 +41,20 @@ def _str(table: dict[str, object], key: str, where: str) -> str:
     return value
 
 
+RESERVED_IDS = ("headend",)  # broker user names that are not nodes
+
+
 def load_commune(path: Path) -> CommuneSpec:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CommuneFileError(f"{path}: file not found") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise CommuneFileError(f"{path}: not a file") from None
+    except PermissionError:
+        raise CommuneFileError(f"{path}: cannot be read (permission denied)") from None
+    except UnicodeDecodeError:
+        raise CommuneFileError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise CommuneFileError(f"{path}: {e}") from None
     c = data.get("commune")
@@ -63,6 +72,8 @@ def load_commune(path: Path) -> CommuneSpec:
         raise CommuneFileError(f"{path}: no [[villages]]")
     for i, v in enumerate(raw_villages, 1):
         where = f"{path}: village #{i}"
+        if not isinstance(v, dict):
+            raise CommuneFileError(f"{where}: must be a [[villages]] table")
         vid = _str(v, "id", where)
         nodes = v.get("nodes", [])
         if not isinstance(nodes, list):
@@ -72,6 +83,8 @@ def load_commune(path: Path) -> CommuneSpec:
                 raise CommuneFileError(
                     f"{where} ({vid}): bad node id {n!r} (1-40 of a-z, 0-9, '-', '_')"
                 )
+            if n in RESERVED_IDS:
+                raise CommuneFileError(f"{where} ({vid}): node id {n!r} is reserved")
             if n in seen:
                 raise CommuneFileError(f"{where} ({vid}): node {n!r} listed twice")
             seen.add(n)

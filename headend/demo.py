@@ -39,13 +39,16 @@ class DemoError(Exception):
 
 
 def check_port_free(port: int) -> None:
+    """Fail early when something listens on the port. SO_REUSEADDR as uvicorn uses it, so the
+    TIME_WAIT connections a stopped server leaves behind do not count as "in use"."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             raise DemoError(
-                f"port {port} on 127.0.0.1 is already in use (another `loaxa demo`?); "
-                "choose another with --port"
+                f"port {port} on 127.0.0.1 is already in use (another `loaxa demo` or "
+                "`loaxa web`?); choose another with --port"
             ) from None
 
 

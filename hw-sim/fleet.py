@@ -113,7 +113,8 @@ class Fleet:
             group = self.nodes[i : i + self.per_process]
             port = free_port()
             cfg_path = self.root / f"host-{i // self.per_process}.json"
-            cfg = {"control_port": port, "nodes": [self._node_config(n) for n in group]}
+            cfg = {"control_port": port, "parent_pid": os.getpid(),
+                   "nodes": [self._node_config(n) for n in group]}
             cfg_path.write_text(json.dumps(cfg))
             log = self.root / f"host-{i // self.per_process}.log"
             with log.open("wb") as out:

@@ -3,6 +3,7 @@
 # A line-based control port lets the controller cut and restore each node's link.
 import asyncio
 import json
+import os
 import sys
 
 from firmware.node import Node
@@ -60,11 +61,24 @@ class Host:
             writer.close()
 
 
+async def watch_parent(pid):
+    # The controller may die without stopping us (kill -9): then leave too, not run on orphaned.
+    while True:
+        await asyncio.sleep(2)
+        try:
+            os.stat("/proc/%d" % pid)
+        except OSError:
+            print("controller gone; exiting")
+            sys.exit(0)
+
+
 async def main(path):
     with open(path) as f:
         cfg = json.load(f)
     host = Host(cfg)
     host.start_nodes()
+    if cfg.get("parent_pid"):
+        asyncio.create_task(watch_parent(cfg["parent_pid"]))
     await asyncio.start_server(host.serve, "127.0.0.1", cfg["control_port"])
     print("READY", len(host.nodes))
     while True:

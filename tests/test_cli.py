@@ -326,7 +326,7 @@ BAD_COMMUNES = {
     "reserved-id": ("[commune]\nid='x'\nname='Xã X'\n[[villages]]\nid='a'\nname='A'\n"
                     "nodes=['headend']\n", ["reserved"]),
     "villages-not-tables": ("villages = [1, 2]\n[commune]\nid='x'\nname='Xã X'\n",
-                            ["unexpected layout"]),
+                            ["must be a [[villages]] table"]),
 }
 
 
