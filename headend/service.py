@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, update
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.models import AsRunRecord, Command, Node
+from headend.models import Command, Node
+from headend.reports import store_reports
 
 log = logging.getLogger("loaxa.headend")
 # aiomqtt warns on every publish beyond ten in flight; a fan-out to 2,000 nodes is normal here.
@@ -31,10 +32,6 @@ _mqtt_log = logging.getLogger("loaxa.headend.mqtt")
 _mqtt_log.setLevel(logging.ERROR)
 
 Clock = Callable[[], int]
-
-# An ack status may only move a command forward; a late "rejected" (a QoS 1 redelivery that
-# the node refused as a replay) never undoes an "accepted".
-_STATUS_RANK = {"sent": 0, "rejected": 1, "accepted": 2, "started": 3, "done": 4, "failed": 4}
 
 
 def wall_clock_ms() -> int:
@@ -181,7 +178,7 @@ class Headend:
             while not self._inbox.empty() and len(batch) < 2000:
                 batch.append(self._inbox.get_nowait())
             try:
-                acks = await asyncio.to_thread(self._apply, batch)
+                acks = await asyncio.to_thread(store_reports, self.engine, batch, self.clock())
             except Exception:
                 log.exception("could not store %d messages; retrying", len(batch))
                 for item in batch:
@@ -197,91 +194,6 @@ class Headend:
         while not self._inbox.empty():
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)
-
-    def _apply(self, batch: Sequence[tuple[str, str, dict[str, Any]]]) -> dict[str, list[int]]:
-        now = self.clock()
-        asrun_acks: dict[str, list[int]] = defaultdict(list)
-        with Session(self.engine) as s, s.begin():
-            nodes = {n.id: n for n in s.scalars(
-                select(Node).where(Node.id.in_({b[0] for b in batch}))
-            )}
-            # One query for all commands this batch mentions (then s.get hits the identity map).
-            cmd_ids = {m.get("id") if leaf == protocol.ACK else m.get("cmd")
-                       for _, leaf, m in batch if leaf in (protocol.ACK, protocol.ASRUN)}
-            cmd_ids = {c for c in cmd_ids if isinstance(c, str)}
-            if cmd_ids:
-                s.scalars(select(Command).where(Command.id.in_(cmd_ids))).all()
-            for node_id, leaf, msg in batch:
-                node = nodes.get(node_id)
-                if node is None:
-                    log.warning("message from unknown node %s", node_id)
-                    continue
-                node.last_seen_ms = now
-                if leaf == protocol.STATE:
-                    self._apply_state(node, msg)
-                elif leaf == protocol.ACK:
-                    self._apply_ack(s, node, msg, now)
-                elif leaf == protocol.TELEMETRY:
-                    node.telemetry = json.dumps(msg)
-                    node.fw = str(msg.get("fw", ""))[:32]
-                    node.playing = msg.get("playing")
-                    node.online = True
-                elif leaf == protocol.ASRUN:
-                    rid = msg.get("rid")
-                    if isinstance(rid, int):
-                        self._apply_asrun(s, node, msg, now)
-                        asrun_acks[node_id].append(rid)
-        return asrun_acks
-
-    @staticmethod
-    def _apply_state(node: Node, msg: dict[str, Any]) -> None:
-        session = msg.get("session")
-        if not isinstance(session, int) or session < node.session:
-            return  # a last-will from an older session: the node has already come back
-        node.session = session
-        node.online = bool(msg.get("online"))
-        node.fw = str(msg.get("fw", ""))[:32] or node.fw
-        if not node.online:
-            node.playing = None
-
-    @staticmethod
-    def _apply_ack(s: Session, node: Node, msg: dict[str, Any], now: int) -> None:
-        status = str(msg.get("status", ""))
-        cmd = s.get(Command, msg["id"]) if isinstance(msg.get("id"), str) else None
-        if status == protocol.STARTED and cmd is not None:
-            node.playing = cmd.id
-        elif status in (protocol.DONE, protocol.FAILED) and node.playing == msg.get("id"):
-            node.playing = None
-        if cmd is None or cmd.node_id != node.id:
-            return
-        if _STATUS_RANK.get(status, -1) >= _STATUS_RANK.get(cmd.status, 0):
-            cmd.status = status
-            cmd.reason = msg.get("reason") or msg.get("detail")
-            cmd.updated_ms = now
-
-    @staticmethod
-    def _apply_asrun(s: Session, node: Node, msg: dict[str, Any], now: int) -> None:
-        # Idempotent on (node, rid): a record resent after a lost ack is stored once.
-        exists = s.scalar(select(AsRunRecord.id).where(
-            AsRunRecord.node_id == node.id, AsRunRecord.rid == msg["rid"]))
-        if exists is not None:
-            return
-        s.add(AsRunRecord(
-            node_id=node.id, rid=msg["rid"], command_id=msg.get("cmd"),
-            trigger=str(msg.get("trigger", "command"))[:16],
-            media=str(msg.get("media", ""))[:500], title=str(msg.get("title", ""))[:300],
-            start_ms=msg.get("start"), end_ms=msg.get("end"),
-            outcome=str(msg.get("outcome", "failed"))[:16],
-            reason=(str(msg["reason"])[:300] if msg.get("reason") else None),
-            received_ms=now,
-        ))
-        s.flush()
-        # The record also settles its command when the final ack was lost in an outage.
-        cmd = s.get(Command, msg.get("cmd")) if isinstance(msg.get("cmd"), str) else None
-        if cmd is not None and cmd.node_id == node.id and cmd.status not in ("done", "failed"):
-            cmd.status = "done" if msg.get("outcome") == protocol.AIRED else "failed"
-            cmd.reason = msg.get("reason")
-            cmd.updated_ms = now
 
     # --- sending commands -------------------------------------------------------------------
 

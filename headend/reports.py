@@ -1,0 +1,180 @@
+"""Storing what nodes report (availability, acks, telemetry, as-run records), a batch at a time.
+
+Set-based SQL (one executemany per kind of change) rather than ORM objects: 2,000 nodes acking
+one command arrive within a second, and this runs beside the event loop that receives them.
+Portable SQL only (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+
+from firmware import protocol
+from headend.models import AsRunRecord, Command, Node
+
+Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
+
+# An ack may only move a command forward; a late "rejected" (a QoS 1 redelivery the node
+# refused as a replay) never undoes an "accepted".
+STATUS_RANK = {"sent": 0, "rejected": 1, "accepted": 2, "started": 3, "done": 4, "failed": 4}
+FINAL = ("done", "failed")
+
+
+def _may_replace(status: str) -> list[str]:
+    """The statuses a command may have for `status` to replace it."""
+    rank = STATUS_RANK[status]
+    return [s for s, r in STATUS_RANK.items() if r <= rank]
+
+
+def _status_in(statuses: Sequence[str]) -> ColumnElement[bool]:
+    # Inline literals (our own constants): executemany cannot take an expanding IN parameter.
+    return Command.status.in_([literal_column(f"'{st}'") for st in statuses])
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if value not in (None, "") else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def store_reports(engine: Engine, batch: Sequence[Report], now: int) -> dict[str, list[int]]:
+    """Apply a batch in one transaction; return the as-run record ids stored (or already
+    stored) per node, which the caller acknowledges once this has committed."""
+    by_leaf: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for node_id, leaf, msg in batch:
+        by_leaf[leaf].append((node_id, msg))
+    with engine.begin() as conn:
+        known = set(conn.scalars(
+            select(Node.id).where(Node.id.in_({node_id for node_id, _, _ in batch}))))
+        seen = [{"nid": n, "now": now} for n in known]
+        if seen:
+            conn.execute(update(Node).where(Node.id == bindparam("nid"))
+                         .values(last_seen_ms=bindparam("now")), seen)
+        _states(conn, [(n, m) for n, m in by_leaf[protocol.STATE] if n in known])
+        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known])
+        _acks(conn, [(n, m) for n, m in by_leaf[protocol.ACK] if n in known], now)
+        return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known], now)
+
+
+def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
+    # A state message counts only if its session is not older than the newest seen, so a
+    # last-will delivered after the node's next birth cannot mark it offline. executemany
+    # keeps the arrival order.
+    rows = []
+    for node_id, msg in items:
+        session = _int(msg.get("session"))
+        if session is None:
+            continue
+        online = bool(msg.get("online"))
+        rows.append({"nid": node_id, "session": session, "online": online,
+                     "fw": _text(msg.get("fw"), 32)})
+    for row in rows:
+        stmt = (update(Node).where(Node.id == row["nid"], Node.session <= row["session"])
+                .values(session=row["session"], online=row["online"]))
+        if row["fw"]:
+            stmt = stmt.values(fw=row["fw"])
+        if not row["online"]:
+            stmt = stmt.values(playing=None)
+        conn.execute(stmt)
+
+
+def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
+    latest = {node_id: msg for node_id, msg in items}
+    rows = [{"nid": n, "tel": json.dumps(m), "fw": _text(m.get("fw"), 32),
+             "playing": _text(m.get("playing"), 64)} for n, m in latest.items()]
+    if rows:
+        conn.execute(update(Node).where(Node.id == bindparam("nid")).values(
+            telemetry=bindparam("tel"), fw=bindparam("fw"), playing=bindparam("playing"),
+            online=True), rows)
+
+
+def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -> None:
+    by_status: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    started, finished = [], []
+    for node_id, msg in items:
+        cmd_id, status = msg.get("id"), msg.get("status")
+        if not isinstance(cmd_id, str) or status not in STATUS_RANK:
+            continue  # a rejection of something that had no id: logged by the service
+        reason = _text(msg.get("reason") or msg.get("detail"), 300)
+        by_status[status].append({"cid": cmd_id, "nid": node_id, "st": status,
+                                  "reason": reason, "now": now})
+        if status == protocol.STARTED:
+            started.append({"nid": node_id, "cid": cmd_id})
+        elif status in FINAL:
+            finished.append({"nid": node_id, "cid": cmd_id})
+    for status, rows in by_status.items():
+        conn.execute(
+            update(Command)
+            .where(Command.id == bindparam("cid"), Command.node_id == bindparam("nid"),
+                   _status_in(_may_replace(status)))
+            .values(status=bindparam("st"), reason=bindparam("reason"),
+                    updated_ms=bindparam("now")),
+            rows)
+    if started:
+        conn.execute(update(Node).where(Node.id == bindparam("nid"))
+                     .values(playing=bindparam("cid")), started)
+    if finished:
+        conn.execute(update(Node).where(Node.id == bindparam("nid"),
+                                        Node.playing == bindparam("cid"))
+                     .values(playing=None), finished)
+
+
+def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
+           now: int) -> dict[str, list[int]]:
+    acks: dict[str, list[int]] = defaultdict(list)
+    fresh: dict[tuple[str, int], dict[str, Any]] = {}
+    for node_id, msg in items:
+        rid = _int(msg.get("rid"))
+        if rid is None:
+            continue
+        acks[node_id].append(rid)
+        fresh.setdefault((node_id, rid), msg)
+    if not fresh:
+        return acks
+    # Idempotent on (node, rid): a record resent after a lost ack is stored once.
+    stored = {(n, r) for n, r in conn.execute(select(AsRunRecord.node_id, AsRunRecord.rid).where(
+        tuple_(AsRunRecord.node_id, AsRunRecord.rid).in_(list(fresh))))}
+    rows, settle = [], []
+    for (node_id, rid), msg in fresh.items():
+        if (node_id, rid) in stored:
+            continue
+        outcome = _text(msg.get("outcome"), 16) or protocol.OUTCOME_FAILED
+        rows.append({
+            "node_id": node_id, "rid": rid, "command_id": _text(msg.get("cmd"), 64),
+            "trigger": _text(msg.get("trigger"), 16) or "command",
+            "media": _text(msg.get("media"), 500) or "", "title": _text(msg.get("title"), 300)
+            or "", "start_ms": _int(msg.get("start")), "end_ms": _int(msg.get("end")),
+            "outcome": outcome, "reason": _text(msg.get("reason"), 300), "received_ms": now,
+        })
+        if isinstance(msg.get("cmd"), str):
+            # The record also settles its command when the final ack was lost in an outage.
+            settle.append({"cid": msg["cmd"], "nid": node_id, "reason": rows[-1]["reason"],
+                           "st": "done" if outcome == protocol.AIRED else "failed", "now": now})
+    if rows:
+        conn.execute(insert(AsRunRecord), rows)
+    if settle:
+        conn.execute(
+            update(Command)
+            .where(Command.id == bindparam("cid"), Command.node_id == bindparam("nid"),
+                   ~_status_in(FINAL))
+            .values(status=bindparam("st"), reason=bindparam("reason"),
+                    updated_ms=bindparam("now")),
+            settle)
+    return acks
