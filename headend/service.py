@@ -34,6 +34,11 @@ _mqtt_log.setLevel(logging.ERROR)
 Clock = Callable[[], int]
 
 
+BATCH_QUIET_S = 0.05  # a burst of reports is stored once it pauses this long,
+BATCH_MAX_WAIT_S = 2.0  # or after this long,
+BATCH_MAX = 10000  # or at this size
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -102,6 +107,7 @@ class Headend:
         self._inbox: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
         self.messages_in = 0
+        self._storing = 0  # messages taken from the inbox and not yet committed
         # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
         self.rejections: deque[dict[str, Any]] = deque(maxlen=1000)
 
@@ -173,10 +179,21 @@ class Headend:
     # --- storing what nodes report ----------------------------------------------------------
 
     async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._inbox.get()]
-            while not self._inbox.empty() and len(batch) < 2000:
-                batch.append(self._inbox.get_nowait())
+            # Gather a burst (2,000 acks arrive within a second) and store it once it pauses,
+            # so the database work does not compete with receiving the rest of it.
+            started = loop.time()
+            while len(batch) < BATCH_MAX:
+                while not self._inbox.empty() and len(batch) < BATCH_MAX:
+                    batch.append(self._inbox.get_nowait())
+                if loop.time() - started >= BATCH_MAX_WAIT_S:
+                    break
+                await asyncio.sleep(BATCH_QUIET_S)
+                if self._inbox.empty():
+                    break
+            self._storing = len(batch)
             try:
                 acks = await asyncio.to_thread(store_reports, self.engine, batch, self.clock())
             except Exception:
@@ -185,15 +202,17 @@ class Headend:
                     self._inbox.put_nowait(item)
                 await asyncio.sleep(1)
                 continue
+            finally:
+                self._storing = 0
+            # Acknowledged only now that the records are committed.
             for node_id, rids in acks.items():
                 await self._publish(node_id, protocol.ASRUN_ACK,
                                     protocol.encode(protocol.asrun_ack(rids)))
 
     async def flush(self) -> None:
         """Wait until everything received so far is stored (tests, shutdown)."""
-        while not self._inbox.empty():
+        while not self._inbox.empty() or self._storing:
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.05)
 
     # --- sending commands -------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from headend.commune import CommuneSpec, VillageSpec
 from headend.db import open_db
 from headend.home import Home
 from headend.media import write_test_tone
-from headend.models import AsRunRecord, Command
+from headend.models import AsRunRecord, Command, Node
 from headend.registry import NodeSecrets, headend_password, provision_commune
 from headend.service import Headend
 from headend.web import make_app
@@ -88,7 +88,12 @@ class Stack:
         wait_until(lambda: self.web.started, 10, "web server")
         self.fleet.start()
         self.fleet.wait_connected(30)
+        wait_until(lambda: self.online_count() == len(self.node_ids), 15, "births stored")
         return self
+
+    def online_count(self) -> int:
+        with Session(self.engine) as s:
+            return len(s.scalars(select(Node.id).where(Node.online)).all())
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         """Run a coroutine on the headend's event loop and return its result."""
