@@ -10,6 +10,8 @@ QoS 1 both ways and timed the same way, so the difference is what signing and ch
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import statistics
 import tempfile
 import time
@@ -35,12 +37,41 @@ TARGET_RATIO = 1.5
 TARGET_SECONDS = 2.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used by each part of the system during one measured round."""
+
+    pids: dict[str, list[int]]
+    _start: dict[str, float] = field(default_factory=dict)
+
+    def _now(self) -> dict[str, float]:
+        return {part: sum(cpu_seconds(p) for p in pids) for part, pids in self.pids.items()}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> dict[str, float]:
+        now = self._now()
+        return {part: now[part] - self._start[part] for part in now}
+
+
 @dataclass
 class FanoutResult:
     nodes: int
     reference_s: list[float] = field(default_factory=list)
     signed_s: list[float] = field(default_factory=list)
     prepare_s: list[float] = field(default_factory=list)
+    reference_cpu: list[dict[str, float]] = field(default_factory=list)
+    signed_cpu: list[dict[str, float]] = field(default_factory=list)
     connect_s: float = 0.0
 
     @property
@@ -65,6 +96,11 @@ class FanoutResult:
             return (f"  {name:<34} median {statistics.median(xs):6.3f} s  "
                     f"min {min(xs):6.3f} s   runs: {runs}")
 
+        def cpu(name: str, rounds: list[dict[str, float]]) -> str:
+            parts = "  ".join(f"{part} {statistics.median(r[part] for r in rounds):.2f}"
+                              for part in rounds[0])
+            return f"  {name:<34} CPU s (median): {parts}"
+
         verdict = "MET" if self.meets_target else "NOT MET"
         return "\n".join([
             f"loaxa bench fanout: {self.nodes} nodes (MicroPython unix port, real Mosquitto)",
@@ -72,6 +108,8 @@ class FanoutResult:
             row("reference: plain echo, all back", self.reference_s),
             row("signed play: publish -> all acked", self.signed_s),
             row("(sign + record, before publish)", self.prepare_s),
+            cpu("reference", self.reference_cpu),
+            cpu("signed play", self.signed_cpu),
             f"  ratio signed/reference: {self.ratio:.2f} (target <= {TARGET_RATIO}); "
             f"signed {self.signed:.3f} s (target <= {TARGET_SECONDS} s): {verdict}",
         ])
@@ -88,7 +126,8 @@ def bench_commune(n: int) -> CommuneSpec:
     return CommuneSpec("bench", "Xã đo tốc độ", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)
 
 
-async def _reference_round(headend: Headend, node_ids: list[str]) -> float:
+async def _reference_round(headend: Headend, node_ids: list[str],
+                           meter: CpuMeter) -> tuple[float, dict[str, float]]:
     loop = asyncio.get_running_loop()
     futs = {}
     for n in node_ids:
@@ -96,14 +135,16 @@ async def _reference_round(headend: Headend, node_ids: list[str]) -> float:
     client = headend.client
     assert client is not None
     payload = b"plain reference message"
+    meter.start()
     t0 = time.perf_counter()
     await asyncio.gather(*(client.publish(protocol.topic(n, protocol.ECHO), payload, qos=1)
                            for n in node_ids))
     await asyncio.wait_for(asyncio.gather(*futs.values()), 60)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, meter.stop()
 
 
-async def _signed_round(headend: Headend, node_ids: list[str], url: str) -> tuple[float, float]:
+async def _signed_round(headend: Headend, node_ids: list[str], url: str,
+                        meter: CpuMeter) -> tuple[float, float, dict[str, float]]:
     t_prep = time.perf_counter()
     # The blip starts together on every node a few seconds later, as a commune-wide
     # announcement would; the fan-out being measured is the command's, not the media's.
@@ -114,17 +155,19 @@ async def _signed_round(headend: Headend, node_ids: list[str], url: str) -> tupl
     prep = time.perf_counter() - t_prep
     futs = [headend.waiters.add(c.id, (protocol.ACCEPTED, protocol.REJECTED)) for c in commands]
     done = [headend.waiters.add(c.id, (protocol.DONE, protocol.FAILED)) for c in commands]
+    meter.start()
     t0 = time.perf_counter()
     await headend.publish_commands(commands)
     acks = await asyncio.wait_for(asyncio.gather(*futs), 60)
     elapsed = time.perf_counter() - t0
+    cpu = meter.stop()
     bad = [a for a in acks if a["status"] != protocol.ACCEPTED]
     if bad:
         raise RuntimeError(f"{len(bad)} nodes rejected the play, e.g. {bad[0]}")
     # Let the blips play and their reports settle before the next round.
     await asyncio.wait_for(asyncio.gather(*done), 120)
     await headend.flush()
-    return elapsed, prep
+    return elapsed, prep, cpu
 
 
 async def run_fanout(nodes: int, rounds: int, per_process: int,
@@ -163,17 +206,24 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
         result.connect_s = time.perf_counter() - t0
         await asyncio.sleep(2)
         await headend.flush()
+        gc.freeze()  # as a long-running headend is after start-up (see Headend._session)
         node_ids = [s.id for s in secrets]
+        assert broker.pid is not None
+        meter = CpuMeter({"headend": [os.getpid()], "broker": [broker.pid],
+                          "nodes": fleet.pids()})
         url = f"http://127.0.0.1:{web_port}/media/{BLIP}"
         for _ in range(rounds):
             # Rounds alternate, each after a quiet pause, so drift in the machine's load
             # falls on both sides alike.
             await asyncio.sleep(SETTLE_S)
-            result.reference_s.append(await _reference_round(headend, node_ids))
+            elapsed, cpu = await _reference_round(headend, node_ids, meter)
+            result.reference_s.append(elapsed)
+            result.reference_cpu.append(cpu)
             await asyncio.sleep(SETTLE_S)
-            elapsed, prep = await _signed_round(headend, node_ids, url)
+            elapsed, prep, cpu = await _signed_round(headend, node_ids, url, meter)
             result.signed_s.append(elapsed)
             result.prepare_s.append(prep)
+            result.signed_cpu.append(cpu)
     finally:
         server.should_exit = True
         await asyncio.to_thread(fleet.stop)

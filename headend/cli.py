@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     fan = bench_sub.add_parser("fanout", help="signed play fan-out to N nodes, acked")
     fan.add_argument("--nodes", type=_positive(int), default=2000)
-    fan.add_argument("--rounds", type=_positive(int), default=3)
+    fan.add_argument("--rounds", type=_positive(int), default=7)
     fan.add_argument("--per-process", type=_positive(int), default=500)
     return p
 

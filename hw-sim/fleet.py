@@ -189,6 +189,9 @@ class Fleet:
                 out[-1].end_ms = ev["at"]
         return out
 
+    def pids(self) -> list[int]:
+        return [p.popen.pid for p in self._procs]
+
     def alive(self) -> bool:
         return bool(self._procs) and all(p.popen.poll() is None for p in self._procs)
 
