@@ -171,9 +171,12 @@ class Signer:
             key = key.encode()
         self._ipad, self._opad = _pads(key)
 
-    def digest(self, data):
+    def digest(self, data, more=b""):
+        """HMAC of data + more (two parts, so a caller can skip a field without copying)."""
         inner = hashlib.sha256(self._ipad)
         inner.update(data)
+        if more:
+            inner.update(more)
         outer = hashlib.sha256(self._opad)
         outer.update(inner.digest())
         return outer.digest()
@@ -181,14 +184,14 @@ class Signer:
     def sign(self, data):
         return hexlify(self.digest(data)).decode()
 
-    def verify(self, data, sig):
+    def verify(self, data, sig, more=b""):
         if not isinstance(sig, str) or len(sig) != 2 * _DIGEST:
             return False
         try:
             want = unhexlify(sig)
         except ValueError:
             return False
-        return equal_constant_time(self.digest(data), want)
+        return equal_constant_time(self.digest(data, more), want)
 
 
 def node_key(hex_key):
@@ -215,7 +218,8 @@ _SIG_LEN = 64
 
 
 def signed_part(payload, sig):
-    """The bytes a received command's signature must cover: the payload without its sig field.
+    """The bytes a received command's signature must cover, as two views of the payload
+    around its sig field (no copy); (b"", b"") when the payload has no proper sig field.
 
     Commands travel in canonical encoding, where the top-level "sig" is the last key but "v"
     and a '"' inside a string is always escaped, so the last ',"sig":"' is the top-level one.
@@ -224,12 +228,14 @@ def signed_part(payload, sig):
     if isinstance(payload, str):
         payload = payload.encode()
     i = payload.rfind(_SIG_FIELD)
-    end = i + len(_SIG_FIELD) + _SIG_LEN
+    start = i + len(_SIG_FIELD)
+    end = start + _SIG_LEN
     if i < 0 or payload[end:end + 1] != b'"' or not isinstance(sig, str):
-        return b""
-    if payload[i + len(_SIG_FIELD):end] != sig.encode():
-        return b""  # the parsed sig is not the one at the end: not canonical
-    return payload[:i] + payload[end + 1:]
+        return b"", b""
+    if payload[start:end] != sig.encode():
+        return b"", b""  # the parsed sig is not the one at the end: not canonical
+    view = memoryview(payload)
+    return view[:i], view[end + 1:]
 
 
 def make_command(signer, cmd_id, node_id, seq, issued_ms, expires_ms, op, args):
@@ -299,7 +305,8 @@ def parse_command(payload, node_id, signer, last_seq, now_ms):
         raise Rejected(R_MALFORMED, cmd_id, "bad op or args")
     if cmd["node"] != node_id:
         raise Rejected(R_WRONG_NODE, cmd_id, str(cmd["node"]))
-    if not signer.verify(signed_part(payload, cmd["sig"]), cmd["sig"]):
+    head, tail = signed_part(payload, cmd["sig"])
+    if not head or not signer.verify(head, cmd["sig"], tail):
         raise Rejected(R_SIGNATURE, cmd_id)
     if cmd["seq"] <= last_seq:
         raise Rejected(R_REPLAY, cmd_id, "seq %d <= %d" % (cmd["seq"], last_seq))

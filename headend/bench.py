@@ -132,13 +132,11 @@ async def _reference_round(headend: Headend, node_ids: list[str],
     futs = {}
     for n in node_ids:
         futs[n] = headend.echo_waiters[n] = loop.create_future()
-    client = headend.client
-    assert client is not None
     payload = b"plain reference message"
     meter.start()
     t0 = time.perf_counter()
-    await asyncio.gather(*(client.publish(protocol.topic(n, protocol.ECHO), payload, qos=1)
-                           for n in node_ids))
+    # The same publishing path as commands, with a fixed payload and no signing.
+    await asyncio.gather(*(headend.publish(n, protocol.ECHO, payload) for n in node_ids))
     await asyncio.wait_for(asyncio.gather(*futs.values()), 60)
     return time.perf_counter() - t0, meter.stop()
 

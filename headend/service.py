@@ -38,6 +38,7 @@ Clock = Callable[[], int]
 BATCH_QUIET_S = 0.05  # a burst of reports is stored once it pauses this long,
 BATCH_MAX_WAIT_S = 2.0  # or after this long,
 BATCH_MAX = 10000  # or at this size
+PUBLISH_WINDOW = 100  # QoS 1 publishes awaiting their PUBACK at once
 
 
 def wall_clock_ms() -> int:
@@ -109,6 +110,7 @@ class Headend:
         self._signers: dict[str, protocol.Signer] = {}
         self.messages_in = 0
         self._storing = 0  # messages taken from the inbox and not yet committed
+        self._window = asyncio.Semaphore(PUBLISH_WINDOW)
         # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
         self.rejections: deque[dict[str, Any]] = deque(maxlen=1000)
 
@@ -273,8 +275,19 @@ class Headend:
         await self.publish_commands(commands)
         return commands
 
+    async def publish(self, node_id: str, leaf: str, payload: bytes) -> None:
+        """Publish to one node's topic at QoS 1; HeadendOffline when not connected."""
+        await self._publish(node_id, leaf, payload, required=True)
+
     async def _publish(self, node_id: str, leaf: str, payload: bytes,
                        required: bool = False) -> None:
+        # A bounded window of publishes in flight: aiomqtt and paho do per-publish work that
+        # grows with the number outstanding, so 2,000 at once would cost quadratic time.
+        async with self._window:
+            await self._publish_now(node_id, leaf, payload, required)
+
+    async def _publish_now(self, node_id: str, leaf: str, payload: bytes,
+                           required: bool) -> None:
         client = self.client
         if client is None:
             if required:

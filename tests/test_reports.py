@@ -1,0 +1,116 @@
+"""Storing node reports: idempotent as-run records, statuses that only move forward, and
+availability that a late last-will cannot undo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loaxa_stack import small_commune
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from firmware import protocol
+from headend.db import open_db
+from headend.home import Home
+from headend.models import AsRunRecord, Command, Node
+from headend.registry import provision_commune
+from headend.reports import store_reports
+from headend.service import Headend
+
+NODE = "n0001"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    home = Home.create(tmp_path / "home")
+    engine = open_db(home.db_url)
+    provision_commune(engine, home, small_commune(2))
+    return engine
+
+
+def asrun(rid: int, cmd: str | None = None, outcome: str = "aired") -> dict[str, Any]:
+    return {"v": 1, "t": "asrun", "node": NODE, "rid": rid, "cmd": cmd, "title": "Tin xã",
+            "start": 1000 * rid, "end": 1000 * rid + 500, "outcome": outcome}
+
+
+def ack(cmd_id: str, status: str) -> dict[str, Any]:
+    return protocol.ack(NODE, cmd_id, status, 1)
+
+
+def command(engine: Engine, cmd_id: str) -> Command:
+    with Session(engine) as s:
+        cmd = s.get(Command, cmd_id)
+        assert cmd is not None
+        return cmd
+
+
+def node(engine: Engine) -> Node:
+    with Session(engine) as s:
+        n = s.get(Node, NODE)
+        assert n is not None
+        return n
+
+
+def sent(engine: Engine) -> str:
+    [c] = Headend(engine, 1, "x").prepare([NODE], "play", {"url": "http://h:1/a.wav"})
+    return c.id
+
+
+def test_asrun_records_are_stored_once_however_often_they_arrive(engine: Engine) -> None:
+    acks = store_reports(engine, [(NODE, "asrun", asrun(1)), (NODE, "asrun", asrun(1)),
+                                  (NODE, "asrun", asrun(2))], now=5)
+    assert acks == {NODE: [1, 1, 2]}  # every copy is acknowledged, so the node drops it
+    acks = store_reports(engine, [(NODE, "asrun", asrun(2)), (NODE, "asrun", asrun(3))], now=6)
+    assert acks == {NODE: [2, 3]}
+    with Session(engine) as s:
+        rids = s.scalars(select(AsRunRecord.rid).order_by(AsRunRecord.rid)).all()
+        assert rids == [1, 2, 3]
+        first = s.scalars(select(AsRunRecord).where(AsRunRecord.rid == 2)).one()
+        assert first.received_ms == 5  # the resend did not overwrite the first copy
+
+
+def test_a_record_from_an_unknown_node_is_not_stored(engine: Engine) -> None:
+    assert store_reports(engine, [("ghost", "asrun", asrun(1))], now=1) == {}
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(AsRunRecord)) == 0
+
+
+def test_status_only_moves_forward(engine: Engine) -> None:
+    cid = sent(engine)
+    store_reports(engine, [(NODE, "ack", ack(cid, "accepted"))], now=1)
+    # A QoS 1 redelivery the node refused as a replay must not undo the acceptance.
+    store_reports(engine, [(NODE, "ack", ack(cid, "rejected"))], now=2)
+    assert command(engine, cid).status == "accepted"
+    store_reports(engine, [(NODE, "ack", ack(cid, "started")), (NODE, "ack", ack(cid, "done"))],
+                  now=3)
+    assert command(engine, cid).status == "done"
+    store_reports(engine, [(NODE, "ack", ack(cid, "started"))], now=4)  # late, out of order
+    assert command(engine, cid).status == "done"
+
+
+def test_an_ack_cannot_touch_another_nodes_command(engine: Engine) -> None:
+    cid = sent(engine)
+    store_reports(engine, [("n0002", "ack", {**ack(cid, "done"), "node": "n0002"})], now=1)
+    assert command(engine, cid).status == "sent"
+
+
+def test_asrun_settles_a_command_whose_final_ack_was_lost(engine: Engine) -> None:
+    cid = sent(engine)
+    store_reports(engine, [(NODE, "ack", ack(cid, "started"))], now=1)
+    assert node(engine).playing == cid
+    store_reports(engine, [(NODE, "asrun", asrun(7, cmd=cid, outcome="partial"))], now=2)
+    assert command(engine, cid).status == "failed"
+
+
+def test_late_last_will_is_ignored(engine: Engine) -> None:
+    def state(online: bool, session: int) -> tuple[str, str, dict[str, Any]]:
+        return (NODE, "state", protocol.state(NODE, online, session, 1, "0.1.0"))
+
+    store_reports(engine, [state(True, 4)], now=1)
+    store_reports(engine, [state(True, 5), state(False, 4)], now=2)  # will of 4 after birth of 5
+    n = node(engine)
+    assert n.online and n.session == 5
+    store_reports(engine, [state(False, 5)], now=3)
+    assert not node(engine).online
