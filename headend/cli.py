@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     fan = bench_sub.add_parser("fanout", help="signed play fan-out to N nodes, acked")
     fan.add_argument("--nodes", type=_positive(int), default=2000)
     fan.add_argument("--rounds", type=_positive(int), default=7)
-    fan.add_argument("--per-process", type=_positive(int), default=500)
+    fan.add_argument("--per-process", type=_positive(int), default=100,
+                     help="simulated nodes per MicroPython process (default 100)")
     return p
 
 
