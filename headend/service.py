@@ -108,7 +108,6 @@ class Headend:
         self.echo_waiters: dict[str, asyncio.Future[float]] = {}
         self._inbox: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
-        self.messages_in = 0
         self._storing = 0  # messages taken from the inbox and not yet committed
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
         # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
@@ -161,7 +160,6 @@ class Headend:
         if parts is None or not isinstance(payload, bytes | bytearray):
             return
         node_id, leaf = parts
-        self.messages_in += 1
         if leaf == protocol.ECHO_REPLY:
             fut = self.echo_waiters.pop(node_id, None)
             if fut and not fut.done():
@@ -295,9 +293,3 @@ class Headend:
             return  # as-run acks are re-earned: the node resends unacked records
         # Commands are QoS 1 and never retained (a retained command would replay on reconnect).
         await client.publish(protocol.topic(node_id, leaf), payload, qos=1, retain=False)
-
-    async def wait_acks(
-        self, cmd_ids: Iterable[str], statuses: Iterable[str], timeout: float
-    ) -> list[dict[str, Any]]:
-        futs = [self.waiters.add(c, statuses) for c in cmd_ids]
-        return list(await asyncio.wait_for(asyncio.gather(*futs), timeout))

@@ -104,7 +104,6 @@ class SimAudioOut(base.AudioOut):
     def close(self):
         if not self._f:
             return
-        # Let the tail of the buffer play out before reporting the end.
         self._f.close()
         self._f = None
         self.log.add("audio_close", bytes=self._written)
