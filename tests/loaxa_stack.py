@@ -22,7 +22,7 @@ from headend.home import Home
 from headend.media import write_test_tone
 from headend.models import AsRunRecord, Command, Node
 from headend.registry import NodeSecrets, headend_password, provision_commune
-from headend.service import Headend
+from headend.service import Headend, SentCommand
 from headend.web import make_app
 from hwsim.fleet import Fleet, SimNode, free_port
 
@@ -108,6 +108,11 @@ class Stack:
                                           {"url": self.media_url(name), "title": title},
                                           operator="test", title=title))
         return [c.id for c in cmds]
+
+    async def run_async_prepare(self, op: str, args: dict[str, Any],
+                                node: str = "n0004") -> list[SentCommand]:
+        """Prepare one signed command (call on the headend's loop)."""
+        return await asyncio.to_thread(self.headend.prepare, [node], op, args)
 
     def asrun(self) -> list[AsRunRecord]:
         with Session(self.engine) as s:
