@@ -136,7 +136,7 @@ def _canon(obj, out):
 
 def canonical(obj):
     """Deterministic UTF-8 bytes of a JSON-like value (no floats)."""
-    out = []
+    out = []  # type: list[str]
     _canon(obj, out)
     return "".join(out).encode()
 

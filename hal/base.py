@@ -113,12 +113,13 @@ class Link:
 class Board:
     """Everything a node's firmware gets from its hardware."""
 
-    clock = None  # type: Clock
-    audio = None  # type: AudioOut
-    amp = None  # type: Amplifier
-    led = None  # type: StatusLed
-    storage = None  # type: Storage
-    link = None  # type: Link
+    # Set by each board's constructor.
+    clock: Clock
+    audio: AudioOut
+    amp: Amplifier
+    led: StatusLed
+    storage: Storage
+    link: Link
     name = "unknown"
 
     def heap_free(self):

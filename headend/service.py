@@ -210,9 +210,10 @@ class Headend:
             finally:
                 self._storing = 0
             # Acknowledged only now that the records are committed.
-            for node_id, rids in acks.items():
-                await self._publish(node_id, protocol.ASRUN_ACK,
-                                    protocol.encode(protocol.asrun_ack(rids)))
+            await asyncio.gather(*(
+                self._publish(node_id, protocol.ASRUN_ACK,
+                              protocol.encode(protocol.asrun_ack(rids)))
+                for node_id, rids in acks.items()))
 
     async def flush(self) -> None:
         """Wait until everything received so far is stored (tests, shutdown)."""

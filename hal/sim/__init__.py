@@ -9,10 +9,14 @@ import time
 from hal import base
 
 try:
-    _ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
-except AttributeError:  # CPython
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
+    from time import ticks_diff as _ticks_diff
+    from time import ticks_ms as _ticks_ms
+except ImportError:  # CPython
+    def _ticks_ms():  # type: ignore[misc]
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
+
+    def _ticks_diff(a, b):  # type: ignore[no-redef]
+        return a - b
 
 
 def _sleep_ms(ms):
@@ -77,7 +81,7 @@ class SimAudioOut(base.AudioOut):
         self._f = None
         self._n = 0
         self._bytes_per_ms = 32
-        self._t0 = 0
+        self._t0 = _ticks_ms()
         self._written = 0
 
     def open(self, rate, bits, channels, label=""):
@@ -93,11 +97,13 @@ class SimAudioOut(base.AudioOut):
                      volume=self.volume, label=label)
 
     async def write(self, buf):
+        if self._f is None:
+            raise OSError("audio output is not open")
         self._f.write(buf)
         self._written += len(buf)
         # Pace like a DAC would: return when the written audio is (almost) due.
         due = int(self._written / self._bytes_per_ms) - 100
-        ahead = due - (_ticks_ms() - self._t0)
+        ahead = due - _ticks_diff(_ticks_ms(), self._t0)
         if ahead > 0:
             await _sleep_ms(ahead)
 
@@ -109,7 +115,7 @@ class SimAudioOut(base.AudioOut):
         self.log.add("audio_close", bytes=self._written)
 
     async def drain(self):
-        left = int(self._written / self._bytes_per_ms) - (_ticks_ms() - self._t0)
+        left = int(self._written / self._bytes_per_ms) - _ticks_diff(_ticks_ms(), self._t0)
         if left > 0:
             await _sleep_ms(left)
 
