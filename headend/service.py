@@ -210,10 +210,15 @@ class Headend:
             finally:
                 self._storing = 0
             # Acknowledged only now that the records are committed.
-            await asyncio.gather(*(
+            # A lost ack only means the node sends the record again; the writer carries on.
+            results = await asyncio.gather(*(
                 self._publish(node_id, protocol.ASRUN_ACK,
                               protocol.encode(protocol.asrun_ack(rids)))
-                for node_id, rids in acks.items()))
+                for node_id, rids in acks.items()), return_exceptions=True)
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                log.warning("%d as-run acks not sent (%s); nodes will resend", len(failed),
+                            failed[0])
 
     async def flush(self) -> None:
         """Wait until everything received so far is stored (tests, shutdown)."""
