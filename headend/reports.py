@@ -33,6 +33,7 @@ Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded messag
 # refused as a replay) never undoes an "accepted".
 STATUS_RANK = {"sent": 0, "rejected": 1, "accepted": 2, "started": 3, "done": 4, "failed": 4}
 FINAL = ("done", "failed")
+OUTCOMES = (protocol.AIRED, protocol.PARTIAL, protocol.OUTCOME_FAILED)
 
 
 def _may_replace(status: str) -> list[str]:
@@ -110,7 +111,8 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
     started, finished = [], []
     for node_id, msg in items:
         cmd_id, status = msg.get("id"), msg.get("status")
-        if not isinstance(cmd_id, str) or status not in STATUS_RANK:
+        if not isinstance(cmd_id, str) or not isinstance(status, str) \
+                or status not in STATUS_RANK:
             continue  # a rejection of something that had no id: logged by the service
         reason = _text(msg.get("reason") or msg.get("detail"), 300)
         by_status[status].append({"cid": cmd_id, "nid": node_id, "st": status,
@@ -155,13 +157,17 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
     for (node_id, rid), msg in fresh.items():
         if (node_id, rid) in stored:
             continue
-        outcome = _text(msg.get("outcome"), 16) or protocol.OUTCOME_FAILED
+        outcome = msg.get("outcome")
+        reason = _text(msg.get("reason"), 300)
+        if outcome not in OUTCOMES:
+            reason = _text(f"node reported outcome {outcome!r}", 300)
+            outcome = protocol.OUTCOME_FAILED
         rows.append({
             "node_id": node_id, "rid": rid, "command_id": _text(msg.get("cmd"), 64),
             "trigger": _text(msg.get("trigger"), 16) or "command",
             "media": _text(msg.get("media"), 500) or "", "title": _text(msg.get("title"), 300)
             or "", "start_ms": _int(msg.get("start")), "end_ms": _int(msg.get("end")),
-            "outcome": outcome, "reason": _text(msg.get("reason"), 300), "received_ms": now,
+            "outcome": outcome, "reason": reason, "received_ms": now,
         })
         if isinstance(msg.get("cmd"), str):
             # The record also settles its command when the final ack was lost in an outage.

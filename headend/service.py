@@ -21,11 +21,12 @@ from typing import Any
 
 import aiomqtt
 from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.models import Command, Node
-from headend.reports import store_reports
+from headend.reports import Report, store_reports
 
 log = logging.getLogger("loaxa.headend")
 # aiomqtt warns on every publish beyond ten in flight; a fan-out to 2,000 nodes is normal here.
@@ -71,7 +72,10 @@ class _Waiters:
         return fut
 
     def notify(self, msg: dict[str, Any]) -> None:
-        entries = self.by_cmd.get(msg.get("id") or "")
+        cmd_id = msg.get("id")
+        if not isinstance(cmd_id, str):
+            return
+        entries = self.by_cmd.get(cmd_id)
         if not entries:
             return
         keep = []
@@ -81,9 +85,9 @@ class _Waiters:
             elif not fut.done():
                 keep.append((statuses, fut))
         if keep:
-            self.by_cmd[msg["id"]] = keep
+            self.by_cmd[cmd_id] = keep
         else:
-            del self.by_cmd[msg["id"]]
+            del self.by_cmd[cmd_id]
 
 
 class Headend:
@@ -156,6 +160,13 @@ class Headend:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
     def _on_message(self, topic: str, payload: Any) -> None:
+        try:
+            self._receive(topic, payload)
+        except Exception:
+            # Whatever a node sends, the headend stays up for the others.
+            log.exception("could not handle a message on %s", topic)
+
+    def _receive(self, topic: str, payload: Any) -> None:
         parts = protocol.split_topic(topic)
         if parts is None or not isinstance(payload, bytes | bytearray):
             return
@@ -200,8 +211,9 @@ class Headend:
                     break
             self._storing = len(batch)
             try:
-                acks = await asyncio.to_thread(store_reports, self.engine, batch, self.clock())
-            except Exception:
+                acks = await asyncio.to_thread(self._store, batch)
+            except OperationalError:
+                # The database is unavailable (locked, disk full, I/O): keep everything, retry.
                 log.exception("could not store %d messages; retrying", len(batch))
                 for item in batch:
                     self._inbox.put_nowait(item)
@@ -219,6 +231,22 @@ class Headend:
             if failed:
                 log.warning("%d as-run acks not sent (%s); nodes will resend", len(failed),
                             failed[0])
+
+    def _store(self, batch: Sequence[Report]) -> dict[str, list[int]]:
+        try:
+            return store_reports(self.engine, batch, self.clock())
+        except OperationalError:
+            raise
+        except Exception:
+            if len(batch) == 1:
+                log.exception("dropping a report that cannot be stored: %r", batch[0])
+                return {}
+        # One bad message must not hold up the rest: store them one by one.
+        acks: dict[str, list[int]] = defaultdict(list)
+        for item in batch:
+            for node_id, rids in self._store([item]).items():
+                acks[node_id].extend(rids)
+        return acks
 
     async def flush(self) -> None:
         """Wait until everything received so far is stored (tests, shutdown)."""
