@@ -2,6 +2,7 @@
 # as-run records in flash until the headend acknowledges them, and reports health.
 import asyncio
 import json
+import random
 
 from firmware import http, protocol, wav
 from firmware.mqtt import MQTTClient
@@ -36,7 +37,9 @@ class Node:
         self.seq = board.storage.counter(F_SEQ)
         st = self._load_json(F_STATE, {})
         self.session_no = st.get("session", 0)
-        self.next_rid = st.get("rid", 1)
+        # On a fresh (or wiped) flash, record ids start at a random point, so a reset node
+        # cannot reuse ids the headend already stored (it would drop them as duplicates).
+        self.next_rid = st.get("rid") or (random.getrandbits(30) << 20) + 1
         self.volume = st.get("volume", 70)
         self.pending = self._load_json(F_ASRUN, [])  # as-run records awaiting the headend's ack
         self.playing = None  # id of the command whose audio is playing

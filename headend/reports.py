@@ -75,9 +75,8 @@ def store_reports(engine: Engine, batch: Sequence[Report], now: int) -> dict[str
 
 
 def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
-    # A state message counts only if its session is not older than the newest seen, so a
-    # last-will delivered after the node's next birth cannot mark it offline. executemany
-    # keeps the arrival order.
+    # A last-will counts only if its session is not older than the newest seen, so a will
+    # delivered after the node's next birth cannot mark it offline. Applied in arrival order.
     rows = []
     for node_id, msg in items:
         session = _int(msg.get("session"))
@@ -87,8 +86,12 @@ def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
         rows.append({"nid": node_id, "session": session, "online": online,
                      "fw": _text(msg.get("fw"), 32)})
     for row in rows:
-        stmt = (update(Node).where(Node.id == row["nid"], Node.session <= row["session"])
-                .values(session=row["session"], online=row["online"]))
+        stmt = update(Node).where(Node.id == row["nid"])
+        if not row["online"]:
+            # A birth always counts (the node is there now, even if its flash was wiped and
+            # its session counter restarted); a will only if it is not from an older session.
+            stmt = stmt.where(Node.session <= row["session"])
+        stmt = stmt.values(session=row["session"], online=row["online"])
         if row["fw"]:
             stmt = stmt.values(fw=row["fw"])
         if not row["online"]:

@@ -114,3 +114,16 @@ def test_late_last_will_is_ignored(engine: Engine) -> None:
     assert n.online and n.session == 5
     store_reports(engine, [state(False, 5)], now=3)
     assert not node(engine).online
+
+
+def test_a_node_whose_flash_was_wiped_comes_back_online(engine: Engine) -> None:
+    # Its session counter restarts at 1, below the 9 the headend has seen.
+    def state(online: bool, session: int) -> tuple[str, str, dict[str, Any]]:
+        return (NODE, "state", protocol.state(NODE, online, session, 1, "0.1.0"))
+
+    store_reports(engine, [state(True, 9), state(False, 9)], now=1)
+    store_reports(engine, [state(True, 1)], now=2)
+    n = node(engine)
+    assert n.online and n.session == 1
+    store_reports(engine, [state(False, 1)], now=3)
+    assert not node(engine).online
