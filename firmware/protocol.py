@@ -204,11 +204,10 @@ def hmac_sha256_hex(key, data):
 
 
 def equal_constant_time(a, b):
-    """Compare two byte strings of equal length without an early exit: one big-integer XOR
-    over all bytes (MicroPython has no hmac.compare_digest; a Python loop is slow there)."""
-    if len(a) != len(b):
-        return False
-    return int.from_bytes(a, "big") ^ int.from_bytes(b, "big") == 0
+    """Compare two byte strings without leaking where they differ: compare their SHA-256
+    digests instead (MicroPython has no hmac.compare_digest, and a Python loop or big-int
+    arithmetic is slow there). An attacker cannot steer the digests byte by byte."""
+    return hashlib.sha256(a).digest() == hashlib.sha256(b).digest()
 
 
 # --- commands -----------------------------------------------------------------------------
