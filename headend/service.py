@@ -110,7 +110,7 @@ class Headend:
         self.connected = asyncio.Event()
         self.waiters = _Waiters()
         self.echo_waiters: dict[str, asyncio.Future[float]] = {}
-        self._inbox: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Report] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
         self._storing = 0  # messages taken from the inbox and not yet committed
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
@@ -129,6 +129,8 @@ class Headend:
                     await self._session()
                 except aiomqtt.MqttError as e:
                     log.warning("broker connection lost: %s", e)
+                if self.connected.is_set():
+                    delay = 0.2  # it was up: start the backoff afresh
                 self.client = None
                 self.connected.clear()
                 await asyncio.sleep(delay)
