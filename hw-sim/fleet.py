@@ -39,6 +39,15 @@ def free_port() -> int:
         return port
 
 
+def _ready_port(log: Path) -> int | None:
+    """The control port from a host's 'READY <nodes> <port>' line, once it is there."""
+    for line in log.read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "READY":
+            return int(words[2])
+    return None
+
+
 @dataclass
 class SimNode:
     id: str
@@ -111,9 +120,8 @@ class Fleet:
         mp = micropython_binary()
         for i in range(0, len(self.nodes), self.per_process):
             group = self.nodes[i : i + self.per_process]
-            port = free_port()
             cfg_path = self.root / f"host-{i // self.per_process}.json"
-            cfg = {"control_port": port, "parent_pid": os.getpid(),
+            cfg = {"parent_pid": os.getpid(),
                    "nodes": [self._node_config(n) for n in group]}
             cfg_path.write_text(json.dumps(cfg))
             log = self.root / f"host-{i // self.per_process}.log"
@@ -123,15 +131,16 @@ class Fleet:
                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.root,
                     start_new_session=True,
                 )
-            self._procs.append(_Proc(popen, port, [n.id for n in group], log))
+            self._procs.append(_Proc(popen, 0, [n.id for n in group], log))
         deadline = time.monotonic() + timeout
         for p in self._procs:
-            while b"READY" not in p.log.read_bytes():
+            while (ready := _ready_port(p.log)) is None:
                 if p.popen.poll() is not None or time.monotonic() > deadline:
                     tail = p.log.read_text(errors="replace")[-2000:]
                     self.stop()
                     raise RuntimeError(f"simulated node host failed to start:\n{tail}")
                 time.sleep(0.05)
+            p.control_port = ready
 
     def _control(self, proc: _Proc, line: str) -> str:
         with socket.create_connection(("127.0.0.1", proc.control_port), timeout=10) as s:

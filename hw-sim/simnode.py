@@ -4,6 +4,7 @@
 import asyncio
 import json
 import os
+import random
 import sys
 
 from firmware.node import Node
@@ -72,6 +73,19 @@ async def watch_parent(pid):
             sys.exit(0)
 
 
+async def serve_control(host):
+    # Pick our own free port: a port chosen by the controller beforehand could be taken by
+    # the time we bind it (many hosts start at once). The controller reads it from READY.
+    for _ in range(50):
+        port = 20000 + random.getrandbits(15)
+        try:
+            await asyncio.start_server(host.serve, "127.0.0.1", port)
+            return port
+        except OSError:
+            pass
+    raise OSError("no free control port")
+
+
 async def main(path):
     with open(path) as f:
         cfg = json.load(f)
@@ -79,8 +93,8 @@ async def main(path):
     host.start_nodes()
     if cfg.get("parent_pid"):
         asyncio.create_task(watch_parent(cfg["parent_pid"]))
-    await asyncio.start_server(host.serve, "127.0.0.1", cfg["control_port"])
-    print("READY", len(host.nodes))
+    port = await serve_control(host)
+    print("READY", len(host.nodes), port)
     while True:
         await asyncio.sleep(3600)
 
