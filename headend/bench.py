@@ -73,6 +73,7 @@ class FanoutResult:
     reference_cpu: list[dict[str, float]] = field(default_factory=list)
     signed_cpu: list[dict[str, float]] = field(default_factory=list)
     connect_s: float = 0.0
+    flash: str = "disk"
 
     @property
     def reference(self) -> float:
@@ -104,7 +105,7 @@ class FanoutResult:
         verdict = "MET" if self.meets_target else "NOT MET"
         return "\n".join([
             f"loaxa bench fanout: {self.nodes} nodes (MicroPython unix port, real Mosquitto)",
-            f"  all nodes connected in {self.connect_s:.1f} s",
+            f"  all nodes connected in {self.connect_s:.1f} s; simulated flash on {self.flash}",
             row("reference: plain echo, all back", self.reference_s),
             row("signed play: publish -> all acked", self.signed_s),
             row("(sign + record, before publish)", self.prepare_s),
@@ -168,6 +169,19 @@ async def _signed_round(headend: Headend, node_ids: list[str], url: str,
     return elapsed, prep, cpu
 
 
+def _flash_dir() -> tempfile.TemporaryDirectory[str] | None:
+    """Where the simulated nodes keep their flash: in memory when the machine has /dev/shm.
+
+    Each real node writes its sequence number to its own flash chip. 2,000 simulated nodes
+    writing theirs through one ext4 journal queue behind each other (measured: 30 us per
+    write alone, 540 us under the fan-out), which no real node does. The nodes still make
+    the same write system call per command; only the shared disk journal is left out."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return tempfile.TemporaryDirectory(prefix="loaxa-bench-flash-", dir=shm)
+    return None
+
+
 async def run_fanout(nodes: int, rounds: int, per_process: int,
                      root: Path | None = None) -> FanoutResult:
     tmp = tempfile.TemporaryDirectory(prefix="loaxa-bench-") if root is None else None
@@ -181,7 +195,8 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
     broker = Broker(home.broker_dir, port=free_port(), headend_password=password)
     broker.write_config({s.id: s.password for s in secrets})
     web_port = free_port()
-    fleet = Fleet(root=home.sim_dir, broker_port=broker.port,
+    flash = _flash_dir()
+    fleet = Fleet(root=Path(flash.name) if flash else home.sim_dir, broker_port=broker.port,
                   media_hosts=[f"127.0.0.1:{web_port}"], per_process=per_process,
                   telemetry_s=3600, keepalive=120,
                   nodes=[SimNode(s.id, s.key, s.password) for s in secrets],
@@ -234,5 +249,8 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
         engine.dispose()
         if tmp:
             tmp.cleanup()
+        if flash:
+            flash.cleanup()
+    result.flash = "tmpfs (/dev/shm)" if flash else "disk"
     print(result.report(), flush=True)
     return result
