@@ -21,14 +21,14 @@ from pathlib import Path
 import uvicorn
 
 from firmware import protocol
-from headend.broker import Broker
+from headend.broker import Broker, find_free_port
 from headend.commune import CommuneSpec, VillageSpec
 from headend.db import open_db
 from headend.home import Home
 from headend.media import write_test_tone
 from headend.registry import headend_password, provision_commune
 from headend.service import Headend
-from hwsim.fleet import Fleet, SimNode, free_port
+from hwsim.fleet import Fleet, SimNode
 
 BLIP = "blip.wav"
 START_AFTER_MS = 8000
@@ -192,9 +192,9 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
     secrets = provision_commune(engine, home, bench_commune(nodes))
     write_test_tone(home.media_dir, BLIP, seconds=0.2)
     password = headend_password(home)
-    broker = Broker(home.broker_dir, port=free_port(), headend_password=password)
+    broker = Broker(home.broker_dir, port=find_free_port(), headend_password=password)
     broker.write_config({s.id: s.password for s in secrets})
-    web_port = free_port()
+    web_port = find_free_port()
     flash = _flash_dir()
     fleet = Fleet(root=Path(flash.name) if flash else home.sim_dir, broker_port=broker.port,
                   media_hosts=[f"127.0.0.1:{web_port}"], per_process=per_process,

@@ -18,7 +18,7 @@ import uvicorn
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from headend.broker import Broker
+from headend.broker import Broker, find_free_port
 from headend.commune import load_commune
 from headend.db import open_db
 from headend.home import Home
@@ -26,7 +26,7 @@ from headend.media import TEST_TONE, write_test_tone
 from headend.models import Node
 from headend.registry import all_node_secrets, headend_password, provision_commune
 from headend.service import Headend
-from hwsim.fleet import Fleet, SimNode, free_port
+from hwsim.fleet import Fleet, SimNode
 
 log = logging.getLogger("loaxa.demo")
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
     write_test_tone(home.media_dir)
 
     password = headend_password(home)
-    broker = Broker(home.broker_dir, port=free_port(), headend_password=password)
+    broker = Broker(home.broker_dir, port=find_free_port(), headend_password=password)
     broker.write_config({s.id: s.password for s in secrets})
     fleet = Fleet(root=home.sim_dir, broker_port=broker.port,
                   media_hosts=[f"127.0.0.1:{port}"], telemetry_s=10,

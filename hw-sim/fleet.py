@@ -32,13 +32,6 @@ def micropython_binary() -> str:
     raise FileNotFoundError(f"micropython not found beside {sys.executable}; run `make install`")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _ready_port(log: Path) -> int | None:
     """The control port from a host's 'READY <nodes> <port>' line, once it is there."""
     for line in log.read_text(errors="replace").splitlines():

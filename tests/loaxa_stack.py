@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from headend.broker import Broker
+from headend.broker import Broker, find_free_port
 from headend.commune import CommuneSpec, VillageSpec
 from headend.db import open_db
 from headend.home import Home
@@ -24,7 +24,7 @@ from headend.models import AsRunRecord, Command, Node
 from headend.registry import NodeSecrets, headend_password, provision_commune
 from headend.service import Headend, SentCommand
 from headend.web import make_app
-from hwsim.fleet import Fleet, SimNode, free_port
+from hwsim.fleet import Fleet, SimNode
 
 T = TypeVar("T")
 
@@ -57,10 +57,10 @@ class Stack:
         self.node_ids = [s.id for s in self.secrets]
         self.tone = write_test_tone(self.home.media_dir)
         self.password = headend_password(self.home)
-        self.broker = Broker(self.home.broker_dir, port=free_port(),
+        self.broker = Broker(self.home.broker_dir, port=find_free_port(),
                              headend_password=self.password)
         self.broker.write_config({s.id: s.password for s in self.secrets})
-        self.web_port = free_port()
+        self.web_port = find_free_port()
         self.media_host = f"127.0.0.1:{self.web_port}"
         self.fleet = Fleet(
             root=self.home.sim_dir, broker_port=self.broker.port,

@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from headend.broker import find_free_port
 from headend.cli import main
 from headend.commune import load_commune
 from headend.db import open_db
@@ -111,12 +112,6 @@ def port_in_use() -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         s.listen()
         yield int(s.getsockname()[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- arguments -----------------------------------------------------------------------------
@@ -212,7 +207,7 @@ def test_garbage_database(capsys: pytest.CaptureFixture[str], home: Path,
     for extra in home.glob("loaxa.db-*"):
         extra.unlink()
     (home / "loaxa.db").write_bytes(os.urandom(4096))
-    port = ["--port", str(free_port())] if command == "web" else []
+    port = ["--port", str(find_free_port())] if command == "web" else []
     code, out, err = run_main(capsys, "--home", str(home), command, *port)
     assert_clean_error(code, err, "loaxa.db", "not a database")
     assert out == ""
@@ -256,7 +251,7 @@ def test_home_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                         command: str) -> None:
     f = tmp_path / "a-file"
     f.write_text("not a directory")
-    port = ["--port", str(free_port())] if command in ("web", "demo") else []
+    port = ["--port", str(find_free_port())] if command in ("web", "demo") else []
     code, _, err = run_main(capsys, "--home", str(f), command, *port)
     assert_clean_error(code, err, str(f), "not a directory")
     assert f.read_text() == "not a directory"
@@ -278,7 +273,7 @@ def test_demo_refuses_a_foreign_directory(capsys: pytest.CaptureFixture[str],
     foreign.mkdir()
     (foreign / "report.docx").write_bytes(b"keep me")
     code, _, err = run_main(capsys, "--home", str(foreign), "demo", "--duration", "1",
-                            "--port", str(free_port()))
+                            "--port", str(find_free_port()))
     assert_clean_error(code, err, str(foreign), "not a LoaXa state directory",
                        "choose another --home")
     assert sorted(p.name for p in foreign.iterdir()) == ["report.docx"]
@@ -338,7 +333,7 @@ def test_demo_with_a_bad_commune_file_starts_nothing(
     bad.write_text(text, encoding="utf-8")
     state = tmp_path / "state"
     code, out, err = run_main(capsys, "--home", str(state), "demo", "--commune", str(bad),
-                              "--duration", "5", "--port", str(free_port()))
+                              "--duration", "5", "--port", str(find_free_port()))
     assert_clean_error(code, err, str(bad), *words)
     assert not state.exists(), "the state directory was created before the check"
     assert "LoaXa demo" not in out
@@ -363,7 +358,7 @@ def test_demo_with_a_bad_commune_file_from_the_shell(tmp_path: Path) -> None:
     bad.write_text("[commune]\nid = \n", encoding="utf-8")
     state = tmp_path / "state"
     r = loaxa("--home", str(state), "demo", "--commune", str(bad), "--duration", "30",
-              "--port", str(free_port()), timeout=30)
+              "--port", str(find_free_port()), timeout=30)
     assert_clean_error(r.returncode, r.stderr, str(bad))
     assert not state.exists()
     # Nothing was started for this state directory: no broker, no simulated nodes.
@@ -434,7 +429,7 @@ def test_nodes_on_an_empty_state_directory(capsys: pytest.CaptureFixture[str],
 
 
 def test_web_serves_an_existing_state_directory(home: Path) -> None:
-    port = free_port()
+    port = find_free_port()
     proc = subprocess.Popen([str(LOAXA), "--home", str(home), "web", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

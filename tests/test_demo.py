@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.fleet import free_port
+from headend.broker import find_free_port
 
 LOAXA = str(Path(sys.executable).parent / "loaxa")
 
@@ -56,7 +56,7 @@ def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("stop_with", ["duration", "sigint"])
 def test_demo_shows_nodes_and_diary_and_cleans_up(tmp_path: Path, stop_with: str) -> None:
     home = tmp_path / "home"
-    port = free_port()
+    port = find_free_port()
     args = [LOAXA, "--home", str(home), "demo", "--port", str(port)]
     if stop_with == "duration":
         args += ["--duration", "25"]

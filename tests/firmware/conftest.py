@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from headend.broker import find_free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 for p in (str(ROOT), str(HERE)):
@@ -26,12 +28,6 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -49,7 +45,7 @@ class Mosquitto:
     """A throwaway mosquitto on a loopback port (anonymous, no persistence)."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or find_free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -145,6 +145,16 @@ def test_publish_when_not_connected_raises_oserror():
     fwtest.run(main())
 
 
+async def _stop(task, s):
+    task.cancel()
+    try:
+        await task
+    except (Exception, asyncio.CancelledError):
+        pass
+    if s.client is not None:
+        s.client.close()
+
+
 def _session(addr, prefix, link, births, got, sub_topic, initial_jitter_ms=100):
     host, port = addr
     cid = fwtest.uid(prefix)
@@ -202,13 +212,7 @@ def test_session_reconnects_after_broker_restart():
             await s.publish(base + "/cmd", b"two", qos=1)
             assert await fwtest.until(lambda: (base + "/cmd", b"two") in got)
         finally:
-            task.cancel()
-            try:
-                await task
-            except (Exception, asyncio.CancelledError):
-                pass
-            if s.client is not None:
-                s.client.close()
+            await _stop(task, s)
 
     fwtest.run(main(), 40000)
 
@@ -228,12 +232,6 @@ def test_session_waits_for_link():
             await fwtest.wait_ms(s.wait_connected(), 5000)
             assert s.connects == 1 and len(births) == 1, s.last_error
         finally:
-            task.cancel()
-            try:
-                await task
-            except (Exception, asyncio.CancelledError):
-                pass
-            if s.client is not None:
-                s.client.close()
+            await _stop(task, s)
 
     fwtest.run(main())
