@@ -73,3 +73,58 @@ class AsRunRecord(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(300))
     received_ms: Mapped[int] = mapped_column(BigInteger)
+    # Plan items (trigger "plan"): which item of the plan this airing was, and its plan times.
+    item_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str | None] = mapped_column(String(24))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    language: Mapped[str | None] = mapped_column(String(16))
+    planned_start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    planned_end_ms: Mapped[int | None] = mapped_column(BigInteger)
+    source: Mapped[str | None] = mapped_column(String(16))  # primary, backup, fallback, cache
+
+
+class NodePlan(Base):
+    """The newest plan published to each node (the broker retains it for the node)."""
+
+    __tablename__ = "node_plans"
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    ver: Mapped[int] = mapped_column(BigInteger)
+    issued_ms: Mapped[int] = mapped_column(BigInteger)
+    from_ms: Mapped[int] = mapped_column(BigInteger)
+    to_ms: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64))  # of the content, to skip identical re-sends
+    items: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="sent")  # sent, accepted, rejected
+    reason: Mapped[str | None] = mapped_column(String(300))
+    updated_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Alarm(Base):
+    """Raised once and cleared once: at most one open alarm per (kind, subject)."""
+
+    __tablename__ = "alarms"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    commune_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raised_ms: Mapped[int] = mapped_column(BigInteger)
+    cleared_ms: Mapped[int | None] = mapped_column(BigInteger, index=True)
+
+
+class Broadcast(Base):
+    """An emergency broadcast: who sent what, to which villages, and when."""
+
+    __tablename__ = "broadcasts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="emergency")
+    title: Mapped[str] = mapped_column(String(300), default="")
+    text: Mapped[str | None] = mapped_column(Text)
+    media: Mapped[str] = mapped_column(String(200))
+    villages: Mapped[str] = mapped_column(Text)  # JSON list of village ids
+    sent_by: Mapped[str] = mapped_column(String(100))
+    sent_from: Mapped[str] = mapped_column(String(200), default="")
+    sent_ms: Mapped[int] = mapped_column(BigInteger)
+    nodes: Mapped[int] = mapped_column(Integer, default=0)
+    started: Mapped[int] = mapped_column(Integer, default=0)  # nodes that acked "started"

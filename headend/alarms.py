@@ -1,0 +1,74 @@
+"""Alarms for technicians: raised once and cleared once, never repeated while they last.
+
+An alarm is identified by (kind, subject), e.g. ("source_unreachable", "vov1:primary"). Raising
+an alarm that is already open does nothing; clearing one that is not open does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from headend.models import Alarm
+
+# Kinds raised by the planning side (issue #4 adds node health alarms).
+SOURCE_UNREACHABLE = "source_unreachable"
+SOURCE_SILENT = "source_silent"
+RELAY_FAILED = "relay_failed"  # a node could air neither the primary nor the backup stream
+PLAN_REJECTED = "plan_rejected"
+
+LABELS_VI = {
+    SOURCE_UNREACHABLE: "Nguồn tiếp sóng không truy cập được",
+    SOURCE_SILENT: "Nguồn tiếp sóng im lặng",
+    RELAY_FAILED: "Cụm loa không tiếp sóng được (đã phát thông báo dự phòng)",
+    PLAN_REJECTED: "Cụm loa từ chối lịch phát",
+}
+
+
+@dataclass(frozen=True)
+class AlarmView:
+    id: int
+    kind: str
+    subject: str
+    detail: str
+    raised_ms: int
+    cleared_ms: int | None
+
+    @property
+    def label(self) -> str:
+        return LABELS_VI.get(self.kind, self.kind)
+
+
+def raise_alarm(engine: Engine, kind: str, subject: str, detail: str, now_ms: int,
+                commune_id: str | None = None) -> bool:
+    """Open the alarm unless it is already open; True when it was raised now."""
+    with Session(engine) as s, s.begin():
+        open_ = s.scalar(select(Alarm.id).where(
+            Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
+        if open_ is not None:
+            return False
+        s.add(Alarm(kind=kind, subject=subject[:200], commune_id=commune_id,
+                    detail=detail[:2000], raised_ms=now_ms))
+        return True
+
+
+def clear_alarm(engine: Engine, kind: str, subject: str, now_ms: int) -> bool:
+    """Clear the open alarm, if any; True when one was cleared now."""
+    with Session(engine) as s, s.begin():
+        alarm = s.scalar(select(Alarm).where(
+            Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
+        if alarm is None:
+            return False
+        alarm.cleared_ms = now_ms
+        return True
+
+
+def list_alarms(engine: Engine, open_only: bool = False) -> list[AlarmView]:
+    with Session(engine) as s:
+        q = select(Alarm).order_by(Alarm.raised_ms, Alarm.id)
+        if open_only:
+            q = q.where(Alarm.cleared_ms.is_(None))
+        return [AlarmView(a.id, a.kind, a.subject, a.detail, a.raised_ms, a.cleared_ms)
+                for a in s.scalars(q)]
