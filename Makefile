@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-deps clean
