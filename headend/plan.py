@@ -90,12 +90,12 @@ class _Prepared:
         self.tz = ZoneInfo(schedule.commune.timezone)
         targeted: dict[str, list[int]] = {v.id: [] for v in schedule.commune.villages}
         for i, s in enumerate(self.slots):
-            for v in s.villages:
-                targeted[v].append(i)
+            for vid in s.villages:
+                targeted[vid].append(i)
         # Villages targeted by exactly the same slots share one plan.
         sigs: dict[tuple[int, ...], list[str]] = {}
-        for v in schedule.commune.villages:
-            sigs.setdefault(tuple(targeted[v.id]), []).append(v.id)
+        for village in schedule.commune.villages:
+            sigs.setdefault(tuple(targeted[village.id]), []).append(village.id)
         self.groups: list[tuple[frozenset[int], list[str]]] = [
             (frozenset(sig), [n for vid in vids for n in schedule.village_nodes()[vid]])
             for sig, vids in sigs.items()
@@ -103,7 +103,8 @@ class _Prepared:
         self.always: list[tuple[int, ...]] = []
         self.conditional: list[tuple[int, ...]] = []
         for wd in range(7):
-            plain, cond = [], []
+            plain: list[int] = []
+            cond: list[int] = []
             for i, s in enumerate(self.slots):
                 if s.date is not None or wd not in s.days:
                     continue
