@@ -92,7 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     fan.add_argument("--rounds", type=_positive(int), default=7)
     fan.add_argument("--per-process", type=_positive(int), default=100,
                      help="simulated nodes per MicroPython process (default 100)")
+    add_schedule_parsers(sub, bench_sub)
     return p
+
+
+def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                         bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`init commune`, `schedule check` and `bench plan` (docs/schedules.md)."""
+    init = sub.add_parser("init", help="create files from templates")
+    init_sub = init.add_subparsers(dest="init", required=True, metavar="WHAT")
+    ic = init_sub.add_parser("commune", help="a commune file from the Lạng Sơn template")
+    ic.add_argument("name", metavar="NAME", help='the commune\'s name, e.g. "Xã Tân Lang"')
+    ic.add_argument("--output", type=_dir, default=None, metavar="PATH",
+                    help="file to write (default: <slug of NAME>.toml in this directory)")
+    sched = sub.add_parser("schedule", help="schedule files")
+    sched_sub = sched.add_subparsers(dest="schedule", required=True, metavar="ACTION")
+    check = sched_sub.add_parser(
+        "check", help="check a schedule file and judge criterion 8.3 week by week "
+                      "(exit 2: errors in the file, 1: a week falls short, 0: fine)")
+    check.add_argument("file", type=_dir, metavar="FILE")
+    check.add_argument("--from", dest="from_day", type=_day, default=None, metavar="DATE",
+                       help="first week: the one holding DATE (default: this week)")
+    check.add_argument("--weeks", type=_positive(int), default=4, help="weeks (default 4)")
+    plan = bench_sub.add_parser("plan", help="expand a year of plans for a province")
+    plan.add_argument("--communes", type=_positive(int), default=65)
+    plan.add_argument("--nodes", type=_positive(int), default=25, help="nodes per commune")
+    plan.add_argument("--days", type=_positive(int), default=365)
+    plan.add_argument("--rounds", type=_positive(int), default=5)
 
 
 def _fmt_ms(ms: int | None, tz: ZoneInfo) -> str:
@@ -174,7 +200,80 @@ def check_commune_file(path: Path) -> None:
         raise CliError(f"bad commune file {e}") from None
 
 
+def cmd_init_commune(name: str, output: Path | None) -> None:
+    from headend.schedule import commune_from_template
+
+    slug, text = commune_from_template(name)
+    path = output or Path(f"{slug}.toml")
+    if path.is_dir():
+        path = path / f"{slug}.toml"
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; not overwritten "
+                       "(choose another --output or remove it)") from None
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror}") from None
+    print(f"Đã tạo (created) {path} for {name}. Edit the villages, node ids and stream "
+          f"addresses, then run: loaxa schedule check {path}")
+
+
+def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
+    """Print the file's warnings and the criterion 8.3 tables; the exit code."""
+    from datetime import timedelta
+
+    from headend.criterion import aired_from_plan, format_week, judge
+    from headend.plan import expand
+    from headend.schedule import load_schedule
+
+    schedule = load_schedule(path)  # ScheduleError: main() prints every error, exit 2
+    tz = ZoneInfo(schedule.commune.timezone)
+    first = from_day or datetime.now(tz).date()
+    monday = first - timedelta(days=first.weekday())
+    start = datetime(monday.year, monday.month, monday.day, tzinfo=tz)
+    end = start + timedelta(days=7 * weeks)
+    plans = expand(schedule, int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+    verdicts = judge(aired_from_plan(plans), tz, monday, weeks)
+    c = schedule.commune
+    print(f"{path}: {c.name} ({c.id}), {len(c.villages)} villages, {len(c.node_ids)} nodes, "
+          f"{len(schedule.slots)} slots; times in {tz.key}")
+    for problem in schedule.warnings:
+        print(f"cảnh báo (warning): {problem}")
+    for w, v in enumerate(verdicts):
+        print()
+        print("\n".join(format_week(v)))
+        week_ms = [int((start + timedelta(days=7 * k)).timestamp() * 1000) for k in (w, w + 1)]
+        empty = sorted({e.occurrence for p in plans.values() for e in p
+                        if e.placeholder and week_ms[0] <= e.start_ms < week_ms[1]})
+        if empty:
+            print(f"  cảnh báo (warning): {len(empty)} mục chưa có âm thanh (no audio yet), "
+                  f"counted but not sent until they have media: {', '.join(empty)}")
+    short = [v for v in verdicts if not v.ok]
+    print()
+    for v in short:
+        print(f"CẢNH BÁO (warning): tuần {v.week} ({v.monday.isoformat()}) falls short of "
+              f"criterion 8.3: {'; '.join(v.missing)}")
+    if short:
+        return 1
+    print(f"Tiêu chí 8.3 (criterion 8.3): ĐẠT (met) in all {weeks} weeks")
+    return 0
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.command == "init":
+        cmd_init_commune(args.name, args.output)
+        return
+    if args.command == "schedule":
+        code = cmd_schedule_check(args.file, args.from_day, args.weeks)
+        if code:
+            raise SystemExit(code)
+        return
+    if args.command == "bench" and args.bench == "plan":
+        from headend.bench_plan import run_plan
+
+        run_plan(args.communes, args.nodes, args.days, args.rounds)
+        return
     root = args.home or default_home()
     if args.command == "demo":
         from headend.demo import DEFAULT_COMMUNE, check_port_free, run_demo
