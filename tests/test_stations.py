@@ -84,7 +84,7 @@ def test_patterns_tell_stations_apart(stations: Stations) -> None:
     assert abs(dominant_hz(bodies["langson"][:32000], 16000) - 660) < 5
     assert stations.which(b"\x00" * 20_000) is None
     rate, bits, _, _ = asyncio.run(wav.read_header(_Reader(split(
-        raw_get(stations, "/eight", 100)[0])[1])))
+        raw_get(stations, "/eight", 1000)[0])[1])))
     assert (rate, bits) == (16000, 8)
 
 
