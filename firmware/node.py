@@ -1,11 +1,14 @@
-# A loudspeaker node: checks signed commands, drives playback through the HAL, keeps its
-# as-run records in flash until the headend acknowledges them, and reports health.
+# A loudspeaker node: checks signed commands, follows its signed plan on its own (firmware/plan.py
+# decides, firmware/player.py airs), drives playback through the HAL, keeps its as-run records in
+# flash until the headend acknowledges them, and reports health.
 import asyncio
 import json
 import random
 
-from firmware import http, protocol, wav
-from firmware.mqtt import MQTTClient
+from firmware import http, plan as planlib, protocol, wav
+from firmware.cache import CacheFull, MediaCache
+from firmware.mqtt import MQTTClient, sleep_ms
+from firmware.player import LEAD_MS, RELAY_TIMEOUT_MS, Airing, Player
 from firmware.session import Session
 
 FW_VERSION = "0.1.0"
@@ -20,6 +23,14 @@ ASRUN_RESEND_MS = 30000
 F_SEQ = "seq.ctr"  # last accepted command sequence number: replay protection across reboots
 F_STATE = "state.json"  # session counter, next as-run record id, volume
 F_ASRUN = "asrun.json"  # as-run records not yet acknowledged by the headend
+F_PLAN = "plan.json"  # the plan in force (after the lock-window merge), written atomically
+F_DONE = "done.json"  # ids of plan items already dealt with (aired, missed, stopped)
+
+CACHE_BYTES = 4 * 1024 * 1024  # default media cache size (config "cache_bytes")
+PREFETCH_RETRY_MS = 5000  # real ms; doubles per failed round up to PREFETCH_RETRY_MAX_MS
+PREFETCH_RETRY_MAX_MS = 300000
+NAP_MAX_MS = 60000  # the plan runner looks again at least this often (simulated ms)
+ITEM_LEAD_MS = LEAD_MS + AMP_PREROLL_MS  # an item's task starts this long before its "s"
 
 
 class Node:
@@ -44,7 +55,22 @@ class Node:
         self.pending = self._load_json(F_ASRUN, [])  # as-run records awaiting the headend's ack
         self.playing = None  # id of the command whose audio is playing
         self._play_task = None
+        self._play_stop = None  # why the command's playback was stopped
+        self.emergency = None  # id of the emergency command on air
         self.rejections = 0
+        # Plan following
+        self.plan = self._load_json(F_PLAN, None)
+        self.quiet = self.plan["quiet"] if self.plan else list(planlib.DEFAULT_QUIET)
+        self.done = self._load_json(F_DONE, {})
+        self.cache = MediaCache(board.storage, config.get("cache_bytes", CACHE_BYTES))
+        self.cache_error = None
+        self.player = Player(board, self.cache, self._allowed_url,
+                             config.get("relay_timeout_ms", RELAY_TIMEOUT_MS))
+        self.on_air = None  # id of the plan item on air
+        self._item_task = None
+        self._item_stop = None  # why the item was stopped; "pre-empted ..." means it resumes
+        self._wake = asyncio.Event()
+        self._prefetch_task = None
         board.audio.set_volume(self.volume)
         self.session = Session(self._make_client, board.link, self._on_connected,
                                **config.get("session", {}))
@@ -80,13 +106,13 @@ class Node:
         c = MQTTClient(self.id, b["host"], b["port"], user=self.id, password=b["password"],
                        keepalive=b.get("keepalive", 30), clean=False,
                        will=(self._t(protocol.STATE), protocol.encode(will), True, 1),
-                       max_packet=protocol.MAX_PAYLOAD + 256)
+                       max_packet=protocol.MAX_PLAN_PAYLOAD + 256)
         c.on_message = self._on_message
         c.on_oversize = self._on_oversize
         return c
 
     async def _on_connected(self, client):
-        for leaf in (protocol.CMD, protocol.ASRUN_ACK, protocol.ECHO):
+        for leaf in (protocol.CMD, protocol.ASRUN_ACK, protocol.ECHO, protocol.PLAN):
             await client.subscribe(self._t(leaf), 1)
         birth = protocol.state(self.id, True, self.session_no, self.clock.time_ms(), FW_VERSION)
         await client.publish(self._t(protocol.STATE), protocol.encode(birth), 1, True)
@@ -122,6 +148,8 @@ class Node:
             self._on_command(payload)
         elif leaf == protocol.ASRUN_ACK:
             self._on_asrun_ack(payload)
+        elif leaf == protocol.PLAN:
+            self._on_plan(payload)
         elif leaf == protocol.ECHO:
             # Transport diagnostic: echoed verbatim, unsigned, no side effects.
             asyncio.create_task(self._echo(payload))
@@ -149,14 +177,23 @@ class Node:
         except protocol.Rejected as err:
             self._reject(err)
             return
-        # Persist the sequence number before acting, so a replay after a reboot is refused.
+        # Persist the sequence number before acting, so a replay after a reboot is refused
+        # (also for a command refused below for the node's state: it must not air later).
         self.seq.set(cmd["seq"])
+        if cmd["op"] == "play":
+            if self.emergency is not None:
+                self._reject(protocol.Rejected(protocol.R_BUSY, cmd["id"], self.emergency))
+                return
+            at = cmd["args"].get("at") or now
+            if planlib.in_quiet(self.quiet, max(at, now)):
+                self._reject(protocol.Rejected(protocol.R_QUIET, cmd["id"]))
+                return
         asyncio.create_task(self._run_command(cmd))
 
     def _check_args(self, cmd):
         op, args = cmd["op"], cmd["args"]
         bad = None
-        if op == "play":
+        if op == "play" or op == "emergency":
             url = args.get("url")
             if not isinstance(url, str):
                 bad = "url"
@@ -169,7 +206,9 @@ class Node:
             if not isinstance(args.get("title", ""), str):
                 bad = "title"
             at = args.get("at")
-            if at is not None and (not isinstance(at, int) or isinstance(at, bool)
+            if at is not None and op == "emergency":
+                bad = "at"
+            elif at is not None and (not isinstance(at, int) or isinstance(at, bool)
                                    or not cmd["iat"] - protocol.CLOCK_SKEW_MS <= at < cmd["exp"]):
                 bad = "at"
         elif op == "volume":
@@ -191,11 +230,23 @@ class Node:
         op, cid = cmd["op"], cmd["id"]
         await self._ack(cid, protocol.ACCEPTED)
         if op == "play":
-            await self._stop_playback()
+            if self.emergency is not None:  # an emergency arrived meanwhile
+                await self._ack(cid, protocol.FAILED, protocol.R_BUSY)
+                return
+            await self._stop_item("pre-empted by command")
+            await self._stop_playback("pre-empted by command")
             self._play_task = asyncio.create_task(self._play(cmd))
+        elif op == "emergency":
+            # Always allowed (also in quiet hours): stops whatever is on air, at once.
+            self.emergency = cid
+            await self._stop_item("pre-empted by emergency")
+            await self._stop_playback("pre-empted by emergency")
+            self.emergency = cid
+            self._play_task = asyncio.create_task(self._play(cmd, "emergency"))
         elif op == "stop":
-            stopped = await self._stop_playback()
-            await self._ack(cid, protocol.DONE, extra={"stopped": stopped})
+            stopped = await self._stop_playback("stopped")
+            item = await self._stop_item("stopped")
+            await self._ack(cid, protocol.DONE, extra={"stopped": stopped or item})
         elif op == "volume":
             self.volume = cmd["args"]["level"]
             self.board.audio.set_volume(self.volume)
@@ -213,11 +264,12 @@ class Node:
 
     # --- playback ---------------------------------------------------------------------
 
-    async def _stop_playback(self):
+    async def _stop_playback(self, why="stopped"):
         t = self._play_task
         if t is None:
             return None
         stopped = self.playing
+        self._play_stop = why
         t.cancel()
         try:
             await t
@@ -225,7 +277,7 @@ class Node:
             pass
         return stopped
 
-    async def _play(self, cmd):
+    async def _play(self, cmd, trigger="command"):
         args = cmd["args"]
         board = self.board
         self.playing = cmd["id"]
@@ -271,24 +323,30 @@ class Node:
                 outcome = protocol.PARTIAL
                 reason = reason or "stream ended early"
         except asyncio.CancelledError:
+            why = self._play_stop or "stopped"
             if start is not None:
                 end = self.clock.time_ms()
-                outcome, reason = protocol.PARTIAL, "stopped"
+                outcome, reason = protocol.PARTIAL, why
             else:
-                outcome, reason = protocol.OUTCOME_FAILED, "stopped before start"
+                outcome, reason = protocol.OUTCOME_FAILED, why + " before start"
         finally:
             if resp:
                 resp.close()
             board.audio.close()
-            if board.amp.is_on():
+            if board.amp.is_on() and not self._handover(self._play_stop):
                 await self._postroll()
-            board.led.set("on" if self.session.connected else "blink")
+            if not board.amp.is_on():
+                board.led.set("on" if self.session.connected else "blink")
             self.playing = None
             self._play_task = None
-            self._record(cmd, start, end, outcome, reason)
+            self._play_stop = None
+            if self.emergency == cmd["id"]:
+                self.emergency = None
+            self._record(cmd, start, end, outcome, reason, trigger)
             status = protocol.DONE if outcome == protocol.AIRED else protocol.FAILED
             asyncio.create_task(self._ack(cmd["id"], status, reason,
                                           extra={"start": start, "end": end, "outcome": outcome}))
+            self._wake.set()  # the plan resumes
 
     async def _postroll(self):
         try:
@@ -296,14 +354,244 @@ class Node:
         finally:
             self.board.amp.off()
 
+    # --- the plan ---------------------------------------------------------------------
+
+    def _on_plan(self, payload):
+        now = self.clock.time_ms()
+        cur = self.plan["ver"] if self.plan else 0
+        try:
+            new = protocol.parse_plan(payload, self.id, self.signer, cur, now)
+        except protocol.Rejected as err:
+            if err.reason == protocol.R_REPLAY and err.cmd_id == protocol.plan_ack_id(cur):
+                return  # the retained plan again, on every (re)connect: nothing to say
+            self._reject(err)
+            return
+        self.accept_plan(new, now)
+        asyncio.create_task(self._ack(protocol.plan_ack_id(new["ver"]), protocol.ACCEPTED,
+                                      extra={"items": len(self.plan["items"])}))
+
+    def accept_plan(self, new, now):
+        """Take a checked plan: merge under the lock window, persist, wake the runner."""
+        old = self.plan["items"] if self.plan else None
+        items = planlib.merge(old, new["items"], now, self.on_air)
+        plan = {}
+        for k in new:
+            if k != "items" and k != "sig":
+                plan[k] = new[k]
+        plan["items"] = items
+        done = {}
+        for it in items:
+            if it["id"] in self.done or (old is None and it["e"] <= now):
+                done[it["id"]] = 1  # a first plan's past items were not ours to air
+        self.board.storage.write(F_PLAN, json.dumps(plan).encode())
+        self.plan = plan
+        self.quiet = plan["quiet"]
+        self.done = done
+        self._save_done()
+        self._restart_prefetch()
+        self._wake.set()
+
+    def _save_done(self):
+        self.board.storage.write(F_DONE, json.dumps(self.done).encode())
+
+    def _mark_done(self, item_id):
+        self.done[item_id] = 1
+        self._save_done()
+
+    def _missed_while_off(self):
+        """Items of the stored plan that ended while the node was off (optional diary help)."""
+        if not self.plan:
+            return
+        now = self.clock.time_ms()
+        changed = False
+        for it in self.plan["items"]:
+            if it["e"] <= now and it["id"] not in self.done:
+                a = Airing()
+                a.outcome, a.reason = protocol.MISSED, "node was off"
+                self._record_item(it, a)
+                self.done[it["id"]] = 1
+                changed = True
+        if changed:
+            self._save_done()
+
+    # --- media prefetch ---------------------------------------------------------------
+
+    def _restart_prefetch(self):
+        t = self._prefetch_task
+        if t is not None:
+            t.cancel()
+        self._prefetch_task = asyncio.create_task(self._prefetch()) if self.plan else None
+
+    async def _prefetch(self):
+        """Fetch the media the plan needs (fallback first, then by start time), retrying
+        with backoff until everything is cached; runs again for every new plan."""
+        delay = PREFETCH_RETRY_MS
+        while self.plan:
+            need = planlib.media_needed(self.plan, self.clock.time_ms())
+            keep = {}
+            for url, sha, size in need:
+                keep[sha] = 1
+            failed = 0
+            for url, sha, size in need:
+                if self.cache.has(sha):
+                    continue
+                try:
+                    if not self._allowed_url(url):
+                        raise OSError("host not allowed")
+                    await self.cache.fetch(url, sha, size, keep)
+                    self.cache_error = None
+                except CacheFull as e:
+                    failed += 1
+                    self.cache_error = "cache_full: %s" % e
+                except (OSError, ValueError) as e:
+                    failed += 1
+                    self.cache_error = "%s: %s" % (url, e)
+            if not failed:
+                break
+            await sleep_ms(delay)  # a network retry: real time
+            delay = min(delay * 2, PREFETCH_RETRY_MAX_MS)
+        self._prefetch_task = None
+
+    # --- the plan runner ----------------------------------------------------------------
+
+    async def _run_plan(self):
+        while True:
+            try:
+                await self._plan_step()
+            except Exception as e:  # a bug must not stop the node from following its plan
+                print("plan runner:", repr(e))
+                await self._nap(1000)
+
+    async def _plan_step(self):
+        """Reconcile once: start the item that should be on air, or sleep until the next."""
+        if self._item_task is not None or self.emergency is not None:
+            await self._nap(NAP_MAX_MS)  # woken when it ends
+            return
+        now = self.clock.time_ms()
+        items = self.plan["items"] if self.plan else []
+        target = None
+        if self._play_task is None:
+            target = planlib.current(items, now, self.done)  # joined late: time-anchored
+        nxt = planlib.upcoming(items, now, self.done)
+        if target is None and nxt is not None and nxt["s"] - ITEM_LEAD_MS <= now:
+            target = nxt  # a hard start: it stops a command that is playing at its "s"
+        if target is None:
+            wait = NAP_MAX_MS
+            if nxt is not None:
+                wait = min(wait, nxt["s"] - ITEM_LEAD_MS - now)
+            await self._nap(max(wait, 1))
+            return
+        self.on_air = target["id"]
+        self._item_stop = None
+        self._item_task = asyncio.create_task(self._air_item(target))
+
+    async def _nap(self, ms):
+        """Sleep ms on the board clock, or less when woken (plan change, an item, a command
+        or an emergency ends)."""
+        alarm = asyncio.create_task(self._alarm(ms))
+        try:
+            await self._wake.wait()
+        finally:
+            self._wake.clear()
+            alarm.cancel()
+
+    async def _alarm(self, ms):
+        await self.clock.sleep_ms(ms)
+        self._wake.set()
+
+    async def _stop_item(self, why):
+        """Stop the plan item on air. Pre-empted ('pre-empted ...') it resumes afterwards,
+        time-anchored; stopped ('stopped') it is done. Returns the item id or None."""
+        t = self._item_task
+        if t is None:
+            return None
+        stopped = self.on_air
+        self._item_stop = why
+        t.cancel()
+        try:
+            await t
+        except BaseException:  # noqa: B036 - CancelledError is a BaseException on CPython
+            pass
+        return stopped
+
+    async def _before_audio(self):
+        # A plan item starting while a command plays stops the command (hard start).
+        if self._play_task is not None and self.emergency is None:
+            await self._stop_playback("pre-empted by plan item")
+            self.board.amp.on()
+
+    @staticmethod
+    def _handover(why):
+        """Pre-empted playback leaves the amplifier on for what pre-empted it (no gap)."""
+        return bool(why) and why.startswith("pre-empted")
+
+    async def _air_item(self, item):
+        board = self.board
+        airing = Airing()
+        done = True
+        try:
+            start_at = max(item["s"], self.clock.time_ms())
+            w = planlib.window(item, self.quiet, start_at)
+            if w is None:
+                airing.outcome, airing.reason = protocol.MISSED, protocol.R_QUIET
+                return
+            until = w[1]
+            if "src" in item:
+                await self.player.relay(item, start_at, until, airing, self._before_audio,
+                                        self.plan.get("fallback") if self.plan else None)
+            else:
+                await self.player.recorded(item, start_at, until, airing, self._before_audio)
+            if w[2] and airing.outcome == protocol.AIRED:
+                airing.outcome, airing.reason = protocol.PARTIAL, protocol.R_QUIET
+        except asyncio.CancelledError:
+            why = self._item_stop or "stopped"
+            airing.finish(self.clock.time_ms())
+            if airing.start is not None:
+                airing.outcome, airing.reason = protocol.PARTIAL, why
+            else:
+                airing.outcome, airing.reason = protocol.OUTCOME_FAILED, why + " before start"
+            done = not why.startswith("pre-empted")
+            if airing.src is None:
+                for name in ("primary", "backup", "fallback"):
+                    if airing.aired.get(name):
+                        airing.src = name
+                        break
+        except Exception as e:  # never leave the amplifier on over a bug
+            airing.finish(self.clock.time_ms())
+            airing.outcome = protocol.PARTIAL if airing.start else protocol.OUTCOME_FAILED
+            airing.reason = "error: %r" % e
+        finally:
+            board.audio.close()
+            if board.amp.is_on() and not self._handover(self._item_stop):
+                await self._postroll()
+            if not board.amp.is_on():
+                board.led.set("on" if self.session.connected else "blink")
+            if done:
+                self._mark_done(item["id"])
+            if done or airing.start is not None:
+                self._record_item(item, airing)
+            self.on_air = None
+            self._item_task = None
+            self._wake.set()
+
     # --- as-run records ---------------------------------------------------------------
 
-    def _record(self, cmd, start, end, outcome, reason):
-        rec = {"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": self.next_rid,
-               "cmd": cmd["id"], "trigger": "command", "media": cmd["args"]["url"],
-               "title": cmd["args"].get("title", ""), "planned": cmd["args"].get("at"),
-               "start": start, "end": end,
-               "outcome": outcome, "reason": reason}
+    def _record(self, cmd, start, end, outcome, reason, trigger="command"):
+        self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
+                     "cmd": cmd["id"], "trigger": trigger, "media": cmd["args"]["url"],
+                     "title": cmd["args"].get("title", ""), "planned": cmd["args"].get("at"),
+                     "start": start, "end": end, "outcome": outcome, "reason": reason})
+
+    def _record_item(self, item, airing):
+        self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
+                     "trigger": "plan", "item": item["id"], "kind": item["kind"],
+                     "p": item["p"], "lang": item.get("lang", ""), "title": item.get("title", ""),
+                     "planned": item["s"], "planned_end": item["e"],
+                     "start": airing.start, "end": airing.end, "outcome": airing.outcome,
+                     "reason": airing.reason, "src": airing.src, "media": airing.media})
+
+    def _store(self, rec):
+        rec["rid"] = self.next_rid
         self.next_rid += 1
         self._save_state()
         self.pending.append(rec)
@@ -324,7 +612,7 @@ class Node:
 
     async def _resend_asrun(self):
         while True:
-            await self.clock.sleep_ms(ASRUN_RESEND_MS)
+            await sleep_ms(ASRUN_RESEND_MS)  # transport timer: real time, not the board clock
             if self.session.connected:
                 for rec in list(self.pending):
                     await self._publish(protocol.ASRUN, rec)
@@ -340,19 +628,31 @@ class Node:
                 "signal_dbm": link.signal_dbm(), "volume": self.volume,
                 "amp": self.board.amp.is_on(), "playing": self.playing,
                 "seq": self.seq.value, "session": self.session_no,
-                "asrun_pending": len(self.pending), "rejections": self.rejections}
+                "asrun_pending": len(self.pending), "rejections": self.rejections,
+                "plan": self.plan["ver"] if self.plan else None,
+                "plan_to": self.plan["to"] if self.plan else None,
+                "on_air": self.on_air, "emergency": self.emergency,
+                "cache_used": self.cache.used(), "cache_full": self.cache.full,
+                "cache_error": self.cache_error, "clock": self.clock.time_ms()}
 
     async def _send_telemetry(self):
         await self._publish(protocol.TELEMETRY, self.telemetry(), 0)
 
     async def _telemetry_loop(self):
         while True:
-            await self.clock.sleep_ms(self.telemetry_ms)
+            await sleep_ms(self.telemetry_ms)  # transport timer: real time
             if self.session.connected:
                 await self._send_telemetry()
 
+    def start_plan(self):
+        """Start following the stored plan (the runner and the media prefetch)."""
+        self._missed_while_off()
+        asyncio.create_task(self._run_plan())
+        self._restart_prefetch()
+
     async def run(self):
         self.board.led.set("blink")
+        self.start_plan()
         asyncio.create_task(self._telemetry_loop())
         asyncio.create_task(self._resend_asrun())
         await self.session.run()

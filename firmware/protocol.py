@@ -9,6 +9,7 @@ from binascii import hexlify, unhexlify
 VERSION = 1
 PREFIX = "loaxa/v1/node/"
 MAX_PAYLOAD = 4096  # bytes; larger command payloads are rejected unread
+MAX_PLAN_PAYLOAD = 16384  # bytes; a plan for 48 h and more (about 60 items)
 CLOCK_SKEW_MS = 30000  # a command issued up to this far in the future is still valid
 MAX_TTL_MS = 24 * 3600 * 1000  # a command may not claim to live longer than a day
 
@@ -21,8 +22,13 @@ ASRUN = "asrun"  # node -> headend, as-run records
 ASRUN_ACK = "asrun/ack"  # headend -> node, per-record acks
 ECHO = "echo"  # headend -> node, transport diagnostic (unsigned, echoed verbatim)
 ECHO_REPLY = "echo/r"  # node -> headend
+PLAN = "plan"  # headend -> node, QoS 1, RETAINED: the node's signed plan
 
-OPS = ("play", "stop", "volume", "ping", "report")
+OPS = ("play", "stop", "volume", "ping", "report", "emergency")
+
+# Plan item kinds and TT39 priority classes (0 normal, 1 priority, 2 emergency)
+KINDS = ("vov_relay", "province_relay", "local_bulletin", "notice", "emergency")
+PRIORITIES = (0, 1, 2)
 
 # Ack statuses
 ACCEPTED = "accepted"
@@ -43,11 +49,14 @@ R_NOT_YET_VALID = "not_yet_valid"
 R_UNKNOWN_OP = "unknown_op"
 R_BAD_ARGS = "bad_args"
 R_HOST = "host_not_allowed"
+R_QUIET = "quiet_hours"  # a play command during the node's quiet hours
+R_BUSY = "busy_emergency"  # a play command while an emergency is on air
 
 # As-run outcomes
 AIRED = "aired"
 PARTIAL = "partial"
 OUTCOME_FAILED = "failed"
+MISSED = "missed"  # a plan item that did not air (quiet hours, node off)
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 _COMMAND_FIELDS = ("v", "id", "node", "seq", "iat", "exp", "op", "args", "sig")
@@ -84,6 +93,15 @@ def split_topic(t):
 
 def _canon_str(s, out):
     out.append('"')
+    plain = True
+    for ch in s:
+        if ch == '"' or ch == "\\" or ord(ch) < 0x20:
+            plain = False
+            break
+    if plain:  # the common case: one piece, not one per character (MicroPython heap)
+        out.append(s)
+        out.append('"')
+        return
     for ch in s:
         o = ord(ch)
         if ch == '"':
@@ -316,6 +334,158 @@ def parse_command(payload, node_id, signer, last_seq, now_ms):
     if cmd["op"] not in OPS:
         raise Rejected(R_UNKNOWN_OP, cmd_id, cmd["op"])
     return cmd
+
+
+# --- plans ----------------------------------------------------------------------------------
+# A plan is one signed, canonical JSON object per node (docs/protocol.md, "Plans").
+
+_PLAN_FIELDS = ("v", "t", "node", "ver", "iat", "from", "to", "quiet", "items", "sig")
+_HEX = "0123456789abcdef"
+
+
+def plan_signing_bytes(plan):
+    """What a plan's signature covers: every top-level field but 'sig'."""
+    body = {}
+    for k in plan:
+        if k != "sig":
+            body[k] = plan[k]
+    return canonical(body)
+
+
+def make_plan(signer, node_id, ver, iat, from_ms, to_ms, quiet, items, fallback=None):
+    """A signed plan dict (items as given: sorted by "s", not overlapping)."""
+    plan = {"v": VERSION, "t": "plan", "node": node_id, "ver": ver, "iat": iat,
+            "from": from_ms, "to": to_ms, "quiet": list(quiet), "items": list(items)}
+    if fallback is not None:
+        plan["fallback"] = fallback
+    plan["sig"] = signer.sign(plan_signing_bytes(plan))
+    return plan
+
+
+def encode_plan(plan):
+    """Wire bytes of a plan: canonical, so what was signed is what is sent."""
+    return canonical(plan)
+
+
+def plan_ack_id(ver):
+    return "plan-%d" % ver
+
+
+def _str(v, n):
+    return isinstance(v, str) and len(v) <= n
+
+
+def _media_error(m):
+    if not isinstance(m, dict):
+        return "not an object"
+    if not isinstance(m.get("url"), str) or not m["url"]:
+        return "url"
+    sha = m.get("sha")
+    if not isinstance(sha, str) or len(sha) != 64:
+        return "sha"
+    for ch in sha:
+        if ch not in _HEX:
+            return "sha"
+    if not _int(m.get("size")) or m["size"] <= 0:
+        return "size"
+    return None
+
+
+def _item_error(it, seen):
+    """Why a plan item is unusable, or None."""
+    if not isinstance(it, dict):
+        return "not an object"
+    iid = it.get("id")
+    if not isinstance(iid, str) or not 0 < len(iid) <= 64:
+        return "id"
+    if iid in seen:
+        return "duplicate id"
+    if it.get("kind") not in KINDS:
+        return "kind"
+    p = it.get("p")
+    if not _int(p) or p not in PRIORITIES:
+        return "p"
+    s, e, off = it.get("s"), it.get("e"), it.get("off", 0)
+    if not _int(s) or not _int(e) or s >= e:
+        return "s/e"
+    if not _int(off) or off < 0:
+        return "off"
+    if not _str(it.get("title", ""), 200) or not _str(it.get("lang", ""), 16):
+        return "title/lang"
+    if it.get("q", 0) not in (0, 1) or isinstance(it.get("q", 0), bool):
+        return "q"
+    src, media = it.get("src"), it.get("media")
+    if (src is None) == (media is None):
+        return "src/media"
+    if src is not None:
+        if not isinstance(src, list) or not 1 <= len(src) <= 2:
+            return "src"
+        for u in src:
+            if not isinstance(u, str) or not u:
+                return "src"
+    else:
+        why = _media_error(media)
+        if why:
+            return "media " + why
+    return None
+
+
+def parse_plan(payload, node_id, signer, current_ver, now_ms):
+    """Check a received plan payload; return the plan dict or raise Rejected (cmd_id is
+    "plan-<ver>" once the ver is known). Same order as commands: structure, node, signature,
+    then replay, expiry and the items."""
+    if len(payload) > MAX_PLAN_PAYLOAD:
+        raise Rejected(R_OVERSIZED, None, "%d bytes" % len(payload))
+    try:
+        plan = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise Rejected(R_MALFORMED, None, "not JSON")
+    if not isinstance(plan, dict) or plan.get("t") != "plan":
+        raise Rejected(R_MALFORMED, None, "not a plan")
+    ver = plan.get("ver")
+    if not _int(ver) or ver <= 0:
+        raise Rejected(R_MALFORMED, None, "bad ver")
+    pid = plan_ack_id(ver)
+    if plan.get("v") != VERSION:
+        raise Rejected(R_VERSION, pid, "v=%s" % plan.get("v"))
+    for k in _PLAN_FIELDS:
+        if k not in plan:
+            raise Rejected(R_MALFORMED, pid, "missing " + k)
+    for k in ("iat", "from", "to"):
+        if not _int(plan[k]):
+            raise Rejected(R_MALFORMED, pid, "bad " + k)
+    q = plan["quiet"]
+    if (not isinstance(q, list) or len(q) != 3 or not _int(q[0]) or not _int(q[1])
+            or not _int(q[2]) or not 0 <= q[0] < 1440 or not 0 <= q[1] < 1440
+            or not -720 <= q[2] <= 840):
+        raise Rejected(R_MALFORMED, pid, "bad quiet")
+    if not isinstance(plan["items"], list):
+        raise Rejected(R_MALFORMED, pid, "bad items")
+    if plan["node"] != node_id:
+        raise Rejected(R_WRONG_NODE, pid, str(plan["node"]))
+    head, tail = signed_part(payload, plan["sig"])
+    if not head or not signer.verify(head, plan["sig"], tail):
+        raise Rejected(R_SIGNATURE, pid)
+    if ver <= current_ver:
+        raise Rejected(R_REPLAY, pid, "ver %d <= %d" % (ver, current_ver))
+    if plan["to"] <= now_ms:
+        raise Rejected(R_EXPIRED, pid)
+    fb = plan.get("fallback")
+    if fb is not None and _media_error(fb):
+        raise Rejected(R_MALFORMED, pid, "fallback " + str(_media_error(fb)))
+    seen = {}  # type: dict[str, int]
+    last_e = None
+    n = 0
+    for it in plan["items"]:
+        why = _item_error(it, seen)
+        if why is None and last_e is not None and it["s"] < last_e:
+            why = "not sorted or overlapping"
+        if why:
+            raise Rejected(R_MALFORMED, pid, "item %d: %s" % (n, why))
+        seen[it["id"]] = 1
+        last_e = it["e"]
+        n += 1
+    return plan
 
 
 # --- node -> headend messages -------------------------------------------------------------

@@ -67,6 +67,24 @@ class Storage:
         raise NotImplementedError
 
     def remove(self, name):
+        """Delete a file; no error when it does not exist."""
+        raise NotImplementedError
+
+    # Files too big for read()/write() (the media cache): streamed through a file object.
+    def open(self, name, mode):
+        """A file object ('rb', 'wb' or 'r+b') with read(n), write(b), seek(pos), close()."""
+        raise NotImplementedError
+
+    def size(self, name):
+        """Size in bytes, or None when the file does not exist."""
+        raise NotImplementedError
+
+    def rename(self, old, new):
+        """Atomic rename, replacing new if it exists."""
+        raise NotImplementedError
+
+    def names(self):
+        """Names of the files in storage."""
         raise NotImplementedError
 
     def counter(self, name):

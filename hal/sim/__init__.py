@@ -8,16 +8,6 @@ import time
 
 from hal import base
 
-try:
-    from time import ticks_diff as _ticks_diff
-    from time import ticks_ms as _ticks_ms
-except ImportError:  # CPython
-    def _ticks_ms():  # type: ignore[misc]
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
-
-    def _ticks_diff(a, b):  # type: ignore[no-redef]
-        return a - b
-
 
 def _sleep_ms(ms):
     if hasattr(asyncio, "sleep_ms"):
@@ -39,20 +29,44 @@ def _makedirs(path):
             pass
 
 
-class SimClock(base.Clock):
-    """Real time shifted by offset_ms (to simulate a node whose clock is off)."""
+def _real_ms():
+    if hasattr(time, "time_ns"):
+        return time.time_ns() // 1000000
+    return int(time.time() * 1000)
 
-    def __init__(self, offset_ms=0):
+
+class SimClock(base.Clock):
+    """A controlled clock: simulated time runs `rate` times as fast as real time from
+    sim_epoch_ms (at real_epoch_ms), shifted by offset_ms (a node whose clock is off).
+
+    time_ms = sim_epoch + (real_now - real_epoch) * rate + offset. Both epochs default to real
+    now, so SimClock() is real time. Several processes given the same epochs share one
+    simulated time. sleep_ms(ms) sleeps ms simulated (ms / rate real)."""
+
+    def __init__(self, offset_ms=0, rate=1, sim_epoch_ms=None, real_epoch_ms=None):
+        now = _real_ms()
         self.offset_ms = offset_ms
+        self.rate = rate
+        self.real_epoch_ms = now if real_epoch_ms is None else real_epoch_ms
+        self.sim_epoch_ms = self.real_epoch_ms if sim_epoch_ms is None else sim_epoch_ms
+        self._t0 = self.time_ms()
 
     def time_ms(self):
-        return int(time.time() * 1000) + self.offset_ms
+        if self.rate == 1:
+            return self.sim_epoch_ms + _real_ms() - self.real_epoch_ms + self.offset_ms
+        return (self.sim_epoch_ms + int((_real_ms() - self.real_epoch_ms) * self.rate)
+                + self.offset_ms)
 
     def ticks_ms(self):
-        return _ticks_ms()
+        """Simulated milliseconds since construction (not wrapped: subtract to compare)."""
+        return self.time_ms() - self._t0
 
     def sleep_ms(self, ms):
-        return _sleep_ms(ms)
+        if self.rate == 1:
+            return _sleep_ms(ms)
+        if ms <= 0:
+            return _sleep_ms(0)
+        return asyncio.sleep(ms / self.rate / 1000)
 
 
 class EventLog:
@@ -70,7 +84,9 @@ class EventLog:
 
 
 class SimAudioOut(base.AudioOut):
-    """Records each playback's PCM to audio/<n>.pcm and paces writes at the real playback rate."""
+    """Records each playback's PCM to audio/<n>.pcm and paces writes at the playback rate in
+    SIMULATED time (the board clock), so a fast clock plays a long bulletin in little real time.
+    Any rate/bits/channels is accepted (tests use tiny formats to keep a simulated week small)."""
 
     def __init__(self, node_dir, clock, log):
         self.dir = node_dir + "/audio"
@@ -80,8 +96,8 @@ class SimAudioOut(base.AudioOut):
         self.volume = 70
         self._f = None
         self._n = 0
-        self._bytes_per_ms = 32
-        self._t0 = _ticks_ms()
+        self._bytes_per_ms = 32.0
+        self._t0 = clock.time_ms()
         self._written = 0
 
     def open(self, rate, bits, channels, label=""):
@@ -90,8 +106,8 @@ class SimAudioOut(base.AudioOut):
         self._n += 1
         name = "%s/%d.pcm" % (self.dir, self._n)
         self._f = open(name, "wb")
-        self._bytes_per_ms = rate * (bits // 8) * channels / 1000
-        self._t0 = _ticks_ms()
+        self._bytes_per_ms = rate * ((bits + 7) // 8) * channels / 1000
+        self._t0 = self.clock.time_ms()
         self._written = 0
         self.log.add("audio_open", file=name, rate=rate, bits=bits, channels=channels,
                      volume=self.volume, label=label)
@@ -103,9 +119,9 @@ class SimAudioOut(base.AudioOut):
         self._written += len(buf)
         # Pace like a DAC would: return when the written audio is (almost) due.
         due = int(self._written / self._bytes_per_ms) - 100
-        ahead = due - _ticks_diff(_ticks_ms(), self._t0)
+        ahead = due - (self.clock.time_ms() - self._t0)
         if ahead > 0:
-            await _sleep_ms(ahead)
+            await self.clock.sleep_ms(ahead)
 
     def close(self):
         if not self._f:
@@ -115,9 +131,9 @@ class SimAudioOut(base.AudioOut):
         self.log.add("audio_close", bytes=self._written)
 
     async def drain(self):
-        left = int(self._written / self._bytes_per_ms) - _ticks_diff(_ticks_ms(), self._t0)
+        left = int(self._written / self._bytes_per_ms) - (self.clock.time_ms() - self._t0)
         if left > 0:
-            await _sleep_ms(left)
+            await self.clock.sleep_ms(left)
 
     def set_volume(self, level):
         self.volume = level
@@ -176,6 +192,21 @@ class SimStorage(base.Storage):
             os.remove(self.dir + "/" + name)
         except OSError:
             pass
+
+    def open(self, name, mode):
+        return open(self.dir + "/" + name, mode)
+
+    def size(self, name):
+        try:
+            return os.stat(self.dir + "/" + name)[6]
+        except OSError:
+            return None
+
+    def rename(self, old, new):
+        os.rename(self.dir + "/" + old, self.dir + "/" + new)
+
+    def names(self):
+        return [n for n in os.listdir(self.dir) if not n.startswith(".")]
 
     def counter(self, name):
         return SlotCounter(self.dir + "/" + name)
