@@ -42,7 +42,8 @@ PBKDF2_ITERATIONS: Final = 101  # mosquitto_passwd's default for $7$ (sha512-pbk
 _SALT_BYTES: Final = 12  # what mosquitto_passwd uses
 
 # Topic leaves under loaxa/v1/node/<node>/ that a node may read / write (the ACL).
-NODE_READ_LEAVES: Final[tuple[str, ...]] = (protocol.CMD, protocol.ASRUN_ACK, protocol.ECHO)
+NODE_READ_LEAVES: Final[tuple[str, ...]] = (
+    protocol.CMD, protocol.PLAN, protocol.ASRUN_ACK, protocol.ECHO)
 NODE_WRITE_LEAVES: Final[tuple[str, ...]] = (
     protocol.ACK,
     protocol.STATE,

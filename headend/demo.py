@@ -14,19 +14,12 @@ import signal
 import socket
 from pathlib import Path
 
-import uvicorn
-from sqlalchemy import update
-from sqlalchemy.orm import Session
-
-from headend.broker import Broker, find_free_port
-from headend.commune import load_commune
-from headend.db import open_db
 from headend.home import Home
 from headend.media import TEST_TONE, write_test_tone
-from headend.models import Node
-from headend.registry import all_node_secrets, headend_password, provision_commune
+from headend.runtime import Runtime
 from headend.service import Headend
 from hwsim.fleet import Fleet, SimNode
+from hwsim.stations import Stations, tone_pattern
 
 log = logging.getLogger("loaxa.demo")
 REPO = Path(__file__).resolve().parent.parent
@@ -54,56 +47,45 @@ def check_port_free(port: int) -> None:
 
 async def run_demo(home: Home, commune_file: Path, duration: float | None, port: int) -> None:
     check_port_free(port)
-    engine = open_db(home.db_url)
-    spec = load_commune(commune_file)
-    provision_commune(engine, home, spec)
-    secrets = [s for s in all_node_secrets(engine, home) if s.id in set(spec.node_ids)]
-    write_test_tone(home.media_dir)
-
-    password = headend_password(home)
-    broker = Broker(home.broker_dir, port=find_free_port(), headend_password=password)
-    broker.write_config({s.id: s.password for s in secrets})
-    fleet = Fleet(root=home.sim_dir, broker_port=broker.port,
-                  media_hosts=[f"127.0.0.1:{port}"], telemetry_s=10,
-                  nodes=[SimNode(s.id, s.key, s.password, s.village) for s in secrets])
-    headend = Headend(engine, broker.port, password)
-    from headend.web import make_app  # imported late: FastAPI start-up is the slow part
-
-    server = uvicorn.Server(uvicorn.Config(make_app(engine, home.media_dir), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    stations = Stations().start()
+    # The schedule's relay sources are internet streams; the demo relays local stand-ins.
+    source_urls: dict[str, tuple[str, str | None]] = {}
+    runtime: Runtime | None = None
+    fleet: Fleet | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[None]] = []
     try:
-        broker.start()
+        runtime = Runtime(home, commune_file, port)
+        for i, source in enumerate(sorted(runtime.schedule.sources)):
+            for role in ("primary", "backup"):
+                stations.add(f"{source}-{role}", tone_pattern(440 + 110 * i))
+            source_urls[source] = (stations.url(f"{source}-primary"),
+                                   stations.url(f"{source}-backup"))
+        runtime.source_urls = source_urls
+        write_test_tone(home.media_dir)
+        secrets = runtime.secrets
+        fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.port,
+                      media_hosts=[runtime.media_host, stations.host], telemetry_s=10,
+                      nodes=[SimNode(s.id, s.key, s.password, s.village) for s in secrets])
+        await runtime.start()
         await asyncio.to_thread(fleet.start)
-        tasks.append(asyncio.create_task(headend.run()))
-        tasks.append(asyncio.create_task(server.serve()))
-        await headend.wait_connected(15)
+        spec = runtime.schedule.commune
         print(f"LoaXa demo: {len(secrets)} nodes of {spec.name}; open http://127.0.0.1:{port}",
               flush=True)
-        tasks.append(asyncio.create_task(_announce(headend, [s.id for s in secrets], port)))
+        announce = asyncio.create_task(
+            _announce(runtime.headend, [s.id for s in secrets], port))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
+        announce.cancel()
     finally:
         print("LoaXa demo: stopping", flush=True)
-        server.should_exit = True
-        await asyncio.to_thread(fleet.stop)
-        if len(tasks) > 1:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(tasks[1]), 5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(headend.flush(), 5)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        broker.stop()
-        # Nobody watches the nodes any more: do not leave them shown as online.
-        with Session(engine) as s, s.begin():
-            s.execute(update(Node).values(online=False, playing=None))
-        engine.dispose()
+        if fleet is not None:
+            await asyncio.to_thread(fleet.stop)
+        if runtime is not None:
+            await runtime.stop()
+        stations.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

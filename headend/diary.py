@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from headend.criterion import Aired
 from headend.models import AsRunRecord, Command, Commune, Node, Village
 
 log = logging.getLogger("loaxa.diary")
@@ -85,7 +86,8 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
     tz = tz or commune_timezone(engine)
     lo, hi = day_bounds_ms(day, tz)
     stmt = (
-        select(AsRunRecord, Village.name, Command.issued_ms, Command.operator)
+        select(AsRunRecord, Village.name,
+               func.coalesce(AsRunRecord.planned_start_ms, Command.issued_ms), Command.operator)
         .join(Node, Node.id == AsRunRecord.node_id)
         .join(Village, Village.id == Node.village_id)
         .outerjoin(Command, Command.id == AsRunRecord.command_id)
@@ -101,9 +103,10 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
     )
     with Session(engine) as s:
         return [
-            DiaryRow(r.node_id, village, r.title, r.trigger, issued, r.start_ms, r.end_ms,
-                     r.outcome, r.reason, operator or "", r.command_id)
-            for r, village, issued, operator in s.execute(stmt)
+            DiaryRow(r.node_id, village, r.title, r.trigger, planned, r.start_ms, r.end_ms,
+                     r.outcome, r.reason,
+                     operator or ("Lịch phát" if r.trigger == "plan" else ""), r.command_id)
+            for r, village, planned, operator in s.execute(stmt)
         ]
 
 
@@ -132,3 +135,22 @@ def _telemetry(raw: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return tel if isinstance(tel, dict) else {}
+
+
+def aired_between(engine: Engine, lo_ms: int, hi_ms: int) -> list[Aired]:
+    """What sounded in [lo, hi), from the as-run records, for the criterion 8.3 check: plan
+    items by their occurrence (each node's record of it), emergencies and announcements too."""
+    stmt = (select(AsRunRecord.item_id, AsRunRecord.command_id, AsRunRecord.kind,
+                   AsRunRecord.trigger, AsRunRecord.language, AsRunRecord.start_ms,
+                   AsRunRecord.end_ms)
+            .where(AsRunRecord.outcome.in_(("aired", "partial")),
+                   AsRunRecord.start_ms < hi_ms, AsRunRecord.end_ms > lo_ms))
+    out = []
+    with Session(engine) as s:
+        for item, cmd, kind, trigger, lang, start, end in s.execute(stmt):
+            if start is None or end is None:
+                continue
+            occurrence = item.split("#")[0] if item else f"cmd:{cmd}"
+            kind = kind or ("emergency" if trigger == "emergency" else "notice")
+            out.append(Aired(occurrence, kind, lang or "vi", start, end))
+    return out

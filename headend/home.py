@@ -57,6 +57,12 @@ class Home:
     def secrets_path(self) -> Path:
         return self.root / "headend-secret"
 
+    @property
+    def running_path(self) -> Path:
+        """Written by a running headend (`loaxa serve`/`demo`): its pid and ports, so tools
+        such as `loaxa broadcast` can reach its broker and media server."""
+        return self.root / "running.json"
+
     @classmethod
     def create(cls, root: Path) -> Home:
         """Create (or reuse) a state directory; refuse a file or someone else's directory."""

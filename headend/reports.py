@@ -25,7 +25,8 @@ from sqlalchemy import (
 )
 
 from firmware import protocol
-from headend.models import AsRunRecord, Command, Node
+from headend.alarms import RELAY_FAILED
+from headend.models import Alarm, AsRunRecord, Command, Node, NodePlan
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
 
@@ -33,7 +34,9 @@ Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded messag
 # refused as a replay) never undoes an "accepted".
 STATUS_RANK = {"sent": 0, "rejected": 1, "accepted": 2, "started": 3, "done": 4, "failed": 4}
 FINAL = ("done", "failed")
-OUTCOMES = (protocol.AIRED, protocol.PARTIAL, protocol.OUTCOME_FAILED)
+OUTCOMES = (protocol.AIRED, protocol.PARTIAL, protocol.OUTCOME_FAILED, protocol.MISSED)
+RELAY_KINDS = ("vov_relay", "province_relay")
+PLAN_ACK_PREFIX = "plan-"
 
 
 def _may_replace(status: str) -> list[str]:
@@ -112,11 +115,17 @@ def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> Non
 def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -> None:
     by_status: dict[str, list[dict[str, Any]]] = defaultdict(list)
     started, finished = [], []
+    plan_acks = []
     for node_id, msg in items:
         cmd_id, status = msg.get("id"), msg.get("status")
         if not isinstance(cmd_id, str) or not isinstance(status, str) \
                 or status not in STATUS_RANK:
             continue  # a rejection of something that had no id: logged by the service
+        if cmd_id.startswith(PLAN_ACK_PREFIX) and cmd_id[len(PLAN_ACK_PREFIX):].isdigit():
+            plan_acks.append({"nid": node_id, "ver": int(cmd_id[len(PLAN_ACK_PREFIX):]),
+                              "st": status, "now": now,
+                              "reason": _text(msg.get("reason") or msg.get("detail"), 300)})
+            continue
         reason = _text(msg.get("reason") or msg.get("detail"), 300)
         by_status[status].append({"cid": cmd_id, "nid": node_id, "st": status,
                                   "reason": reason, "now": now})
@@ -132,6 +141,11 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
             .values(status=bindparam("st"), reason=bindparam("reason"),
                     updated_ms=bindparam("now")),
             rows)
+    if plan_acks:
+        conn.execute(update(NodePlan).where(NodePlan.node_id == bindparam("nid"),
+                                            NodePlan.ver == bindparam("ver"))
+                     .values(status=bindparam("st"), reason=bindparam("reason"),
+                             updated_ms=bindparam("now")), plan_acks)
     if started:
         conn.execute(update(Node).where(Node.id == bindparam("nid"))
                      .values(playing=bindparam("cid")), started)
@@ -171,6 +185,10 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
             "media": _text(msg.get("media"), 500) or "", "title": _text(msg.get("title"), 300)
             or "", "start_ms": _int(msg.get("start")), "end_ms": _int(msg.get("end")),
             "outcome": outcome, "reason": reason, "received_ms": now,
+            "item_id": _text(msg.get("item"), 64), "kind": _text(msg.get("kind"), 24),
+            "priority": _int(msg.get("p")), "language": _text(msg.get("lang"), 16),
+            "planned_start_ms": _int(msg.get("planned")),
+            "planned_end_ms": _int(msg.get("planned_end")), "source": _text(msg.get("src"), 16),
         })
         if isinstance(msg.get("cmd"), str):
             # The record also settles its command when the final ack was lost in an outage.
@@ -178,6 +196,7 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
                            "st": "done" if outcome == protocol.AIRED else "failed", "now": now})
     if rows:
         conn.execute(insert(AsRunRecord), rows)
+        _relay_alarms(conn, rows, now)
     if settle:
         conn.execute(
             update(Command)
@@ -187,3 +206,20 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
                     updated_ms=bindparam("now")),
             settle)
     return acks
+
+
+def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:
+    """A relay a node could not air from either stream raises the node's relay alarm; the
+    next relay it airs from a stream clears it (once each, whatever the order of records)."""
+    for row in sorted((r for r in rows if r["kind"] in RELAY_KINDS),
+                      key=lambda r: (r["start_ms"] or 0, r["rid"])):
+        subject = row["node_id"]
+        open_id = conn.scalar(select(Alarm.id).where(
+            Alarm.kind == RELAY_FAILED, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
+        failed = row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED
+        if failed and open_id is None:
+            conn.execute(insert(Alarm).values(
+                kind=RELAY_FAILED, subject=subject, commune_id=None, raised_ms=now,
+                detail=f"{row['item_id']}: {row['reason'] or 'no stream'}"))
+        elif not failed and row["source"] in ("primary", "backup") and open_id is not None:
+            conn.execute(update(Alarm).where(Alarm.id == open_id).values(cleared_ms=now))

@@ -100,12 +100,16 @@ class Headend:
         user: str = "headend",
         clock: Clock = wall_clock_ms,
         client_id: str = "loaxa-headend",
+        persistent: bool = True,
     ) -> None:
         self.engine = engine
         self.broker = (broker_host, broker_port)
         self.user, self.password = user, password
         self.clock = clock
         self.client_id = client_id
+        # The service keeps a persistent session (the broker queues reports while it is
+        # down); a one-off tool such as `loaxa broadcast` connects with a clean one.
+        self.persistent = persistent
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.waiters = _Waiters()
@@ -141,12 +145,15 @@ class Headend:
     async def _session(self) -> None:
         async with aiomqtt.Client(
             self.broker[0], self.broker[1], username=self.user, password=self.password,
-            identifier=self.client_id, clean_session=False, keepalive=20, logger=_mqtt_log,
+            identifier=self.client_id, clean_session=not self.persistent, keepalive=20,
+            logger=_mqtt_log,
             max_inflight_messages=1000, max_queued_outgoing_messages=0,
         ) as client:
             # A persistent session: while the headend is down the broker keeps QoS 1 messages.
-            for leaf in (protocol.ACK, protocol.STATE, protocol.TELEMETRY, protocol.ASRUN,
-                         protocol.ECHO_REPLY):
+            # A one-off tool only follows acks; the service stores everything.
+            leaves = (protocol.ACK, protocol.STATE, protocol.TELEMETRY, protocol.ASRUN,
+                      protocol.ECHO_REPLY) if self.persistent else (protocol.ACK,)
+            for leaf in leaves:
                 await client.subscribe(protocol.PREFIX + "+/" + leaf, qos=1)
             self.client = client
             self.connected.set()
@@ -192,7 +199,8 @@ class Headend:
                 self.rejections.append(msg)
                 log.warning("node %s rejected command %s: %s %s", node_id, msg.get("id"),
                             msg.get("reason"), msg.get("detail", ""))
-        self._inbox.put_nowait((node_id, leaf, msg))
+        if self.persistent:
+            self._inbox.put_nowait((node_id, leaf, msg))
 
     # --- storing what nodes report ----------------------------------------------------------
 
@@ -313,19 +321,25 @@ class Headend:
         """Publish to one node's topic at QoS 1; HeadendOffline when not connected."""
         await self._publish(node_id, leaf, payload, required=True)
 
+    async def publish_plan(self, node_id: str, payload: bytes) -> None:
+        """A node's plan, retained: a node that boots or reconnects while the headend is
+        down still gets its newest plan from the broker."""
+        await self._publish(node_id, protocol.PLAN, payload, required=True, retain=True)
+
     async def _publish(self, node_id: str, leaf: str, payload: bytes,
-                       required: bool = False) -> None:
+                       required: bool = False, retain: bool = False) -> None:
         # A bounded window of publishes in flight: aiomqtt and paho do per-publish work that
         # grows with the number outstanding, so 2,000 at once would cost quadratic time.
         async with self._window:
-            await self._publish_now(node_id, leaf, payload, required)
+            await self._publish_now(node_id, leaf, payload, required, retain)
 
     async def _publish_now(self, node_id: str, leaf: str, payload: bytes,
-                           required: bool) -> None:
+                           required: bool, retain: bool = False) -> None:
         client = self.client
         if client is None:
             if required:
                 raise HeadendOffline("not connected to the broker")
             return  # as-run acks are re-earned: the node resends unacked records
-        # Commands are QoS 1 and never retained (a retained command would replay on reconnect).
-        await client.publish(protocol.topic(node_id, leaf), payload, qos=1, retain=False)
+        # Commands are QoS 1 and never retained (a retained command would replay on reconnect);
+        # only plans are retained, and a node refuses a plan older than the one it holds.
+        await client.publish(protocol.topic(node_id, leaf), payload, qos=1, retain=retain)

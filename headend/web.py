@@ -24,13 +24,33 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headend.diary import DiaryRow, commune_name, commune_timezone, diary_for_day, node_rows
+from headend.criterion import (
+    REQUIRED_LOCAL_NEWS,
+    REQUIRED_PROVINCE_DAYS,
+    REQUIRED_VOV_DAYS,
+    WeekVerdict,
+    aired_from_plan,
+    judge,
+)
+from headend.diary import (
+    DiaryRow,
+    aired_between,
+    commune_name,
+    commune_timezone,
+    day_bounds_ms,
+    diary_for_day,
+    node_rows,
+)
+from headend.plan import expand
+from headend.schedule import ScheduleError, load_schedule
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MACHINE_PREFIXES = ("/api/", "/media/")
 
+LANGUAGE_VI = {"vi": "Tiếng Việt", "tay": "Tiếng Tày", "nung": "Tiếng Nùng", "dao": "Tiếng Dao",
+               "hmong": "Tiếng Mông"}
 OUTCOME_VI = {"aired": "Đã phát", "partial": "Phát dở", "failed": "Không phát được",
               "missed": "Bỏ lỡ"}
 # Reasons the firmware writes into as-run records; others are shown as the node sent them.
@@ -138,9 +158,44 @@ def _error_page(request: Request, status: int, message: str | None = None) -> Re
     )
 
 
+def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
+    days = [v.monday + timedelta(days=i) for i in range(7)]
+    return {
+        "week": v.week, "monday": v.monday, "sunday": days[-1], "ok": v.ok,
+        "vov": len(v.vov_days), "province": len(v.province_days), "news": len(v.local_news),
+        "hours": f"{sum(v.hours_per_day):.1f}".replace(".", ","),
+        "languages": ", ".join(f"{LANGUAGE_VI.get(lang, lang)} {h:.1f} giờ".replace(".", ",")
+                               for lang, h in v.hours_per_language.items()) or "—",
+        "vov_need": REQUIRED_VOV_DAYS, "province_need": REQUIRED_PROVINCE_DAYS,
+        "news_need": REQUIRED_LOCAL_NEWS,
+    }
+
+
+def criterion_weeks(engine: Engine, schedule_path: Path | None, day: date, tz: ZoneInfo,
+                    today: date) -> dict[str, Any]:
+    """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
+    later ones, what the schedule plans."""
+    monday = day - timedelta(days=day.weekday())
+    lo, _ = day_bounds_ms(monday, tz)
+    hi, _ = day_bounds_ms(monday + timedelta(days=7), tz)
+    (aired,) = judge(aired_between(engine, lo, hi), tz, monday, 1)
+    out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None}
+    if schedule_path is not None and monday + timedelta(days=6) >= today:
+        try:
+            schedule = load_schedule(schedule_path)
+        except ScheduleError as e:
+            out["plan_error"] = f"Lịch phát có lỗi: {e}"
+        else:
+            (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
+            out["planned"] = _criterion_rows(planned)
+    return out
+
+
 def make_app(engine: Engine, media_dir: Path,
-             clock: Callable[[], int] = _wall_clock_ms) -> FastAPI:
-    """The app over `engine`; `clock` (UTC ms) decides which day is "today"."""
+             clock: Callable[[], int] = _wall_clock_ms,
+             schedule_path: Path | None = None) -> FastAPI:
+    """The app over `engine`; `clock` (UTC ms) decides which day is "today"; with a schedule
+    file the page also shows what it plans against criterion 8.3."""
     app = FastAPI(title="LoaXa", summary="Commune radio headend")
     media_root = media_dir.resolve()
 
@@ -175,7 +230,9 @@ def make_app(engine: Engine, media_dir: Path,
         nodes = node_rows(engine)
         diary = diary_for_day(engine, d, tz)
         name = commune_name(engine)
+        criterion = criterion_weeks(engine, schedule_path, d, tz, now_day)
         return TEMPLATES.TemplateResponse(request, "index.html", {
+            "criterion": criterion,
             "commune": name or "", "commune_title": _commune_title(name),
             "day": d, "today": now_day, "tz": tz,
             "tz_label": "giờ Việt Nam" if tz.key == "Asia/Ho_Chi_Minh" else f"múi giờ {tz.key}",

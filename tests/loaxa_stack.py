@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,12 +15,14 @@ import uvicorn
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from hal.sim import SimClock
 from headend.broker import Broker, find_free_port
 from headend.commune import CommuneSpec, VillageSpec
 from headend.db import open_db
 from headend.home import Home
 from headend.media import write_test_tone
 from headend.models import AsRunRecord, Command, Node
+from headend.plans import MediaLibrary, PlanPublisher, SourceWatch
 from headend.registry import NodeSecrets, headend_password, provision_commune
 from headend.service import Headend, SentCommand
 from headend.web import make_app
@@ -49,11 +51,15 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float =
 
 class Stack:
     def __init__(self, root: Path, nodes: int = 5, session: dict[str, Any] | None = None,
-                 per_process: int = 250) -> None:
+                 per_process: int = 250, commune: CommuneSpec | None = None,
+                 clock: SimClock | None = None, media_hosts: Sequence[str] = (),
+                 fleet_options: dict[str, Any] | None = None) -> None:
         self.home = Home.create(root / "home")
         self.engine: Engine = open_db(self.home.db_url)
+        # A controlled clock shared by the headend and every node (hal.sim.SimClock).
+        self.clock = clock or SimClock()
         self.secrets: list[NodeSecrets] = provision_commune(
-            self.engine, self.home, small_commune(nodes))
+            self.engine, self.home, commune or small_commune(nodes))
         self.node_ids = [s.id for s in self.secrets]
         self.tone = write_test_tone(self.home.media_dir)
         self.password = headend_password(self.home)
@@ -64,14 +70,21 @@ class Stack:
         self.media_host = f"127.0.0.1:{self.web_port}"
         self.fleet = Fleet(
             root=self.home.sim_dir, broker_port=self.broker.port,
-            media_hosts=[self.media_host], keepalive=10, per_process=per_process,
+            media_hosts=[self.media_host, *media_hosts], keepalive=10, per_process=per_process,
             nodes=[SimNode(s.id, s.key, s.password, s.village) for s in self.secrets],
             # Small backoff so reconnect tests run in seconds, still jittered.
             session=session if session is not None else {
                 "backoff_min_ms": 200, "backoff_max_ms": 2000, "initial_jitter_ms": 300},
+            clock=None if clock is None else {
+                "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms,
+                "rate": clock.rate},
+            **(fleet_options or {}),
         )
         self.loop = asyncio.new_event_loop()
-        self.headend = Headend(self.engine, self.broker.port, self.password)
+        self.headend = self._new_headend()
+        self.publisher: PlanPublisher | None = None
+        self._planning: asyncio.Future[None] | None = None
+        self._watch: asyncio.Future[None] | None = None
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._headend_task: asyncio.Future[None] | None = None
         self.web = uvicorn.Server(uvicorn.Config(
@@ -90,6 +103,40 @@ class Stack:
         self.fleet.wait_connected(30)
         wait_until(lambda: self.online_count() == len(self.node_ids), 15, "births stored")
         return self
+
+    def _new_headend(self) -> Headend:
+        return Headend(self.engine, self.broker.port, self.password, clock=self.clock.time_ms)
+
+    def start_planning(self, schedule: Path, source_urls: dict[str, tuple[str, str | None]],
+                       fallback: bytes | None = None, watch: bool = False) -> PlanPublisher:
+        """Publish every node's plan now and keep them current (on the headend's loop);
+        with watch, also probe relay sources before their slots."""
+        library = MediaLibrary(self.home.media_dir, f"http://{self.media_host}")
+        self.publisher = PlanPublisher(
+            self.engine, schedule, library, self.headend.publish_plan, self.clock.time_ms,
+            self.clock.sleep_ms, library.add_bytes(fallback) if fallback else None,
+            source_urls)
+        self.publisher.load()
+        self._planning = asyncio.run_coroutine_threadsafe(self.publisher.run(), self.loop)
+        if watch:
+            w = SourceWatch(self.engine, self.publisher, self.clock.time_ms, self.clock.sleep_ms)
+            self._watch = asyncio.run_coroutine_threadsafe(w.run(), self.loop)
+        return self.publisher
+
+    def stop_headend(self) -> None:
+        """The headend process dies: its MQTT service and plan publisher stop."""
+        for fut in (self._headend_task, self._planning):
+            if fut is not None:
+                self.loop.call_soon_threadsafe(fut.cancel)
+        self.run(self.headend.flush())
+
+    def restart_headend(self) -> None:
+        self.headend = self._new_headend()
+        self._headend_task = asyncio.run_coroutine_threadsafe(self.headend.run(), self.loop)
+        self.run(self.headend.wait_connected(15))
+        if self.publisher is not None:
+            self.publisher.publish = self.headend.publish_plan
+            self._planning = asyncio.run_coroutine_threadsafe(self.publisher.run(), self.loop)
 
     def online_count(self) -> int:
         with Session(self.engine) as s:
@@ -127,8 +174,9 @@ class Stack:
 
     def stop(self) -> None:
         self.fleet.stop()
-        if self._headend_task is not None:
-            self.loop.call_soon_threadsafe(self._headend_task.cancel)
+        for fut in (self._headend_task, self._planning, self._watch):
+            if fut is not None:
+                self.loop.call_soon_threadsafe(fut.cancel)
         self.web.should_exit = True
         self._web_thread.join(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
