@@ -289,7 +289,7 @@ def load_schedule(path: Path) -> Schedule:
         if slot is None:
             continue
         if slot.id in seen:
-            r.error(slot.line, f"slot '{slot.id}'",
+            r.error(loc.element("slots", n, "id"), f"slot '{slot.id}'",
                     f"id listed twice (first at line {seen[slot.id]})")
             continue
         seen[slot.id] = slot.line
