@@ -93,7 +93,43 @@ def build_parser() -> argparse.ArgumentParser:
     fan.add_argument("--per-process", type=_positive(int), default=100,
                      help="simulated nodes per MicroPython process (default 100)")
     add_schedule_parsers(sub, bench_sub)
+    add_operation_parsers(sub, bench_sub)
     return p
+
+
+def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                          bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve`, `broadcast emergency`, `alarms` and `bench start`."""
+    serve = sub.add_parser("serve", help="run the headend: broker, plans for every node, web page")
+    serve.add_argument("schedule", type=_dir, metavar="SCHEDULE",
+                       help="the commune's schedule file (schedules/*.toml)")
+    serve.add_argument("--port", type=_port, default=8080,
+                       help="web page and media port (default 8080)")
+    bc = sub.add_parser("broadcast", help="send a broadcast now")
+    bc_sub = bc.add_subparsers(dest="broadcast", required=True, metavar="KIND")
+    em = bc_sub.add_parser(
+        "emergency", help="play an emergency announcement at once on the target nodes "
+                          "(interrupts everything, also in quiet hours)")
+    em.add_argument("--commune", required=True, metavar="ID", help="commune id")
+    what = em.add_mutually_exclusive_group()
+    what.add_argument("--file", type=_dir, default=None, metavar="FILE",
+                      help="audio file (mp3, wav, m4a, ogg ...)")
+    what.add_argument("--text", default=None, metavar="TEXT",
+                      help="Vietnamese text, spoken by the text-to-speech engine")
+    em.add_argument("--villages", nargs="+", default=None, metavar="VILLAGE",
+                    help="village ids (default: every village of the commune)")
+    em.add_argument("--title", default="Thông báo khẩn cấp", help="title for the diary")
+    em.add_argument("--operator", default=None,
+                    help="who sends it, for the log (default: your login name)")
+    em.add_argument("--wait", type=_positive(float), default=15.0, metavar="SECONDS",
+                    help="how long to wait for the nodes to start (default 15)")
+    alarms = sub.add_parser("alarms", help="list alarms")
+    alarms.add_argument("--all", action="store_true", help="cleared alarms too")
+    start = bench_sub.add_parser(
+        "start", help="how late audio starts against the plan, over a simulated day")
+    start.add_argument("--nodes", type=_positive(int), default=100)
+    start.add_argument("--rate", type=_positive(int), default=600,
+                       help="simulated seconds per real second (default 600)")
 
 
 def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -290,10 +326,76 @@ def run(args: argparse.Namespace) -> None:
         cmd_diary(Home.open(root), args.day)
     elif args.command == "web":
         cmd_web(Home.open(root), args.port)
+    elif args.command == "serve":
+        cmd_serve(Home.create(root), args.schedule, args.port)
+    elif args.command == "broadcast":
+        raise SystemExit(cmd_broadcast(Home.open(root), args))
+    elif args.command == "alarms":
+        cmd_alarms(Home.open(root), args.all)
+    elif args.command == "bench" and args.bench == "start":
+        from headend.bench_start import run_start
+
+        run_start(args.nodes, args.rate)
     elif args.command == "bench":
         from headend.bench import run_fanout
 
         asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process))
+
+
+def cmd_serve(home: Home, schedule: Path, port: int) -> None:
+    from headend.demo import check_port_free
+    from headend.runtime import serve
+
+    check_commune_file(schedule)
+    check_port_free(port)
+    asyncio.run(serve(home, schedule, port))
+
+
+def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
+    from headend import emergency as em
+    from headend.db import open_db
+    from headend.plans import MediaLibrary
+    from headend.registry import headend_password
+
+    running = em.running_headend(home.running_path)
+    engine = open_db(home.db_url)
+    try:
+        target = em.find_target(engine, args.commune, args.villages)
+        library = MediaLibrary(home.media_dir, str(running.get("media_base") or
+                                                   f"http://127.0.0.1:{running['web_port']}"))
+        media = em.emergency_audio(library, args.file, args.text)
+        user, where = em.who_and_where()
+        result = asyncio.run(em.send_from_cli(
+            engine, int(str(running["broker_port"])), headend_password(home), target, media,
+            args.title, args.operator or user, where, args.text, args.wait))
+    finally:
+        engine.dispose()
+    print(f"Khẩn cấp (emergency) #{result.broadcast_id}: {len(result.started)} of "
+          f"{len(result.nodes)} loudspeaker clusters started")
+    for node, reason in sorted(result.refused.items()):
+        print(f"  {node}: refused ({reason})")
+    for node in result.silent:
+        print(f"  {node}: no answer within {args.wait:g} s (offline?)")
+    return 0 if len(result.started) == len(result.nodes) else 1
+
+
+def cmd_alarms(home: Home, show_all: bool) -> None:
+    from headend.alarms import list_alarms
+    from headend.diary import commune_timezone
+
+    engine = _open_engine(home)
+    try:
+        tz = commune_timezone(engine)
+        alarms = list_alarms(engine, open_only=not show_all)
+    finally:
+        engine.dispose()
+    if not alarms:
+        print("No open alarms." if not show_all else "No alarms.")
+        return
+    print(f"{'RAISED':<19}  {'CLEARED':<19}  {'KIND':<20} {'SUBJECT':<24} DETAIL")
+    for a in alarms:
+        print(f"{_fmt_ms(a.raised_ms, tz):<19}  {_fmt_ms(a.cleared_ms, tz):<19}  "
+              f"{a.kind:<20} {a.subject:<24} {a.detail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,10 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from headend.commune import CommuneFileError
     from headend.db import DatabaseBroken
     from headend.demo import DemoError
+    from headend.emergency import EmergencyError
 
     try:
         run(args)
-    except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError) as e:
+    except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError,
+            EmergencyError) as e:
         print(f"loaxa: error: {e}", file=sys.stderr)
         return 2
     except CommandError as e:

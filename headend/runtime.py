@@ -136,3 +136,25 @@ class Runtime:
         with Session(self.engine) as s, s.begin():
             s.execute(update(Node).values(online=False, playing=None))
         self.engine.dispose()
+
+
+async def serve(home: Home, schedule_path: Path, port: int) -> None:
+    """`loaxa serve`: run until Ctrl-C or SIGTERM."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(home, schedule_path, port)
+    try:
+        await runtime.start()
+        print(f"LoaXa: {len(runtime.secrets)} nodes of {runtime.schedule.commune.name}; "
+              f"broker on 127.0.0.1:{runtime.broker.port}, web page on "
+              f"http://127.0.0.1:{port}", flush=True)
+        await stop.wait()
+    finally:
+        print("LoaXa: stopping", flush=True)
+        await runtime.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
