@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     fan.add_argument("--rounds", type=_positive(int), default=7)
     fan.add_argument("--per-process", type=_positive(int), default=100,
                      help="simulated nodes per MicroPython process (default 100)")
+    fan.add_argument("--op", choices=("play", "emergency"), default="play",
+                     help="play: until all acked; emergency: until all nodes are playing")
     add_schedule_parsers(sub, bench_sub)
     add_operation_parsers(sub, bench_sub)
     return p
@@ -339,7 +341,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "bench":
         from headend.bench import run_fanout
 
-        asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process))
+        asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process, op=args.op))
 
 
 def cmd_serve(home: Home, schedule: Path, port: int) -> None:
