@@ -305,10 +305,10 @@ def load_schedule(path: Path) -> Schedule:
                                              "'media' names a file")
     _conflicts(r, slots, holidays, commune)
     if r.errors:
-        raise ScheduleError(r.errors)
+        raise ScheduleError(sorted(r.errors, key=lambda p: p.line))
     return Schedule(commune=commune, sources=sources, groups=groups, slots=tuple(slots),
                     quiet_start=quiet_start, quiet_end=quiet_end, holidays=holidays, path=path,
-                    warnings=tuple(r.warnings))
+                    warnings=tuple(sorted(r.warnings, key=lambda p: p.line)))
 
 
 def _as_schedule_error(path: Path, e: CommuneFileError) -> ScheduleError:
@@ -587,7 +587,8 @@ def _first_common_day(a: Slot, b: Slot, holidays: Sequence[Holiday]) -> str | No
     if lo and hi and lo > hi:
         return None
     if lo is None and hi is None:
-        return "every " + ", ".join(WEEKDAYS[i] for i in sorted(common))
+        return "every " + ("day" if len(common) == 7
+                           else ", ".join(WEEKDAYS[i] for i in sorted(common)))
     step = timedelta(days=1 if lo else -1)
     d = lo or hi
     assert d is not None
