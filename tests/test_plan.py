@@ -306,3 +306,18 @@ def test_same_class_overlap_is_always_refused(tmp_path: Path, start: int, length
         load_schedule(p)
     assert any("slot 'b'" in str(x) and "slot 'a'" in str(x) and "village 'v1'" in str(x)
                and "every sat" in str(x) for x in e.value.problems), e.value.problems
+
+
+def test_a_day_with_a_clock_change(tmp_path: Path) -> None:
+    # Not Vietnam (no DST), but the timezone is a setting: 06:00 in Berlin on the day the
+    # clocks go forward is 04:00 UTC, the day before 05:00 UTC.
+    load(tmp_path, slot("vov", "vov_relay", "06:00", "06:30"), name="berlin.toml")
+    text = (tmp_path / "berlin.toml").read_text(encoding="utf-8").replace(
+        'name = "Xã Thử"', 'name = "Xã Thử"\ntimezone = "Europe/Berlin"')
+    (tmp_path / "berlin.toml").write_text(text, encoding="utf-8")
+    s = load_schedule(tmp_path / "berlin.toml")
+    berlin = ZoneInfo("Europe/Berlin")
+    t0 = int(datetime(2027, 3, 27, tzinfo=berlin).timestamp() * 1000)
+    got = [datetime.fromtimestamp(e.start_ms / 1000, ZoneInfo("UTC")).strftime("%d %H:%M")
+           for e in expand(s, t0, t0 + 2 * 86_400_000)["n0-a"]]
+    assert got == ["27 05:00", "28 04:00"]
