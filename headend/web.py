@@ -172,12 +172,15 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
 
 
 def criterion_weeks(engine: Engine, schedule_path: Path | None, day: date, tz: ZoneInfo,
-                    today: date) -> dict[str, Any]:
+                    today: date) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
-    later ones, what the schedule plans."""
+    later ones, what the schedule plans. None for a week at the end of the calendar."""
     monday = day - timedelta(days=day.weekday())
-    lo, _ = day_bounds_ms(monday, tz)
-    hi, _ = day_bounds_ms(monday + timedelta(days=7), tz)
+    try:
+        lo, _ = day_bounds_ms(monday, tz)
+        hi, _ = day_bounds_ms(monday + timedelta(days=7), tz)
+    except OverflowError:
+        return None
     (aired,) = judge(aired_between(engine, lo, hi), tz, monday, 1)
     out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None}
     if schedule_path is not None and monday + timedelta(days=6) >= today:

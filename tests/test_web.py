@@ -221,7 +221,7 @@ def test_page_fits_a_phone(site: Site) -> None:
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     assert '<html lang="vi">' in html
     # Wide tables scroll sideways inside their box instead of widening the page.
-    assert html.count('<div class="wrap"><table') == 2
+    assert html.count('<div class="wrap"><table') == 3  # criterion 8.3, nodes, diary
     assert ".wrap{overflow-x:auto" in html
 
 
@@ -327,3 +327,47 @@ def test_media_refuses_anything_but_a_file_in_the_media_directory(site: Site, pa
     assert r.headers["content-type"] == "application/json"
     for leaked in (b"SQLite format", b"secret", b"outside", b"root:"):
         assert leaked not in r.content
+
+
+# --- criterion 8.3 --------------------------------------------------------------------------
+
+def _plan_record(node: str, rid: int, item: str, kind: str, start: int, minutes: int,
+                 lang: str = "vi") -> AsRunRecord:
+    return AsRunRecord(node_id=node, rid=rid, command_id=None, trigger="plan", media="",
+                       title=item, start_ms=start, end_ms=start + minutes * 60_000,
+                       outcome="aired", reason=None, received_ms=start, item_id=item,
+                       kind=kind, language=lang, planned_start_ms=start,
+                       planned_end_ms=start + minutes * 60_000, source="primary")
+
+
+def test_criterion_8_3_shows_what_aired_and_what_the_schedule_plans(tmp_path: Path) -> None:
+    home = Home.create(tmp_path / "home")
+    engine = open_db(home.db_url)
+    provision_commune(engine, home, load_commune(COMMUNE))
+    # Week of Monday 23/11/2026: VOV every day, the province on 5 days, 2 local bulletins.
+    monday_6am = utc_ms(2026, 11, 22, 23, 0, 0)
+    day = 86_400_000
+    with Session(engine) as s, s.begin():
+        rid = 0
+        for d in range(7):
+            for node in ("tl-napan-1", "tl-banchu-1"):  # two villages, one occurrence
+                rid += 1
+                s.add(_plan_record(node, rid, f"vov@{d}", "vov_relay", monday_6am + d * day, 30))
+                if d < 5:
+                    rid += 1
+                    s.add(_plan_record(node, rid, f"tinh@{d}", "province_relay",
+                                       monday_6am + d * day + 3_600_000, 30))
+        for d in (0, 2):
+            s.add(_plan_record("tl-napan-1", 100 + d, f"bt@{d}", "local_bulletin",
+                               monday_6am + d * day + 7_200_000, 15, "tay"))
+    app = make_app(engine, home.media_dir, clock=lambda: NOW_MS, schedule_path=COMMUNE)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        html = client.get("/", params={"day": "2026-11-25"}).text
+    engine.dispose()
+    table = html.split('<table id="criterion">', 1)[1].split("</table>", 1)[0]
+    aired = cells(re.findall(r'<tr data-row="aired">.*?</tr>', table, re.S)[0])
+    assert aired[:4] == ["Đã phát (theo nhật ký)", "7/7 ngày", "5/7 ngày", "2/3 tin"]
+    assert "Tiếng Tày 0,5 giờ" in aired[5] and aired[6] == "Chưa đạt"
+    planned = cells(re.findall(r'<tr data-row="planned">.*?</tr>', table, re.S)[0])
+    assert planned[0] == "Theo lịch phát" and planned[1] == "7/7 ngày" and planned[2] == "7/7 ngày"
+    assert "Tiêu chí 8.3 – tuần 23/11–29/11/2026" in html
