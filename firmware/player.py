@@ -10,6 +10,7 @@ AMP_PREROLL_MS = 300
 LEAD_MS = 5000  # a relay opens its stream this long before the slot starts
 RELAY_TIMEOUT_MS = 5000  # real ms: connect/read stall that counts as a dead source
 RETRY_MS = 10000  # both sources dead and no fallback: try again after this long
+ANCHOR_SLACK_MS = 2000  # started this late (scheduling), a recording still plays from its top
 GAP_OK_MS = 15000  # a relay with gaps (failover) totalling at most this still "aired"
 SOURCES = ("primary", "backup")
 
@@ -146,8 +147,10 @@ class Player:
                 head = 0
             await self.amp_until(start_at)
             await before_audio()
-            at = self.clock.time_ms()
-            skip = wav.offset_bytes(position_ms(item, at), fmt[0], fmt[1], fmt[2])
+            pos = position_ms(item, self.clock.time_ms())
+            if pos - item.get("off", 0) < ANCHOR_SLACK_MS:
+                pos = item.get("off", 0)  # on time but for the loop's latency: from the top
+            skip = wav.offset_bytes(pos, fmt[0], fmt[1], fmt[2])
             if skip >= size:
                 airing.outcome, airing.reason = "aired", "media shorter than the slot"
                 return

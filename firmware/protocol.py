@@ -406,9 +406,9 @@ def _item_error(it, seen):
     if not _int(p) or p not in PRIORITIES:
         return "p"
     s, e, off = it.get("s"), it.get("e"), it.get("off", 0)
-    if not _int(s) or not _int(e) or s >= e:
+    if not isinstance(s, int) or not isinstance(e, int) or not _int(s) or not _int(e) or s >= e:
         return "s/e"
-    if not _int(off) or off < 0:
+    if not isinstance(off, int) or not _int(off) or off < 0:
         return "off"
     if not _str(it.get("title", ""), 200) or not _str(it.get("lang", ""), 16):
         return "title/lang"
@@ -443,7 +443,7 @@ def parse_plan(payload, node_id, signer, current_ver, now_ms):
     if not isinstance(plan, dict) or plan.get("t") != "plan":
         raise Rejected(R_MALFORMED, None, "not a plan")
     ver = plan.get("ver")
-    if not _int(ver) or ver <= 0:
+    if not isinstance(ver, int) or not _int(ver) or ver <= 0:
         raise Rejected(R_MALFORMED, None, "bad ver")
     pid = plan_ack_id(ver)
     if plan.get("v") != VERSION:

@@ -49,6 +49,7 @@ class SimNode:
     village: str = ""
     clock_offset_ms: int = 0
     link_up: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # more node config (overrides Fleet's)
 
 
 @dataclass
@@ -88,13 +89,34 @@ class Fleet:
     telemetry_s: int = 60
     keepalive: int = 30
     session: dict[str, Any] = field(default_factory=dict)
+    # Controlled time shared by every node: {"sim_epoch_ms", "real_epoch_ms", "rate"} (see
+    # hal.sim.SimClock). None: real time. Build one with Fleet.fast_clock().
+    clock: dict[str, Any] | None = None
+    cache_bytes: int | None = None  # each node's media cache (firmware default when None)
+    extra: dict[str, Any] = field(default_factory=dict)  # more config for every node
     _procs: list[_Proc] = field(default_factory=list)
+
+    @staticmethod
+    def fast_clock(rate: float, sim_epoch_ms: int | None = None) -> dict[str, Any]:
+        """A clock dict: simulated time starts at sim_epoch_ms (default: now) and runs `rate`
+        times as fast as real time from this moment."""
+        real = time.time_ns() // 1_000_000
+        return {"sim_epoch_ms": real if sim_epoch_ms is None else sim_epoch_ms,
+                "real_epoch_ms": real, "rate": rate}
+
+    def sim_time_ms(self) -> int:
+        """The fleet's simulated time now (without any node's own clock offset)."""
+        real = time.time_ns() // 1_000_000
+        if not self.clock:
+            return real
+        c = self.clock
+        return int(c["sim_epoch_ms"] + (real - c["real_epoch_ms"]) * c.get("rate", 1))
 
     def node_dir(self, node_id: str) -> Path:
         return self.root / "nodes" / node_id
 
     def _node_config(self, n: SimNode) -> dict[str, Any]:
-        return {
+        cfg: dict[str, Any] = {
             "id": n.id,
             "key": n.key,
             "dir": str(self.node_dir(n.id)),
@@ -106,6 +128,13 @@ class Fleet:
             "link_up": n.link_up,
             "session": self.session,
         }
+        if self.clock:
+            cfg["clock"] = self.clock
+        if self.cache_bytes is not None:
+            cfg["cache_bytes"] = self.cache_bytes
+        cfg.update(self.extra)
+        cfg.update(n.extra)
+        return cfg
 
     def start(self, timeout: float = 30.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,13 @@ from firmware.node import Node
 from hal.sim import SimBoard, SimClock, SimLink
 
 
+def make_clock(nc):
+    """The node's SimClock: its own offset on the fleet's shared controlled time, if any."""
+    ck = nc.get("clock") or {}
+    return SimClock(nc.get("clock_offset_ms", 0), ck.get("rate", 1), ck.get("sim_epoch_ms"),
+                    ck.get("real_epoch_ms"))
+
+
 class Host:
     def __init__(self, cfg):
         self.cfg = cfg
@@ -18,7 +25,7 @@ class Host:
 
     def start_nodes(self):
         for nc in self.cfg["nodes"]:
-            board = SimBoard(nc["dir"], clock=SimClock(nc.get("clock_offset_ms", 0)),
+            board = SimBoard(nc["dir"], clock=make_clock(nc),
                              link=SimLink(nc.get("link_up", True)))
             node = Node(board, nc)
             self.nodes[nc["id"]] = node
@@ -45,7 +52,9 @@ class Host:
             for nid, n in self.nodes.items():
                 out[nid] = {"connected": n.session.connected, "connects": n.session.connects,
                             "link": n.board.link.is_up(), "playing": n.playing,
-                            "seq": n.seq.value, "pending": len(n.pending)}
+                            "seq": n.seq.value, "pending": len(n.pending),
+                            "plan": n.plan["ver"] if n.plan else None, "on_air": n.on_air,
+                            "emergency": n.emergency, "clock": n.clock.time_ms()}
             return "OK " + json.dumps(out)
         return "ERR unknown command"
 

@@ -1,12 +1,10 @@
 # Helpers for plan/cache/node tests over hal.sim, under MicroPython and CPython: tiny WAV media,
 # a local asyncio HTTP server (static files, live streams, cut downloads), a node on a fast
 # SimClock, and readers for what the simulated hardware recorded.
-import asyncio
 import hashlib
 import json
 import random
 import struct
-
 from binascii import hexlify
 
 import fwtest
