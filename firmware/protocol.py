@@ -133,7 +133,7 @@ def _canon(obj, out):
             if not first:
                 out.append(",")
             first = False
-            _canon(item, out)
+            _canon_part(item, out)
         out.append("]")
     elif isinstance(obj, dict):
         out.append("{")
@@ -146,10 +146,21 @@ def _canon(obj, out):
             first = False
             _canon_str(k, out)
             out.append(":")
-            _canon(obj[k], out)
+            _canon_part(obj[k], out)
         out.append("}")
     else:
         raise ValueError("value not allowed in a signed message")
+
+
+def _canon_part(obj, out):
+    # A nested list or object is joined into one string first: the list of pieces stays short
+    # (a 16 KB plan as thousands of small strings does not fit a MicroPython heap).
+    if isinstance(obj, (list, tuple, dict)):
+        sub = []  # type: list[str]
+        _canon(obj, sub)
+        out.append("".join(sub))
+    else:
+        _canon(obj, out)
 
 
 def canonical(obj):

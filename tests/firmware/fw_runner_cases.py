@@ -2,11 +2,17 @@
 # local HTTP server: items start on time, joined late they are time-anchored, relays fail over
 # primary -> backup -> fallback, an emergency pre-empts a relay which then resumes, quiet hours.
 # Runs under MicroPython and CPython.
+import asyncio
+import gc
+import random
+
 import fwsim
 import fwtest
 
 from firmware import protocol
+from firmware.node import Node
 from fwsim import MIN, item
+from hal.sim import SimBoard, SimClock
 
 SEC = 1000
 TOL = 2500  # simulated ms: at rate 50 one real millisecond is 50 simulated
@@ -274,10 +280,49 @@ def test_plan_update_and_missed_while_off():
         # a node switched off through an item reports it missed when it boots again
         stored = node.board.storage.read("plan.json")
         node.board.storage.write("plan.json", stored.replace(b'"id": "c"', b'"id": "c2"'))
-        from firmware.node import Node
         again = Node(node.board, node.config)
         again._missed_while_off()
         missed = [r for r in again.pending if r.get("item") == "c2"]
         assert missed and missed[0]["outcome"] == "missed" and missed[0]["reason"] == "node was off"
 
     run_node(body)
+
+
+def test_retained_plan_over_mqtt():
+    """The real path: a retained plan bigger than any command (above the old 4352-byte packet
+    limit) on the broker reaches a node that connects afterwards; it acks plan-<ver> once, also
+    across a reconnect."""
+    async def main():
+        host, port = fwtest.broker()
+        nid = "n-mqtt-%d" % (random.getrandbits(20))
+        board = SimBoard(fwsim.tmpdir("mqtt"), clock=SimClock())
+        node = Node(board, {"id": nid, "key": fwsim.KEY, "media_hosts": [],
+                            "broker": {"host": host, "port": port, "password": "x"},
+                            "session": {"initial_jitter_ms": 0}})
+        t = board.clock.time_ms()
+        items = [item("it-%03d" % i, t + (i + 1) * 3600 * SEC, t + (i + 1) * 3600 * SEC + MIN,
+                      src=["http://127.0.0.1:9/stream-%03d" % i]) for i in range(32)]
+        gc.collect()  # encoding is the headend's job; the test heap is tight under MicroPython
+        payload = fwsim.plan_bytes(3, t, items, node=nid)
+        assert 5000 < len(payload) <= protocol.MAX_PLAN_PAYLOAD, len(payload)
+        acks = []
+        hq = fwtest.client("hq")
+        hq.on_message = lambda tp, p: acks.append(protocol.decode(p))
+        task = await fwtest.started(hq)
+        await hq.subscribe(protocol.topic(nid, protocol.ACK), 1)
+        await hq.publish(protocol.topic(nid, protocol.PLAN), payload, 1, True)
+        run = asyncio.create_task(node.run())
+        try:
+            ok = await fwtest.until(lambda: [a for a in acks if a["id"] == "plan-3"], 10000)
+            assert ok and node.plan["ver"] == 3 and len(node.plan["items"]) == 32, acks
+            assert acks[0]["status"] == "accepted" and acks[0]["items"] == 32
+            node.session.client.close()  # a reconnect: the retained plan comes again
+            await fwtest.until(lambda: node.session.connects >= 2, 10000)
+            await fwtest.sleep_ms(300)
+            assert len([a for a in acks if a["id"] == "plan-3"]) == 1, acks
+        finally:
+            await hq.publish(protocol.topic(nid, protocol.PLAN), b"", 1, True)  # clear it
+            run.cancel()
+            await fwtest.stop(hq, task)
+
+    fwtest.run(main(), 30000)

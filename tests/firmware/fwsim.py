@@ -28,9 +28,15 @@ def wav_header(rate=RATE, bits=8, channels=1, data_len=0x7FFFFFF0):
             + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data_len))
 
 
+_PERIOD = bytes(range(251))
+
+
 def pattern(n, start=0):
-    """PCM whose every byte says where it is: byte i is (start + i) % 251."""
-    return bytes((start + i) % 251 for i in range(n))
+    """PCM whose every byte says where it is: byte i is (start + i) % 251. Built from whole
+    periods (few large allocations: the MicroPython test heap fragments easily)."""
+    start %= 251
+    reps = (start + n) // 251 + 1
+    return (_PERIOD * reps)[start:start + n]
 
 
 def wav_file(seconds, rate=RATE):

@@ -44,11 +44,14 @@ def test_cpython(case: Callable[[], None], fw_env: dict[str, str]) -> None:
     case()
 
 
-def test_micropython(fw_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("module", CASE_MODULES)
+def test_micropython(module: str, fw_env: dict[str, str]) -> None:
+    """Each case module in its own MicroPython process with the ESP32-sized heap: the heap
+    is not shared (and fragmented) across unrelated modules, as it is not on a node."""
     if not MICROPYTHON.exists():
         pytest.skip("MicroPython unix port not installed (make install)")
     args = [str(MICROPYTHON), "-X", f"heapsize={MP_HEAP}", str(ROOT / "tests" / "mp_runner.py")]
-    args += [str(HERE / f"{m}.py") for m in CASE_MODULES]
+    args.append(str(HERE / f"{module}.py"))
     proc = subprocess.run(
         args, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=240
     )
