@@ -172,7 +172,7 @@ class PlanPublisher:
         entries = expand(schedule, block, to_ms)
         quiet = quiet_window(schedule, now)
         with Session(self.engine) as s:
-            keys = dict(s.execute(select(Node.id, Node.key)).tuples().all())
+            keys = {node_id: key for node_id, key in s.execute(select(Node.id, Node.key))}
             sent = {p.node_id: p for p in s.scalars(select(NodePlan))}
         out: list[BuiltPlan] = []
         for node_id in schedule.commune.node_ids:

@@ -122,7 +122,7 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
                 or status not in STATUS_RANK:
             continue  # a rejection of something that had no id: logged by the service
         if cmd_id.startswith(PLAN_ACK_PREFIX) and cmd_id[len(PLAN_ACK_PREFIX):].isdigit():
-            plan_acks.append({"nid": node_id, "ver": int(cmd_id[len(PLAN_ACK_PREFIX):]),
+            plan_acks.append({"nid": node_id, "pver": int(cmd_id[len(PLAN_ACK_PREFIX):]),
                               "st": status, "now": now,
                               "reason": _text(msg.get("reason") or msg.get("detail"), 300)})
             continue
@@ -143,7 +143,7 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
             rows)
     if plan_acks:
         conn.execute(update(NodePlan).where(NodePlan.node_id == bindparam("nid"),
-                                            NodePlan.ver == bindparam("ver"))
+                                            NodePlan.ver == bindparam("pver"))
                      .values(status=bindparam("st"), reason=bindparam("reason"),
                              updated_ms=bindparam("now")), plan_acks)
     if started:

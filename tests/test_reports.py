@@ -127,3 +127,41 @@ def test_a_node_whose_flash_was_wiped_comes_back_online(engine: Engine) -> None:
     assert n.online and n.session == 1
     store_reports(engine, [state(False, 1)], now=3)
     assert not node(engine).online
+
+
+def test_a_plan_ack_updates_the_nodes_plan_and_an_old_ver_changes_nothing(engine: Engine) -> None:
+    from headend.models import NodePlan
+
+    with Session(engine) as s, s.begin():
+        s.add(NodePlan(node_id=NODE, ver=7, issued_ms=1, from_ms=1, to_ms=2, digest="d" * 64,
+                       items=3, status="sent", reason=None, updated_ms=1))
+    store_reports(engine, [(NODE, protocol.ACK, protocol.ack(NODE, "plan-6", "rejected", 5,
+                                                             "replay"))], 10)
+    store_reports(engine, [(NODE, protocol.ACK, protocol.ack(NODE, "plan-7", "accepted", 5))], 11)
+    with Session(engine) as s:
+        plan = s.get(NodePlan, NODE)
+        assert plan is not None and plan.status == "accepted" and plan.updated_ms == 11
+
+
+def test_plan_records_keep_their_plan_fields_and_a_relay_on_fallback_raises_one_alarm(
+        engine: Engine) -> None:
+    from headend.alarms import RELAY_FAILED, list_alarms
+
+    def relay(rid: int, src: str, outcome: str) -> dict[str, Any]:
+        return dict(asrun(rid, outcome=outcome), trigger="plan", item=f"vov@{rid}",
+                    kind="vov_relay", p=0, lang="vi", planned=1000 * rid - 5,
+                    planned_end=1000 * rid + 600, src=src)
+
+    store_reports(engine, [(NODE, protocol.ASRUN, relay(1, "fallback", "failed")),
+                           (NODE, protocol.ASRUN, relay(2, "fallback", "failed"))], 10)
+    store_reports(engine, [(NODE, protocol.ASRUN, relay(1, "fallback", "failed"))], 11)
+    [alarm] = list_alarms(engine)
+    assert (alarm.kind, alarm.subject, alarm.cleared_ms) == (RELAY_FAILED, NODE, None)
+    store_reports(engine, [(NODE, protocol.ASRUN, relay(3, "backup", "aired"))], 12)
+    [alarm] = list_alarms(engine)
+    assert alarm.cleared_ms == 12
+    with Session(engine) as s:
+        rec = s.scalars(select(AsRunRecord).where(AsRunRecord.rid == 3)).one()
+    assert (rec.item_id, rec.kind, rec.priority, rec.language, rec.planned_start_ms,
+            rec.planned_end_ms, rec.source) == ("vov@3", "vov_relay", 0, "vi", 2995, 3600,
+                                                "backup")
