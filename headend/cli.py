@@ -298,20 +298,18 @@ def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code (errors raise, see main)."""
     if args.command == "init":
         cmd_init_commune(args.name, args.output)
-        return
+        return 0
     if args.command == "schedule":
-        code = cmd_schedule_check(args.file, args.from_day, args.weeks)
-        if code:
-            raise SystemExit(code)
-        return
+        return cmd_schedule_check(args.file, args.from_day, args.weeks)
     if args.command == "bench" and args.bench == "plan":
         from headend.bench_plan import run_plan
 
         run_plan(args.communes, args.nodes, args.days, args.rounds)
-        return
+        return 0
     root = args.home or default_home()
     if args.command == "demo":
         from headend.demo import DEFAULT_COMMUNE, check_port_free, run_demo
@@ -331,7 +329,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "serve":
         cmd_serve(Home.create(root), args.schedule, args.port)
     elif args.command == "broadcast":
-        raise SystemExit(cmd_broadcast(Home.open(root), args))
+        return cmd_broadcast(Home.open(root), args)
     elif args.command == "alarms":
         cmd_alarms(Home.open(root), args.all)
     elif args.command == "bench" and args.bench == "start":
@@ -342,6 +340,7 @@ def run(args: argparse.Namespace) -> None:
         from headend.bench import run_fanout
 
         asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process, op=args.op))
+    return 0
 
 
 def cmd_serve(home: Home, schedule: Path, port: int) -> None:
@@ -414,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from headend.emergency import EmergencyError
 
     try:
-        run(args)
+        code = run(args)
     except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError,
             EmergencyError) as e:
         print(f"loaxa: error: {e}", file=sys.stderr)
@@ -431,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code
 
 
 if __name__ == "__main__":
