@@ -63,6 +63,9 @@ class Node:
         self.quiet = self.plan["quiet"] if self.plan else list(planlib.DEFAULT_QUIET)
         self.done = self._load_json(F_DONE, {})
         self.cache = MediaCache(board.storage, config.get("cache_bytes", CACHE_BYTES))
+        # How early an item's task starts (stream opened, amplifier on) before its "s". On the
+        # board clock; a simulator running its clock faster gives more, for real-time network.
+        self.item_lead_ms = config.get("item_lead_ms", ITEM_LEAD_MS)
         self.cache_error = None
         self.player = Player(board, self.cache, self._allowed_url,
                              config.get("relay_timeout_ms", RELAY_TIMEOUT_MS))
@@ -473,12 +476,12 @@ class Node:
         if self._play_task is None:
             target = planlib.current(items, now, self.done)  # joined late: time-anchored
         nxt = planlib.upcoming(items, now, self.done)
-        if target is None and nxt is not None and nxt["s"] - ITEM_LEAD_MS <= now:
+        if target is None and nxt is not None and nxt["s"] - self.item_lead_ms <= now:
             target = nxt  # a hard start: it stops a command that is playing at its "s"
         if target is None:
             wait = NAP_MAX_MS
             if nxt is not None:
-                wait = min(wait, nxt["s"] - ITEM_LEAD_MS - now)
+                wait = min(wait, nxt["s"] - self.item_lead_ms - now)
             await self._nap(max(wait, 1))
             return
         self.on_air = target["id"]

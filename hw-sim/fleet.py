@@ -41,6 +41,10 @@ def _ready_port(log: Path) -> int | None:
     return None
 
 
+ITEM_LEAD_MS = 5300  # firmware/node.py: an item's task starts this long before its start
+REAL_LEAD_MS = 60  # ... and under a fast clock at least this long in real time
+
+
 @dataclass
 class SimNode:
     id: str
@@ -130,6 +134,11 @@ class Fleet:
         }
         if self.clock:
             cfg["clock"] = self.clock
+            rate = self.clock.get("rate", 1)
+            if rate > 1:
+                # Opening a stream takes real milliseconds, which a fast clock multiplies:
+                # start items REAL_LEAD_MS (real) ahead so they still begin on their second.
+                cfg["item_lead_ms"] = max(ITEM_LEAD_MS, int(REAL_LEAD_MS * rate))
         if self.cache_bytes is not None:
             cfg["cache_bytes"] = self.cache_bytes
         cfg.update(self.extra)

@@ -97,6 +97,9 @@ class Station:
 class _Server(ThreadingHTTPServer):
     # Daemon threads, and server_close() still joins them (block_on_close stays True).
     daemon_threads = True
+    # A whole commune connects at the slot's first second; with the default backlog of 5 the
+    # kernel drops the rest and they retry a second later, which is no station's behaviour.
+    request_queue_size = 256
     stations: Stations
 
 
