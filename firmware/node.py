@@ -33,6 +33,15 @@ NAP_MAX_MS = 60000  # the plan runner looks again at least this often (simulated
 ITEM_LEAD_MS = LEAD_MS + AMP_PREROLL_MS  # an item's task starts this long before its "s"
 
 
+async def _cancel(task):
+    """Cancel a task and wait until it has finished its clean-up."""
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: B036 - CancelledError is a BaseException on CPython
+        pass
+
+
 class Node:
     def __init__(self, board, config):
         self.board = board
@@ -273,11 +282,7 @@ class Node:
             return None
         stopped = self.playing
         self._play_stop = why
-        t.cancel()
-        try:
-            await t
-        except BaseException:  # noqa: B036 - CancelledError is a BaseException on CPython
-            pass
+        await _cancel(t)
         return stopped
 
     async def _play(self, cmd, trigger="command"):
@@ -510,11 +515,7 @@ class Node:
             return None
         stopped = self.on_air
         self._item_stop = why
-        t.cancel()
-        try:
-            await t
-        except BaseException:  # noqa: B036 - CancelledError is a BaseException on CPython
-            pass
+        await _cancel(t)
         return stopped
 
     async def _before_audio(self):

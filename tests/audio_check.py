@@ -14,3 +14,14 @@ def dominant_hz(pcm: bytes, rate: int) -> float:
 def rms_dbfs(pcm: bytes) -> float:
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
     return float(20 * np.log10(np.sqrt(np.mean(samples**2)) + 1e-12))
+
+
+class BytesReader:
+    """What firmware.wav.read_header reads from (async read(n)), over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self, n: int) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out

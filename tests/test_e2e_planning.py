@@ -111,7 +111,9 @@ def test_a_simulated_week_on_ten_nodes_airs_every_relay_and_bulletin_on_time(
             assert len(relay.pcm()) >= 30 * 60 * 100 - 6_000  # 30 min at 100 B/s, within 1 min
         for day in (week[0], week[2], week[4]):
             pcm = recs[f"ban-tin@{day.isoformat()}"].pcm()
-            assert len(pcm) >= len(bulletin) - 6_000 and bulletin.endswith(pcm)
+            # One unbroken stretch of the bulletin, at most a minute short: joined a few
+            # seconds late it starts where it would be by then, and ends with the slot.
+            assert len(pcm) >= len(bulletin) - 6_000 and pcm in bulletin
     # Criterion 8.3 judged on what aired, as the assessor would read the diary.
     aired = [Aired(r.item_id.split("#")[0], r.kind or "", r.language or "vi", r.start_ms or 0,
                    r.end_ms or 0) for r in records if r.item_id and r.outcome == "aired"]

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from audio_check import dominant_hz
+from audio_check import BytesReader, dominant_hz
 from pydub import AudioSegment
 from pydub.generators import Sine
 
@@ -27,15 +27,6 @@ from headend.media import (
 )
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, n: int) -> bytes:
-        out, self.data = self.data[:n], self.data[n:]
-        return out
-
-
 def test_profile_is_documented_esp32_pcm() -> None:
     assert NODE_WAV == (16000, 16, 1)
     assert NODE_WAV.kbit_per_s == 256
@@ -47,7 +38,7 @@ def test_wav_for_nodes_converts_to_profile() -> None:
     src = Sine(440, sample_rate=44100, bit_depth=32).to_audio_segment(duration=1500, volume=-6)
     src = AudioSegment.from_mono_audiosegments(src, src)
     data = wav_for_nodes(src)
-    reader = _Reader(data)
+    reader = BytesReader(data)
     rate, bits, channels, size = asyncio.run(wav.read_header(reader))
     assert (rate, bits, channels) == tuple(NODE_WAV)
     assert data[:4] == b"RIFF" and len(data) == 44 + size == 44 + 16000 * 2 * 3 // 2

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audio_check import dominant_hz, rms_dbfs
+from audio_check import BytesReader, dominant_hz, rms_dbfs
 
 from firmware import wav
 from hwsim.stations import LIVE_DATA_SIZE, Stations, byte_pattern, tone_pattern
@@ -50,22 +50,13 @@ def split(resp: bytes) -> tuple[bytes, bytes]:
     return head, body
 
 
-class _Reader:
-    """What firmware.wav.read_header reads from: async read(n)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, n: int) -> bytes:
-        out, self.data = self.data[:n], self.data[n:]
-        return out
 
 
 def test_live_stream_header_accepted_by_firmware(stations: Stations) -> None:
     resp, closed = raw_get(stations, "/vov1", 64_000)
     head, body = split(resp)
     assert head.startswith(b"HTTP/1.0 200") and b"audio/wav" in head and not closed
-    reader = _Reader(body)
+    reader = BytesReader(body)
     rate, bits, channels, size = asyncio.run(wav.read_header(reader))
     assert (rate, bits, channels, size) == (16000, 16, 1, LIVE_DATA_SIZE)
     pcm = reader.data[: len(reader.data) // 2 * 2]
@@ -83,7 +74,7 @@ def test_patterns_tell_stations_apart(stations: Stations) -> None:
         assert stations.which(pcm[1000:]) == name  # from any point in the stream
     assert abs(dominant_hz(bodies["langson"][:32000], 16000) - 660) < 5
     assert stations.which(b"\x00" * 20_000) is None
-    rate, bits, _, _ = asyncio.run(wav.read_header(_Reader(split(
+    rate, bits, _, _ = asyncio.run(wav.read_header(BytesReader(split(
         raw_get(stations, "/eight", 1000)[0])[1])))
     assert (rate, bits) == (16000, 8)
 

@@ -8,6 +8,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from audio_check import BytesReader
 
 from firmware import wav
 from headend.media import NODE_WAV, wav_duration_ms, wav_for_nodes
@@ -19,13 +20,6 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng not installed (make install adds it)")
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    async def read(self, n: int) -> bytes:
-        out, self.data = self.data[:n], self.data[n:]
-        return out
 
 
 @needs_espeak
@@ -39,7 +33,7 @@ def test_vietnamese_sentence_is_spoken() -> None:
     levels = [seg.dBFS for seg in speech[::100] if len(seg) == 100]
     assert max(levels) - min(levels) > 20
     data = wav_for_nodes(speech)
-    rate, bits, channels, _ = asyncio.run(wav.read_header(_Reader(data)))
+    rate, bits, channels, _ = asyncio.run(wav.read_header(BytesReader(data)))
     assert (rate, bits, channels) == tuple(NODE_WAV)
     assert abs(wav_duration_ms(data) - len(speech)) < 5
 

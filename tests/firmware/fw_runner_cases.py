@@ -8,10 +8,10 @@ import random
 
 import fwsim
 import fwtest
+from fwsim import MIN, item
 
 from firmware import protocol
 from firmware.node import Node
-from fwsim import MIN, item
 from hal.sim import SimBoard, SimClock
 
 SEC = 1000
@@ -147,7 +147,8 @@ def test_primary_dead_backup_airs():
         t = node.clock.time_ms()
         srv.routes["/a"] = 404
         srv.routes["/b"] = ("live", 0x42, 120)
-        accept(node, 1, [item("vov", t + 10 * SEC, t + 50 * SEC, src=[srv.url("/a"), srv.url("/b")])])
+        accept(node, 1, [item("vov", t + 10 * SEC, t + 50 * SEC,
+                              src=[srv.url("/a"), srv.url("/b")])])
         await fwsim.wait_done(node, ["vov"])
         recs = fwsim.recordings(node)
         assert [r["label"] for r in recs] == ["vov"], recs
@@ -165,7 +166,8 @@ def test_primary_ends_mid_slot_fails_over():
         t = node.clock.time_ms()
         srv.routes["/a"] = ("live", 0x41, 20)  # dies after 20 s
         srv.routes["/b"] = ("live", 0x42, 120)
-        accept(node, 1, [item("vov", t + 10 * SEC, t + 70 * SEC, src=[srv.url("/a"), srv.url("/b")])])
+        accept(node, 1, [item("vov", t + 10 * SEC, t + 70 * SEC,
+                              src=[srv.url("/a"), srv.url("/b")])])
         await fwsim.wait_done(node, ["vov"])
         recs = fwsim.recordings(node)
         assert [r["label"] for r in recs] == ["vov", "vov"], recs
