@@ -293,7 +293,14 @@ class Node:
         outcome, reason = protocol.AIRED, None
         resp = None
         at = args.get("at")  # a synchronised start: every village begins at the same instant
+        amp_since = None
         try:
+            if trigger == "emergency":
+                # Every second counts: the amplifier's pre-roll runs during the download.
+                if not board.amp.is_on():
+                    board.amp.on()
+                    amp_since = self.clock.time_ms()
+                board.led.set("play")
             if at is not None:
                 wait = at - FETCH_LEAD_MS - AMP_PREROLL_MS - self.clock.time_ms()
                 if wait > 0:
@@ -306,12 +313,18 @@ class Node:
             except (OSError, ValueError) as e:
                 outcome, reason = protocol.OUTCOME_FAILED, "media: %s" % e
                 return
+            preroll = AMP_PREROLL_MS
+            if board.amp.is_on():
+                # Already on (an emergency, or handed over from what it pre-empted).
+                preroll = 0
+                if amp_since is not None:
+                    preroll = amp_since + AMP_PREROLL_MS - self.clock.time_ms()
             board.amp.on()
             board.led.set("play")
-            preroll = AMP_PREROLL_MS
             if at is not None:
                 preroll = max(preroll, at - self.clock.time_ms())
-            await self.clock.sleep_ms(preroll)
+            if preroll > 0:
+                await self.clock.sleep_ms(preroll)
             board.audio.open(rate, bits, channels, cmd["id"])
             start = self.clock.time_ms()
             await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
