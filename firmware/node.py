@@ -485,6 +485,18 @@ class Node:
 
     async def _plan_step(self):
         """Reconcile once: start the item that should be on air, or sleep until the next."""
+        if self._item_task is not None and self.emergency is None and self.plan:
+            # Back to back: open the next relay's stream while this item still plays, so
+            # the handover does not wait for a connection.
+            now = self.clock.time_ms()
+            nxt = planlib.upcoming(self.plan["items"], now, self.done)
+            if nxt is not None and nxt["id"] != self.on_air:
+                ahead = nxt["s"] - self.item_lead_ms - now
+                if ahead <= 0 and "src" in nxt:
+                    self.player.preopen(nxt)
+                elif ahead > 0:
+                    await self._nap(min(ahead, NAP_MAX_MS))
+                    return
         if self._item_task is not None or self.emergency is not None:
             await self._nap(NAP_MAX_MS)  # woken when it ends
             return

@@ -2,6 +2,8 @@
 # their url when not cached), relays from a primary and a backup stream with failover and a
 # cached fallback announcement. Items are time-anchored: joined late, they start where they
 # would be by now. The caller (firmware/node.py) owns the amplifier's post-roll and the records.
+import asyncio
+
 from firmware import http, wav
 from firmware.plan import position_ms
 
@@ -58,6 +60,7 @@ class Player:
         self._t_open = 0
         self._bpm = 1.0
         self._label = ""
+        self._pre = None  # (item id, task, [opened]): a back-to-back relay's primary stream
 
     # --- building blocks --------------------------------------------------------------
 
@@ -123,10 +126,41 @@ class Player:
             raise
         return resp, (rate, bits, channels), size
 
+    def preopen(self, item):
+        """Start opening a relay's primary stream before its slot (once per item)."""
+        if self._pre is not None and self._pre[0] == item["id"]:
+            return
+        self.drop_preopened()
+        got = []  # type: list
+        self._pre = (item["id"], asyncio.create_task(self._open_into(got, item["src"][0])),
+                     got)
+
+    async def _open_into(self, got, url):
+        got.append(await self._open_url(url, self.timeout_ms))
+
+    def drop_preopened(self):
+        pre, self._pre = self._pre, None
+        if pre is not None:
+            pre[1].cancel()
+            for resp, _, _ in pre[2]:
+                resp.close()
+
+    async def _preopened(self, item):
+        """The pre-opened primary stream of this item, or None (then open it now). OSError
+        when opening it failed."""
+        pre = self._pre
+        if pre is None or pre[0] != item["id"]:
+            self.drop_preopened()
+            return None
+        self._pre = None
+        await pre[1]
+        return pre[2][0]
+
     # --- recorded items ---------------------------------------------------------------
 
     async def recorded(self, item, start_at, until, airing, before_audio):
         """Air a recorded item from start_at (time-anchored) to until or the end of its media."""
+        self.drop_preopened()
         m = item["media"]
         airing.media = m["url"]
         f = self.cache.open(m["sha"])
@@ -197,7 +231,10 @@ class Player:
             resp = None
             try:
                 try:
-                    resp, fmt, size = await self._open_url(srcs[i], self.timeout_ms)
+                    got = await self._preopened(item) if first and i == 0 else None
+                    if got is None:
+                        got = await self._open_url(srcs[i], self.timeout_ms)
+                    resp, fmt, size = got
                 except (OSError, ValueError) as e:
                     airing.fail(name, e)
                     dead += 1

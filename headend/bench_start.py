@@ -32,6 +32,10 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 RATE_HZ, BITS = 100, 8  # tiny PCM: 100 bytes per simulated second keeps a day light
 NODES_PER_VILLAGE = 4
 TARGET_P99_MS = 250
+# A real node opens a relay's stream 5 s ahead (firmware LEAD_MS). Under the fast clock the
+# simulated nodes get a full second of real time for it: 100 nodes opening their streams at
+# once from one Python stand-in station takes a few hundred real milliseconds.
+REAL_LEAD_MS = 1000
 
 SLOTS = """
 [[slots]]
@@ -142,9 +146,9 @@ async def _run(root: Path, nodes: int, rate: int, day: date) -> tuple[
                           sleep_ms=clock.sleep_ms, source_urls=urls, watch_sources=False)
         fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.port,
                       media_hosts=[runtime.media_host, stations.host], per_process=50,
-                      telemetry_s=3600, clock={"sim_epoch_ms": clock.sim_epoch_ms,
-                                               "real_epoch_ms": clock.real_epoch_ms,
-                                               "rate": rate},
+                      telemetry_s=3600, real_lead_ms=REAL_LEAD_MS,
+                      clock={"sim_epoch_ms": clock.sim_epoch_ms,
+                             "real_epoch_ms": clock.real_epoch_ms, "rate": rate},
                       nodes=[SimNode(s.id, s.key, s.password, s.village)
                              for s in runtime.secrets])
         try:
@@ -179,9 +183,12 @@ def run_start(nodes: int = 100, rate: int = 600) -> None:
     for item, at in sorted(planned.items(), key=lambda kv: kv[1]):
         starts = opened.get(item, {})
         missing += nodes - len(starts)
-        late += [(t - at) / rate for t in starts.values()]
+        mine = [(t - at) / rate for t in starts.values()]
+        late += mine
         if starts:
             spreads[item] = (max(starts.values()) - min(starts.values())) / rate
+            print(f"  {item:<28} {len(mine):>4} nodes  late p50 {statistics.median(mine):6.1f}"
+                  f"  max {max(mine):6.1f} ms")
     if not late:
         print("no audio started: see the simulator logs")
         return

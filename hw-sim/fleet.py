@@ -42,7 +42,6 @@ def _ready_port(log: Path) -> int | None:
 
 
 ITEM_LEAD_MS = 5300  # firmware/node.py: an item's task starts this long before its start
-REAL_LEAD_MS = 60  # ... and under a fast clock at least this long in real time
 
 
 @dataclass
@@ -97,6 +96,7 @@ class Fleet:
     # hal.sim.SimClock). None: real time. Build one with Fleet.fast_clock().
     clock: dict[str, Any] | None = None
     cache_bytes: int | None = None  # each node's media cache (firmware default when None)
+    real_lead_ms: int = 60  # under a fast clock, items start at least this long (real) ahead
     extra: dict[str, Any] = field(default_factory=dict)  # more config for every node
     _procs: list[_Proc] = field(default_factory=list)
 
@@ -137,8 +137,8 @@ class Fleet:
             rate = self.clock.get("rate", 1)
             if rate > 1:
                 # Opening a stream takes real milliseconds, which a fast clock multiplies:
-                # start items REAL_LEAD_MS (real) ahead so they still begin on their second.
-                cfg["item_lead_ms"] = max(ITEM_LEAD_MS, int(REAL_LEAD_MS * rate))
+                # start items real_lead_ms (real) ahead so they still begin on their second.
+                cfg["item_lead_ms"] = max(ITEM_LEAD_MS, int(self.real_lead_ms * rate))
         if self.cache_bytes is not None:
             cfg["cache_bytes"] = self.cache_bytes
         cfg.update(self.extra)
