@@ -489,8 +489,12 @@ class Node:
             # Back to back: open the next relay's stream while this item still plays, so
             # the handover does not wait for a connection.
             now = self.clock.time_ms()
-            nxt = planlib.upcoming(self.plan["items"], now, self.done)
-            if nxt is not None and nxt["id"] != self.on_air:
+            nxt = None
+            for it in self.plan["items"]:  # the next item after the one on air
+                if it["s"] > now and it["id"] != self.on_air and it["id"] not in self.done:
+                    nxt = it
+                    break
+            if nxt is not None:
                 ahead = nxt["s"] - self.item_lead_ms - now
                 if ahead <= 0 and "src" in nxt:
                     self.player.preopen(nxt)

@@ -33,7 +33,7 @@ from headend.criterion import Aired, judge
 from headend.models import AsRunRecord, NodePlan
 from hwsim.stations import Stations
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1800)
 TOLERANCE_MS = 60_000  # simulated; the diary shows minutes
 
 
@@ -62,16 +62,18 @@ def planning_stack(tmp_path: Path, stations: Stations, villages: int, clock: Sim
     urls = add_stations(stations)
     schedule = tmp_path / "xa-thu.toml"
     schedule.write_text(schedule_text(spec, slots))
+    # A heap of 16 MB is plenty for ten nodes and keeps each garbage collection short.
     stack = Stack(tmp_path, commune=spec, clock=clock, media_hosts=[stations.host],
-                  per_process=villages)
+                  per_process=villages, fleet_options={"heapsize": "16M"})
     return stack, schedule, urls
 
 
 def test_a_simulated_week_on_ten_nodes_airs_every_relay_and_bulletin_on_time(
         tmp_path: Path) -> None:
-    # 1000x: a week in 10 minutes, and a minute of tolerance is still 60 ms of real time
-    # for ten nodes in one MicroPython process handing over from a relay to a bulletin.
-    rate = 1000
+    # 500x: a week in 20 minutes. Every real millisecond the simulator loses (a garbage
+    # collection, ten nodes writing their flash at once) shows 500 times longer, and a relay
+    # counts as aired only with less than 15 s missing: 30 ms real here.
+    rate = 500
     clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8)
     week = days(MONDAY, 7)
     with Stations() as stations:
@@ -124,7 +126,7 @@ def test_a_simulated_week_on_ten_nodes_airs_every_relay_and_bulletin_on_time(
 
 def test_nodes_air_their_cached_plan_while_the_headend_is_down_for_a_day(
         tmp_path: Path) -> None:
-    rate = 2000
+    rate = 1000
     clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8)
     with Stations() as stations:
         write_wav(tmp_path / "ban-tin.wav", 600, 7)

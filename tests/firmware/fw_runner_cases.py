@@ -142,6 +142,28 @@ def test_uncached_media_streams_or_fails():
     run_node(body)
 
 
+def test_back_to_back_relay_is_opened_while_the_first_plays():
+    async def body(srv, node):
+        t = node.clock.time_ms()
+        srv.routes["/a"] = ("live", 0x41, 120)
+        srv.routes["/b"] = ("live", 0x42, 120)
+        accept(node, 1, [item("a", t + 10 * SEC, t + 30 * SEC, src=[srv.url("/a")]),
+                         item("b", t + 30 * SEC, t + 50 * SEC, src=[srv.url("/b")])])
+        # Within the lead before "b", while "a" is still on air, b's stream is already open.
+        await node.clock.sleep_ms(t + 28 * SEC - node.clock.time_ms())
+        assert node.on_air == "a" and srv.hits.get("/b") == 1, (node.on_air, srv.hits)
+        await fwsim.wait_done(node, ["a", "b"])
+        recs = fwsim.recordings(node)
+        assert [r["label"] for r in recs] == ["a", "b"], recs
+        assert near(recs[1]["start"], t + 30 * SEC) and near(recs[1]["end"], t + 50 * SEC)
+        assert fwsim.pcm(recs[1])[:50] == b"\x42" * 50
+        assert srv.hits["/b"] == 1  # the pre-opened connection aired, none other was made
+        r = fwsim.records(node, "b")[0]
+        assert r["outcome"] == "aired" and r["src"] == "primary", r
+
+    run_node(body)
+
+
 def test_primary_dead_backup_airs():
     async def body(srv, node):
         t = node.clock.time_ms()
