@@ -29,6 +29,7 @@ F_DONE = "done.json"  # ids of plan items already dealt with (aired, missed, sto
 CACHE_BYTES = 4 * 1024 * 1024  # default media cache size (config "cache_bytes")
 PREFETCH_RETRY_MS = 5000  # real ms; doubles per failed round up to PREFETCH_RETRY_MAX_MS
 PREFETCH_RETRY_MAX_MS = 300000
+CLOSE_OUT_DELAY_MS = 100  # real ms: as-run and done writes wait for the next item's start
 NAP_MAX_MS = 60000  # the plan runner looks again at least this often (simulated ms)
 ITEM_LEAD_MS = LEAD_MS + AMP_PREROLL_MS  # an item's task starts this long before its "s"
 
@@ -78,6 +79,7 @@ class Node:
         self.cache_error = None
         self.player = Player(board, self.cache, self._allowed_url,
                              config.get("relay_timeout_ms", RELAY_TIMEOUT_MS))
+        self.closing = 0  # items whose as-run record is still to be written
         self.on_air = None  # id of the plan item on air
         self._item_task = None
         self._item_stop = None  # why the item was stopped; "pre-empted ..." means it resumes
@@ -415,10 +417,6 @@ class Node:
     def _save_done(self):
         self.board.storage.write(F_DONE, json.dumps(self.done).encode())
 
-    def _mark_done(self, item_id):
-        self.done[item_id] = 1
-        self._save_done()
-
     def _missed_while_off(self):
         """Items of the stored plan that ended while the node was off (optional diary help)."""
         if not self.plan:
@@ -595,17 +593,35 @@ class Node:
             airing.reason = "error: %r" % e
         finally:
             board.audio.close()
-            if board.amp.is_on() and not self._handover(self._item_stop):
-                await self._postroll()
+            if board.amp.is_on() and not self._handover(self._item_stop) \
+                    and not self._next_item_within(AMP_POSTROLL_MS + AMP_PREROLL_MS):
+                await self._postroll()  # (back to back, the amplifier stays on instead)
             if not board.amp.is_on():
                 board.led.set("on" if self.session.connected else "blink")
             if done:
-                self._mark_done(item["id"])
-            if done or airing.start is not None:
-                self._record_item(item, airing)
+                self.done[item["id"]] = 1
             self.on_air = None
             self._item_task = None
             self._wake.set()
+            # Flash writes are slow (littlefs on an ESP32): the next item starts first.
+            self.closing += 1
+            asyncio.create_task(self._close_out(item, airing, done))
+
+    def _next_item_within(self, ms):
+        if not self.plan:
+            return False
+        nxt = planlib.upcoming(self.plan["items"], self.clock.time_ms() - 1, self.done)
+        return nxt is not None and nxt["s"] - self.clock.time_ms() <= ms
+
+    async def _close_out(self, item, airing, done):
+        try:
+            await sleep_ms(CLOSE_OUT_DELAY_MS)  # real time: the next item's start path
+            if done:
+                self._save_done()
+            if done or airing.start is not None:
+                self._record_item(item, airing)
+        finally:
+            self.closing -= 1
 
     # --- as-run records ---------------------------------------------------------------
 

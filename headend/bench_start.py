@@ -172,7 +172,7 @@ async def _run(root: Path, nodes: int, rate: int, day: date) -> tuple[
     return planned, opened
 
 
-def run_start(nodes: int = 100, rate: int = 600) -> None:
+def run_start(nodes: int = 100, rate: int = 200) -> None:
     ref_p50, ref_p99 = _reference()
     day = date.today() + timedelta(days=1)
     with tempfile.TemporaryDirectory(prefix="loaxa-bench-start-") as tmp:

@@ -130,8 +130,8 @@ def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     start = bench_sub.add_parser(
         "start", help="how late audio starts against the plan, over a simulated day")
     start.add_argument("--nodes", type=_positive(int), default=100)
-    start.add_argument("--rate", type=_positive(int), default=600,
-                       help="simulated seconds per real second (default 600)")
+    start.add_argument("--rate", type=_positive(int), default=200,
+                       help="simulated seconds per real second (default 200)")
 
 
 def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],

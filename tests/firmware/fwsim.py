@@ -197,6 +197,9 @@ def pcm(rec):
 
 
 async def wait_done(node, ids, timeout_ms=20000):
-    ok = await fwtest.until(lambda: all(i in node.done for i in ids) and node.on_air is None,
-                            timeout_ms, 10)
+    """Until the items are done, nothing is on air and each has its as-run record (written
+    shortly after the item, once the next one has started)."""
+    def finished():
+        return all(i in node.done for i in ids) and node.on_air is None and not node.closing
+    ok = await fwtest.until(finished, timeout_ms, 10)
     assert ok, ("not done", ids, node.done, node.on_air)
