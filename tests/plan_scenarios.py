@@ -84,6 +84,16 @@ backup = "http://example.invalid/tinh-backup"
 {slots}"""
 
 
+# Ten minutes of VOV1 at 06:00: the slot the failover and emergency tests play with.
+VOV_10_MIN = """[[slots]]
+id = "vov-sang"
+title = "Tiếp sóng Thời sự VOV1"
+kind = "vov_relay"
+source = "vov1"
+start = "06:00"
+end = "06:10"
+"""
+
 WEEK_SLOTS = """[[slots]]
 id = "vov-sang"
 title = "Tiếp sóng Thời sự VOV1 buổi sáng"

@@ -14,6 +14,7 @@ from loaxa_stack import Stack, wait_until
 from plan_scenarios import (
     MONDAY,
     TZ,
+    VOV_10_MIN,
     add_stations,
     commune,
     fast_clock,
@@ -33,16 +34,6 @@ from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(300)
 
-RELAY = """[[slots]]
-id = "vov-sang"
-title = "Tiếp sóng Thời sự VOV1"
-kind = "vov_relay"
-source = "vov1"
-start = "06:00"
-end = "06:10"
-"""
-
-
 def test_an_emergency_interrupts_the_relay_and_the_relay_resumes(tmp_path: Path) -> None:
     rate = 20
     clock = fast_clock(datetime(2026, 11, 23, 5, 59, tzinfo=TZ), rate, lead_s=5)
@@ -50,7 +41,7 @@ def test_an_emergency_interrupts_the_relay_and_the_relay_resumes(tmp_path: Path)
     with Stations() as stations:
         urls = add_stations(stations)
         schedule = tmp_path / "xa-thu.toml"
-        schedule.write_text(schedule_text(spec, RELAY))
+        schedule.write_text(schedule_text(spec, VOV_10_MIN))
         stack = Stack(tmp_path, commune=spec, clock=clock, media_hosts=[stations.host],
                       per_process=3)
         stack.start()

@@ -13,6 +13,7 @@ from loaxa_stack import Stack, wait_until
 from plan_scenarios import (
     MONDAY,
     TZ,
+    VOV_10_MIN,
     WEEK_SLOTS,
     add_stations,
     commune,
@@ -186,14 +187,7 @@ def test_a_relay_airs_while_the_broker_is_down_across_its_slot(tmp_path: Path) -
         assert stations.which(played.pcm()) == "vov1-primary"
 
 
-FAILOVER_SLOTS = """[[slots]]
-id = "vov-sang"
-title = "Tiếp sóng Thời sự VOV1"
-kind = "vov_relay"
-source = "vov1"
-start = "06:00"
-end = "06:10"
-
+FAILOVER_SLOTS = VOV_10_MIN + """
 [[slots]]
 id = "tinh-sang"
 title = "Tiếp sóng Đài tỉnh"
