@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from headend.models import Alarm
@@ -41,28 +41,36 @@ class AlarmView:
         return LABELS_VI.get(self.kind, self.kind)
 
 
+def raise_on(conn: Connection, kind: str, subject: str, detail: str, now_ms: int,
+             commune_id: str | None = None) -> bool:
+    """Open the alarm unless it is already open, in the caller's transaction; True when it
+    was raised now."""
+    open_ = conn.scalar(select(Alarm.id).where(
+        Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
+    if open_ is not None:
+        return False
+    conn.execute(insert(Alarm).values(kind=kind, subject=subject[:200], commune_id=commune_id,
+                                      detail=detail[:2000], raised_ms=now_ms))
+    return True
+
+
+def clear_on(conn: Connection, kind: str, subject: str, now_ms: int) -> bool:
+    """Clear the open alarm, if any, in the caller's transaction; True when one was cleared."""
+    done = conn.execute(update(Alarm).where(
+        Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None))
+        .values(cleared_ms=now_ms))
+    return bool(done.rowcount)
+
+
 def raise_alarm(engine: Engine, kind: str, subject: str, detail: str, now_ms: int,
                 commune_id: str | None = None) -> bool:
-    """Open the alarm unless it is already open; True when it was raised now."""
-    with Session(engine) as s, s.begin():
-        open_ = s.scalar(select(Alarm.id).where(
-            Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
-        if open_ is not None:
-            return False
-        s.add(Alarm(kind=kind, subject=subject[:200], commune_id=commune_id,
-                    detail=detail[:2000], raised_ms=now_ms))
-        return True
+    with engine.begin() as conn:
+        return raise_on(conn, kind, subject, detail, now_ms, commune_id)
 
 
 def clear_alarm(engine: Engine, kind: str, subject: str, now_ms: int) -> bool:
-    """Clear the open alarm, if any; True when one was cleared now."""
-    with Session(engine) as s, s.begin():
-        alarm = s.scalar(select(Alarm).where(
-            Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
-        if alarm is None:
-            return False
-        alarm.cleared_ms = now_ms
-        return True
+    with engine.begin() as conn:
+        return clear_on(conn, kind, subject, now_ms)
 
 
 def list_alarms(engine: Engine, open_only: bool = False) -> list[AlarmView]:

@@ -132,6 +132,26 @@ class WavFormatError(ValueError):
     pass
 
 
+def _wav_chunks(head: bytes, total: int) -> tuple[int, int, int]:
+    """(format tag, byte rate, data bytes present) from a WAV file's first bytes."""
+    if len(head) < 12 or head[0:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise WavFormatError("not a WAV file")
+    pos, tag, byte_rate = 12, 0, 0
+    while pos + 8 <= len(head):
+        cid = head[pos:pos + 4]
+        size = int.from_bytes(head[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            tag = int.from_bytes(head[body:body + 2], "little")
+            byte_rate = int.from_bytes(head[body + 8:body + 12], "little")
+        elif cid == b"data":
+            if not byte_rate:
+                raise WavFormatError("data before fmt")
+            return tag, byte_rate, min(size, total - body)
+        pos = body + size + (size & 1)
+    raise WavFormatError("no data chunk")
+
+
 def wav_duration_ms(data_or_path: bytes | Path) -> int:
     """Duration of a PCM WAV file from its header (data capped at the bytes actually there)."""
     if isinstance(data_or_path, bytes):
@@ -140,19 +160,13 @@ def wav_duration_ms(data_or_path: bytes | Path) -> int:
         with data_or_path.open("rb") as f:
             head = f.read(65536)
         total = data_or_path.stat().st_size
-    if len(head) < 12 or head[0:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise WavFormatError("not a WAV file")
-    pos, byte_rate = 12, 0
-    while pos + 8 <= len(head):
-        cid = head[pos:pos + 4]
-        size = int.from_bytes(head[pos + 4:pos + 8], "little")
-        body = pos + 8
-        if cid == b"fmt ":
-            byte_rate = int.from_bytes(head[body + 8:body + 12], "little")
-        elif cid == b"data":
-            if not byte_rate:
-                raise WavFormatError("data before fmt")
-            size = min(size, total - body)
-            return size * 1000 // byte_rate
-        pos = body + size + (size & 1)
-    raise WavFormatError("no data chunk")
+    _, byte_rate, size = _wav_chunks(head, total)
+    return size * 1000 // byte_rate
+
+
+def is_pcm_wav(data: bytes) -> bool:
+    """A PCM WAV (format 1), which nodes play as it is."""
+    try:
+        return _wav_chunks(data[:65536], len(data))[0] == 1
+    except WavFormatError:
+        return False

@@ -105,20 +105,13 @@ class MediaLibrary:
 def node_audio(data: bytes) -> bytes:
     """What nodes play: a PCM WAV as it is (already in a node format), anything else
     decoded with ffmpeg and converted to the ESP32 profile."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE" and _wav_format(data) == 1:
+    from headend.media import is_pcm_wav, wav_for_nodes
+
+    if is_pcm_wav(data):
         return data
     from pydub import AudioSegment
 
-    from headend.media import wav_for_nodes
-
     return wav_for_nodes(AudioSegment.from_file(io.BytesIO(data)))
-
-
-def _wav_format(data: bytes) -> int | None:
-    i = data.find(b"fmt ", 12, 512)
-    if i < 0 or len(data) < i + 10:
-        return None
-    return int.from_bytes(data[i + 8:i + 10], "little")
 
 
 def _item(entry: PlanEntry, media: Media | None,

@@ -25,8 +25,8 @@ from sqlalchemy import (
 )
 
 from firmware import protocol
-from headend.alarms import RELAY_FAILED
-from headend.models import Alarm, AsRunRecord, Command, Node, NodePlan
+from headend.alarms import RELAY_FAILED, clear_on, raise_on
+from headend.models import AsRunRecord, Command, Node, NodePlan
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
 
@@ -213,13 +213,8 @@ def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> Non
     next relay it airs from a stream clears it (once each, whatever the order of records)."""
     for row in sorted((r for r in rows if r["kind"] in RELAY_KINDS),
                       key=lambda r: (r["start_ms"] or 0, r["rid"])):
-        subject = row["node_id"]
-        open_id = conn.scalar(select(Alarm.id).where(
-            Alarm.kind == RELAY_FAILED, Alarm.subject == subject, Alarm.cleared_ms.is_(None)))
-        failed = row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED
-        if failed and open_id is None:
-            conn.execute(insert(Alarm).values(
-                kind=RELAY_FAILED, subject=subject, commune_id=None, raised_ms=now,
-                detail=f"{row['item_id']}: {row['reason'] or 'no stream'}"))
-        elif not failed and row["source"] in ("primary", "backup") and open_id is not None:
-            conn.execute(update(Alarm).where(Alarm.id == open_id).values(cleared_ms=now))
+        if row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED:
+            raise_on(conn, RELAY_FAILED, row["node_id"],
+                     f"{row['item_id']}: {row['reason'] or 'no stream'}", now)
+        elif row["source"] in ("primary", "backup"):
+            clear_on(conn, RELAY_FAILED, row["node_id"], now)

@@ -42,7 +42,7 @@ from headend.diary import (
     node_rows,
 )
 from headend.plan import expand
-from headend.schedule import ScheduleError, load_schedule
+from headend.schedule import Schedule, ScheduleError, load_schedule
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -171,7 +171,33 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
     }
 
 
-def criterion_weeks(engine: Engine, schedule_path: Path | None, day: date, tz: ZoneInfo,
+class ScheduleFile:
+    """The schedule file, read again only when it changes (the page reloads every 5 s)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int] | None = None
+        self._loaded: Schedule | ScheduleError | None = None
+
+    def get(self) -> Schedule:
+        """The schedule; ScheduleError when the file is broken or gone."""
+        try:
+            st = self.path.stat()
+            key: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None  # load_schedule says what is wrong
+        if key is None or key != self._key or self._loaded is None:
+            try:
+                self._loaded = load_schedule(self.path)
+            except ScheduleError as e:
+                self._loaded = e
+            self._key = key
+        if isinstance(self._loaded, ScheduleError):
+            raise self._loaded
+        return self._loaded
+
+
+def criterion_weeks(engine: Engine, schedule_file: ScheduleFile | None, day: date, tz: ZoneInfo,
                     today: date) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
     later ones, what the schedule plans. None for a week at the end of the calendar."""
@@ -183,9 +209,9 @@ def criterion_weeks(engine: Engine, schedule_path: Path | None, day: date, tz: Z
         return None
     (aired,) = judge(aired_between(engine, lo, hi), tz, monday, 1)
     out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None}
-    if schedule_path is not None and monday + timedelta(days=6) >= today:
+    if schedule_file is not None and monday + timedelta(days=6) >= today:
         try:
-            schedule = load_schedule(schedule_path)
+            schedule = schedule_file.get()
         except ScheduleError as e:
             out["plan_error"] = f"Lịch phát có lỗi: {e}"
         else:
@@ -199,6 +225,7 @@ def make_app(engine: Engine, media_dir: Path,
              schedule_path: Path | None = None) -> FastAPI:
     """The app over `engine`; `clock` (UTC ms) decides which day is "today"; with a schedule
     file the page also shows what it plans against criterion 8.3."""
+    schedule_file = ScheduleFile(schedule_path) if schedule_path is not None else None
     app = FastAPI(title="LoaXa", summary="Commune radio headend")
     media_root = media_dir.resolve()
 
@@ -233,7 +260,7 @@ def make_app(engine: Engine, media_dir: Path,
         nodes = node_rows(engine)
         diary = diary_for_day(engine, d, tz)
         name = commune_name(engine)
-        criterion = criterion_weeks(engine, schedule_path, d, tz, now_day)
+        criterion = criterion_weeks(engine, schedule_file, d, tz, now_day)
         return TEMPLATES.TemplateResponse(request, "index.html", {
             "criterion": criterion,
             "commune": name or "", "commune_title": _commune_title(name),

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.node import ITEM_LEAD_MS
+
 REPO = Path(__file__).resolve().parent.parent
 HOST_SCRIPT = Path(__file__).resolve().parent / "simnode.py"
 
@@ -39,9 +41,6 @@ def _ready_port(log: Path) -> int | None:
         if len(words) == 3 and words[0] == "READY":
             return int(words[2])
     return None
-
-
-ITEM_LEAD_MS = 5300  # firmware/node.py: an item's task starts this long before its start
 
 
 @dataclass

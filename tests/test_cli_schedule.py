@@ -8,22 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run_main
 
-from headend.cli import main
 from headend.schedule import load_schedule
 
 REPO = Path(__file__).resolve().parent.parent
 LOAXA = Path(sys.executable).parent / "loaxa"
 TEMPLATE = REPO / "schedules" / "templates" / "lang-son.toml"
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | None, str, str]:
-    try:
-        code: int | None = main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_init_commune_in_the_current_directory(capsys: pytest.CaptureFixture[str],
