@@ -16,6 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from firmware import protocol
 
 
+TERRAINS = ("mountainous", "lowland")
+
+
 class CommuneFileError(ValueError):
     """A commune file that cannot be used; the message names the file and the item."""
 
@@ -34,6 +37,7 @@ class CommuneSpec:
     province: str
     timezone: str
     villages: tuple[VillageSpec, ...] = field(default_factory=tuple)
+    terrain: str = "mountainous"  # or "lowland": sets the advanced 8.3 threshold (90 % / 100 %)
 
     @property
     def node_ids(self) -> list[str]:
@@ -164,11 +168,16 @@ def commune_from_data(path: Path, data: dict[str, Any], loc: Locator) -> Commune
             raise CommuneFileError(f"{where}: village id {vid!r} listed twice")
         villages.append(VillageSpec(vid, _str(v, "name", where), tuple(nodes)))
     where = f"{path}:{loc.table('commune')}: [commune]"
+    terrain = c.get("terrain", "mountainous")
+    if terrain not in TERRAINS:
+        raise CommuneFileError(f"{path}:{loc.table('commune', 'terrain')}: [commune] terrain "
+                               f"must be one of {', '.join(TERRAINS)}, not {terrain!r}")
     return CommuneSpec(
         id=_str(c, "id", where),
         name=_str(c, "name", where),
         province=str(c.get("province", "")),
         timezone=str(tz),
+        terrain=terrain,
         villages=tuple(villages),
     )
 

@@ -3,7 +3,7 @@ schema identical on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -17,6 +17,7 @@ class Commune(Base):
     name: Mapped[str] = mapped_column(String(200))
     province: Mapped[str] = mapped_column(String(200), default="")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Ho_Chi_Minh")
+    terrain: Mapped[str] = mapped_column(String(16), default="mountainous")  # or "lowland"
 
 
 class Village(Base):
@@ -57,13 +58,19 @@ class Command(Base):
 
 
 class AsRunRecord(Base):
-    """What a node reports it actually aired: the diary's raw material."""
+    """What a node reports it actually aired: the diary's entries, hash-chained per commune
+    (headend/chain.py). A correction is a new entry (trigger "correction") naming the entry
+    it corrects; entries are never updated."""
 
     __tablename__ = "asrun"
-    __table_args__ = (UniqueConstraint("node_id", "rid", name="uq_asrun_node_rid"),)
+    __table_args__ = (
+        UniqueConstraint("node_id", "rid", name="uq_asrun_node_rid"),
+        UniqueConstraint("commune_id", "chain_seq", name="uq_asrun_commune_seq"),
+        Index("ix_asrun_commune_start", "commune_id", "start_ms"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
-    rid: Mapped[int] = mapped_column(BigInteger)  # the node's own record id
+    rid: Mapped[int | None] = mapped_column(BigInteger)  # the node's record id (None: correction)
     command_id: Mapped[str | None] = mapped_column(String(64), index=True)
     trigger: Mapped[str] = mapped_column(String(16), default="command")
     media: Mapped[str] = mapped_column(String(500), default="")
@@ -81,6 +88,46 @@ class AsRunRecord(Base):
     planned_start_ms: Mapped[int | None] = mapped_column(BigInteger)
     planned_end_ms: Mapped[int | None] = mapped_column(BigInteger)
     source: Mapped[str | None] = mapped_column(String(16))  # primary, backup, fallback, cache
+    # The chain: entry number within the commune and SHA-256 over the previous hash and this
+    # entry's content. Corrections name the entry they correct, who made them and why.
+    commune_id: Mapped[str | None] = mapped_column(String(64))
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger)
+    hash: Mapped[str | None] = mapped_column(String(64))
+    corrects_id: Mapped[int | None] = mapped_column(Integer)
+    operator: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class DiaryHead(Base):
+    """The newest entry of each commune's chain: truncating the diary cannot go unnoticed."""
+
+    __tablename__ = "diary_heads"
+    commune_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Programme(Base):
+    """A planned programme item of a commune (one occurrence of a slot): what the diary
+    reconciles the nodes' records against. Written when plans are built."""
+
+    __tablename__ = "programme"
+    __table_args__ = (UniqueConstraint("commune_id", "occurrence", name="uq_programme_occ"),
+                      Index("ix_programme_commune_start", "commune_id", "start_ms"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune_id: Mapped[str] = mapped_column(String(64))
+    occurrence: Mapped[str] = mapped_column(String(64))  # "<slot>@<local date>"
+    kind: Mapped[str] = mapped_column(String(24))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    language: Mapped[str] = mapped_column(String(16), default="vi")
+    title: Mapped[str] = mapped_column(String(300), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(300), default="")  # relay source or media file
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    villages: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of village ids
+    operator: Mapped[str] = mapped_column(String(100), default="")
+    approver: Mapped[str] = mapped_column(String(100), default="")
 
 
 class NodePlan(Base):

@@ -54,6 +54,7 @@ def provision_commune(engine: Engine, home: Home, spec: CommuneSpec) -> list[Nod
     with Session(engine) as s, s.begin():
         commune = s.get(Commune, spec.id) or Commune(id=spec.id)
         commune.name, commune.province, commune.timezone = spec.name, spec.province, spec.timezone
+        commune.terrain = spec.terrain
         s.add(commune)
         for v in spec.villages:
             village = s.get(Village, v.id) or Village(id=v.id)

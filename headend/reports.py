@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 
 from firmware import protocol
+from headend import chain
 from headend.alarms import RELAY_FAILED, clear_on, raise_on
 from headend.models import AsRunRecord, Command, Node, NodePlan
 
@@ -170,6 +171,7 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
     # Idempotent on (node, rid): a record resent after a lost ack is stored once.
     stored = {(n, r) for n, r in conn.execute(select(AsRunRecord.node_id, AsRunRecord.rid).where(
         tuple_(AsRunRecord.node_id, AsRunRecord.rid).in_(list(fresh))))}
+    communes = chain.node_communes(conn, [n for n, _ in fresh])
     rows, settle = [], []
     for (node_id, rid), msg in fresh.items():
         if (node_id, rid) in stored:
@@ -189,12 +191,15 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
             "priority": _int(msg.get("p")), "language": _text(msg.get("lang"), 16),
             "planned_start_ms": _int(msg.get("planned")),
             "planned_end_ms": _int(msg.get("planned_end")), "source": _text(msg.get("src"), 16),
+            "commune_id": communes[node_id], "corrects_id": None, "operator": None,
+            "note": None,
         })
         if isinstance(msg.get("cmd"), str):
             # The record also settles its command when the final ack was lost in an outage.
             settle.append({"cid": msg["cmd"], "nid": node_id, "reason": rows[-1]["reason"],
                            "st": "done" if outcome == protocol.AIRED else "failed", "now": now})
     if rows:
+        chain.append(conn, rows)
         conn.execute(insert(AsRunRecord), rows)
         _relay_alarms(conn, rows, now)
     if settle:
