@@ -133,7 +133,7 @@ def _walk(conn: Connection, cid: str,
         if seq > expect:
             gap = f"#{expect}" if seq == expect + 1 else f"#{expect} to #{seq - 1}"
             yield ChainProblem(cid, seq, row.id, f"entries {gap} are missing (deleted)")
-        if entry_hash(prev, entry) != row.hash:
+        elif entry_hash(prev, entry) != row.hash:  # (after a gap the link cannot be checked)
             yield ChainProblem(cid, seq, row.id, "does not match its hash: it was edited, "
                                "moved, or the entry before it was replaced")
         prev, expect = row.hash or "", seq + 1
@@ -167,13 +167,13 @@ def correct(engine: Engine, entry_id: int, outcome: str, note: str, operator: st
     if not note.strip() or not operator.strip():
         raise CorrectionError("a correction needs a note saying why and who makes it")
     with engine.begin() as conn:
-        old = conn.execute(select(AsRunRecord).where(AsRunRecord.id == entry_id)).first()
+        old = conn.execute(select(*_COLUMNS).where(AsRunRecord.id == entry_id)).first()
         if old is None:
             raise CorrectionError(f"no diary entry with id {entry_id}")
-        entry = {f: getattr(old.AsRunRecord, f) for f in FIELDS}
+        entry = dict(old._mapping)
         entry.update(rid=None, trigger="correction", corrects_id=entry_id, outcome=outcome,
                      note=note.strip()[:2000], operator=operator.strip()[:100],
-                     received_ms=now_ms, command_id=old.AsRunRecord.command_id)
+                     received_ms=now_ms)
         append(conn, [entry])
         return int(conn.execute(insert(AsRunRecord).returning(AsRunRecord.id), [entry])
                    .scalar_one())

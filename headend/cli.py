@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from headend.cli_diary import add_diary_parsers, run_diary
 from headend.home import Home, HomeError, default_home
 
 if TYPE_CHECKING:
@@ -79,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("nodes", help="list the nodes and their state")
 
-    diary = sub.add_parser("diary", help="print the broadcast diary of a day")
+    diary = sub.add_parser("diary", help="the broadcast diary: a day's records (default), "
+                                         "verify, items, export, report, correct")
     diary.add_argument("--day", type=_day, default=None, help="YYYY-MM-DD (default: today)")
+    add_diary_parsers(diary, _day, _dir)
 
     web = sub.add_parser("web", help="serve the web page for an existing state directory")
     web.add_argument("--port", type=_port, default=8080)
@@ -322,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(run_demo(home, commune, args.duration, args.port))
     elif args.command == "nodes":
         cmd_nodes(Home.open(root))
+    elif args.command == "diary" and args.diary:
+        return run_diary(Home.open(root), args)
     elif args.command == "diary":
         cmd_diary(Home.open(root), args.day)
     elif args.command == "web":
