@@ -27,6 +27,7 @@ from firmware import protocol
 from headend.alarms import SOURCE_SILENT, SOURCE_UNREACHABLE, clear_alarm, raise_alarm
 from headend.models import Node, NodePlan
 from headend.plan import PlanEntry, expand
+from headend.programme import record_programme
 from headend.schedule import Schedule, ScheduleError, load_schedule
 
 log = logging.getLogger("loaxa.plans")
@@ -163,6 +164,7 @@ class PlanPublisher:
         block = now - now % BLOCK_MS
         to_ms = block + HORIZON_MS
         entries = expand(schedule, block, to_ms)
+        record_programme(self.engine, schedule, entries, block, to_ms, now)
         quiet = quiet_window(schedule, now)
         with Session(self.engine) as s:
             keys = {node_id: key for node_id, key in s.execute(select(Node.id, Node.key))}
