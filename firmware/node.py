@@ -4,6 +4,7 @@
 import asyncio
 import json
 import random
+import struct
 
 from firmware import http, plan as planlib, protocol, wav
 from firmware.cache import CacheFull, MediaCache
@@ -32,6 +33,46 @@ PREFETCH_RETRY_MAX_MS = 300000
 CLOSE_OUT_DELAY_MS = 100  # real ms: as-run and done writes wait for the next item's start
 NAP_MAX_MS = 60000  # the plan runner looks again at least this often (simulated ms)
 ITEM_LEAD_MS = LEAD_MS + AMP_PREROLL_MS  # an item's task starts this long before its "s"
+
+# test_tone: 16-bit mono at the rate the headend prepares media in; one 100 ms block (3.2 KB)
+# holding whole periods is computed once per tone and written again and again.
+TONE_RATE = 16000
+TONE_BLOCK_MS = 100
+TONE_PEAK = 16384  # -6 dBFS: loud enough to hear, no clipping in the amplifier
+# Health
+AMP_MIN_MA = 100  # an amplifier switched on that draws less is faulty (config "amp_min_ma")
+AMP_SENSE_MS = 100  # after switching by hand, the current is read this much later
+HEALTH_CHECK_MS = 2000  # real ms: how often the amplifier's current is looked at
+REBOOT_DELAY_MS = 200  # real ms between the reboot's ack and the reset, so the ack leaves
+# Config keys a full report may show (never the key, never the broker password)
+REPORT_CONFIG_KEYS = ("media_hosts", "telemetry_s", "cache_bytes", "relay_timeout_ms",
+                      "item_lead_ms", "amp_min_ma")
+
+
+def _sin_cos(x):
+    """sin and cos of a small angle (|x| <= pi / 2), by their series (no math module needed:
+    the step of a tone's sine is computed once, the samples by rotation)."""
+    s, c, term_s, term_c, x2 = x, 1.0, x, 1.0, x * x
+    for k in range(1, 12):
+        term_s = -term_s * x2 / ((2 * k) * (2 * k + 1))
+        term_c = -term_c * x2 / ((2 * k - 1) * (2 * k))
+        s += term_s
+        c += term_c
+    return s, c
+
+
+def tone_block(hz, rate=TONE_RATE, block_ms=TONE_BLOCK_MS):
+    """One block of 16-bit mono PCM holding a whole number of periods of a sine near hz (to
+    1000 / block_ms Hz), so the block repeats without a click."""
+    n = rate * block_ms // 1000
+    periods = (hz * block_ms + 500) // 1000
+    buf = bytearray(2 * n)
+    ds, dc = _sin_cos(2 * 3.141592653589793 * periods / n)  # <= pi / 2 for hz <= rate / 4
+    y, x = 0.0, 1.0  # sin and cos of the phase, advanced by one step per sample
+    for i in range(n):
+        struct.pack_into("<h", buf, 2 * i, int(TONE_PEAK * y))
+        y, x = y * dc + x * ds, x * dc - y * ds
+    return buf
 
 
 async def _cancel(task):
@@ -85,6 +126,11 @@ class Node:
         self._item_stop = None  # why the item was stopped; "pre-empted ..." means it resumes
         self._wake = asyncio.Event()
         self._prefetch_task = None
+        # Health
+        self.amp_min_ma = config.get("amp_min_ma", AMP_MIN_MA)
+        self.amp_fault = False  # the last verdict while the amplifier was on
+        self.rebooting = False
+        self._tasks = []  # long-lived tasks, cancelled by halt()
         board.audio.set_volume(self.volume)
         self.session = Session(self._make_client, board.link, self._on_connected,
                                **config.get("session", {}))
@@ -194,13 +240,20 @@ class Node:
         # Persist the sequence number before acting, so a replay after a reboot is refused
         # (also for a command refused below for the node's state: it must not air later).
         self.seq.set(cmd["seq"])
-        if cmd["op"] == "play":
-            if self.emergency is not None:
-                self._reject(protocol.Rejected(protocol.R_BUSY, cmd["id"], self.emergency))
-                return
+        op = cmd["op"]
+        if op in ("play", "test_tone", "reboot") and self.emergency is not None:
+            self._reject(protocol.Rejected(protocol.R_BUSY, cmd["id"], self.emergency))
+            return
+        if op in ("play", "test_tone"):
+            # (a test tone at night wakes the village just as well)
             at = cmd["args"].get("at") or now
             if planlib.in_quiet(self.quiet, max(at, now)):
                 self._reject(protocol.Rejected(protocol.R_QUIET, cmd["id"]))
+                return
+        if op == "amp" and not cmd["args"]["on"]:
+            busy = self.emergency or self.playing or self.on_air
+            if busy:
+                self._reject(protocol.Rejected(protocol.R_ON_AIR, cmd["id"], busy))
                 return
         asyncio.create_task(self._run_command(cmd))
 
@@ -229,6 +282,8 @@ class Node:
             level = args.get("level")
             if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 100:
                 bad = "level"
+        else:
+            bad = protocol.args_error(op, args)
         if bad:
             raise protocol.Rejected(protocol.R_BAD_ARGS, cmd["id"], bad)
 
@@ -243,13 +298,14 @@ class Node:
     async def _run_command(self, cmd):
         op, cid = cmd["op"], cmd["id"]
         await self._ack(cid, protocol.ACCEPTED)
-        if op == "play":
+        if op == "play" or op == "test_tone":
             if self.emergency is not None:  # an emergency arrived meanwhile
                 await self._ack(cid, protocol.FAILED, protocol.R_BUSY)
                 return
             await self._stop_item("pre-empted by command")
             await self._stop_playback("pre-empted by command")
-            self._play_task = asyncio.create_task(self._play(cmd))
+            run = self._play(cmd) if op == "play" else self._tone(cmd)
+            self._play_task = asyncio.create_task(run)
         elif op == "emergency":
             # Always allowed (also in quiet hours): stops whatever is on air, at once.
             self.emergency = cid
@@ -269,8 +325,24 @@ class Node:
         elif op == "ping":
             await self._ack(cid, protocol.DONE, extra={"pong": self.clock.time_ms()})
         elif op == "report":
-            await self._send_telemetry()
+            await self._publish(protocol.TELEMETRY, self.full_report(), 0)
             await self._ack(cid, protocol.DONE)
+        elif op == "amp":
+            # By hand (a technician checking the relay). On, it stays on until switched off
+            # here or until the next broadcast's post-roll.
+            amp = self.board.amp
+            if cmd["args"]["on"]:
+                amp.on()
+                await self.clock.sleep_ms(AMP_SENSE_MS)  # let the current settle
+            else:
+                amp.off()
+            self._check_amp()
+            await self._ack(cid, protocol.DONE, extra={"amp": amp.is_on(),
+                                                       "amp_ma": amp.current_ma(),
+                                                       "amp_fault": self.amp_fault})
+        elif op == "reboot":
+            await self._ack(cid, protocol.DONE)
+            asyncio.create_task(self._reboot())
 
     async def _ack(self, cid, status, reason=None, detail=None, extra=None):
         msg = protocol.ack(self.id, cid, status, self.clock.time_ms(), reason, detail, extra)
@@ -329,6 +401,7 @@ class Node:
                 await self.clock.sleep_ms(preroll)
             board.audio.open(rate, bits, channels, cmd["id"])
             start = self.clock.time_ms()
+            self._check_amp()
             await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
             left = size
             try:
@@ -355,21 +428,74 @@ class Node:
         finally:
             if resp:
                 resp.close()
-            board.audio.close()
-            if board.amp.is_on() and not self._handover(self._play_stop):
-                await self._postroll()
-            if not board.amp.is_on():
-                board.led.set("on" if self.session.connected else "blink")
-            self.playing = None
-            self._play_task = None
-            self._play_stop = None
-            if self.emergency == cmd["id"]:
-                self.emergency = None
+            await self._playback_ended(cmd)
             self._record(cmd, start, end, outcome, reason, trigger)
-            status = protocol.DONE if outcome == protocol.AIRED else protocol.FAILED
-            asyncio.create_task(self._ack(cmd["id"], status, reason,
-                                          extra={"start": start, "end": end, "outcome": outcome}))
-            self._wake.set()  # the plan resumes
+            self._final_ack(cmd, start, end, outcome, reason)
+
+    async def _playback_ended(self, cmd):
+        """Common end of a command's playback: audio closed, post-roll (unless handed over)."""
+        board = self.board
+        board.audio.close()
+        if board.amp.is_on() and not self._handover(self._play_stop):
+            await self._postroll()
+        if not board.amp.is_on():
+            board.led.set("on" if self.session.connected else "blink")
+        self.playing = None
+        self._play_task = None
+        self._play_stop = None
+        if self.emergency == cmd["id"]:
+            self.emergency = None
+
+    def _final_ack(self, cmd, start, end, outcome, reason):
+        status = protocol.DONE if outcome == protocol.AIRED else protocol.FAILED
+        asyncio.create_task(self._ack(cmd["id"], status, reason,
+                                      extra={"start": start, "end": end, "outcome": outcome}))
+        self._wake.set()  # the plan resumes
+
+    async def _tone(self, cmd):
+        """test_tone: a sine generated here (no download: works with the media host down),
+        with the usual amplifier pre-roll and post-roll, recorded in the diary."""
+        args = cmd["args"]
+        hz = args.get("hz", protocol.TONE_HZ_DEFAULT)
+        seconds = args.get("seconds", protocol.TONE_SECONDS_DEFAULT)
+        board = self.board
+        self.playing = cmd["id"]
+        start = end = None
+        outcome, reason = protocol.AIRED, None
+        try:
+            block = tone_block(hz)
+            preroll = 0 if board.amp.is_on() else AMP_PREROLL_MS  # on: handed over
+            board.amp.on()
+            board.led.set("play")
+            if preroll:
+                await self.clock.sleep_ms(preroll)
+            board.audio.open(TONE_RATE, 16, 1, cmd["id"])
+            start = self.clock.time_ms()
+            self._check_amp()
+            await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
+            for _ in range(seconds * 1000 // TONE_BLOCK_MS):
+                await board.audio.write(block)
+            await board.audio.drain()
+            end = self.clock.time_ms()
+        except asyncio.CancelledError:
+            why = self._play_stop or "stopped"
+            if start is not None:
+                end = self.clock.time_ms()
+                outcome, reason = protocol.PARTIAL, why
+            else:
+                outcome, reason = protocol.OUTCOME_FAILED, why + " before start"
+        except OSError as e:
+            end = self.clock.time_ms() if start is not None else None
+            outcome = protocol.PARTIAL if start is not None else protocol.OUTCOME_FAILED
+            reason = "audio: %s" % e
+        finally:
+            await self._playback_ended(cmd)
+            self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
+                         "cmd": cmd["id"], "trigger": "manual", "kind": "test",
+                         "media": "tone:%dHz" % hz, "title": "Thử loa: âm thử %d Hz" % hz,
+                         "planned": None, "start": start, "end": end, "outcome": outcome,
+                         "reason": reason})
+            self._final_ack(cmd, start, end, outcome, reason)
 
     async def _postroll(self):
         try:
@@ -483,6 +609,9 @@ class Node:
 
     async def _plan_step(self):
         """Reconcile once: start the item that should be on air, or sleep until the next."""
+        if self.rebooting:
+            await self._nap(NAP_MAX_MS)  # what was on air resumes after the reboot
+            return
         if self._item_task is not None and self.emergency is None and self.plan:
             # Back to back: open the next relay's stream while this item still plays, so
             # the handover does not wait for a connection.
@@ -550,6 +679,7 @@ class Node:
         if self._play_task is not None and self.emergency is None:
             await self._stop_playback("pre-empted by plan item")
             self.board.amp.on()
+        self._check_amp()
 
     @staticmethod
     def _handover(why):
@@ -668,8 +798,32 @@ class Node:
 
     # --- health -----------------------------------------------------------------------
 
+    def _check_amp(self, send=True):
+        """Judge the amplifier: faulty if the hardware says so, or if it is on and draws less
+        than amp_min_ma where current is sensed. Off (and no hardware verdict), the last
+        verdict stands: it clears when the amplifier next draws current. A change is sent
+        as telemetry at once, so the headend raises or clears its alarm without waiting."""
+        amp = self.board.amp
+        fault = amp.fault()
+        if fault is None and amp.is_on():
+            ma = amp.current_ma()
+            if ma is not None:
+                fault = ma < self.amp_min_ma
+        if fault is None or fault == self.amp_fault:
+            return
+        self.amp_fault = fault
+        if send:
+            asyncio.create_task(self._send_telemetry())
+
+    async def _health_loop(self):
+        while True:
+            await sleep_ms(HEALTH_CHECK_MS)  # real time, like the other transport timers
+            self._check_amp()
+
     def telemetry(self):
-        link = self.board.link
+        self._check_amp(send=False)  # this message says it already
+        board = self.board
+        link = board.link
         return {"v": protocol.VERSION, "t": "telemetry", "node": self.id,
                 "at": self.clock.time_ms(), "fw": FW_VERSION, "board": self.board.name,
                 "uptime_s": (self.clock.time_ms() - self.boot_ms) // 1000,
@@ -682,7 +836,28 @@ class Node:
                 "plan_to": self.plan["to"] if self.plan else None,
                 "on_air": self.on_air, "emergency": self.emergency,
                 "cache_used": self.cache.used(), "cache_full": self.cache.full,
-                "cache_error": self.cache_error, "clock": self.clock.time_ms()}
+                "cache_error": self.cache_error, "clock": self.clock.time_ms(),
+                "temp_c": board.temperature_c(), "amp_ma": board.amp.current_ma(),
+                "amp_fault": self.amp_fault}
+
+    def full_report(self):
+        """Telemetry plus what a technician asks for (op "report"): the media cache, the
+        non-secret config and the as-run records not yet acknowledged; lists capped."""
+        msg = self.telemetry()
+        msg["full"] = True
+        shas = sorted(self.cache.entries())
+        msg["cache"] = shas[:protocol.REPORT_MAX_CACHE]
+        msg["cache_n"] = len(shas)
+        cfg = {"id": self.id, "quiet": self.quiet}
+        for k in REPORT_CONFIG_KEYS:
+            if k in self.config:
+                cfg[k] = self.config[k]
+        b = self.config.get("broker", {})
+        cfg["broker"] = {"host": b.get("host"), "port": b.get("port"),
+                         "keepalive": b.get("keepalive", 30)}
+        msg["config"] = cfg
+        msg["pending_rids"] = [r["rid"] for r in self.pending[:protocol.REPORT_MAX_RIDS]]
+        return msg
 
     async def _send_telemetry(self):
         await self._publish(protocol.TELEMETRY, self.telemetry(), 0)
@@ -693,15 +868,49 @@ class Node:
             if self.session.connected:
                 await self._send_telemetry()
 
+    # --- reboot -------------------------------------------------------------------------
+
+    async def _reboot(self):
+        """op reboot (its ack is already out): stop what airs with a clean record (a plan
+        item resumes after the reboot, time-anchored), flush state, wait so the ack and the
+        records leave, reset."""
+        self.rebooting = True
+        await self._stop_playback("stopped by reboot")
+        await self._stop_item("pre-empted by reboot")
+        if self.board.amp.is_on():
+            await self._postroll()
+        for _ in range(100):  # the item's as-run record is written shortly after it ends
+            if not self.closing:
+                break
+            await sleep_ms(20)
+        self._save_state()
+        self._save_pending()
+        self._save_done()
+        await sleep_ms(REBOOT_DELAY_MS)  # real time: the network gets the ack out first
+        self.board.reboot()
+
+    def halt(self):
+        """Stop every task at once, as a power cut does (the simulator's in-place reboot;
+        cancel the task running run() as well)."""
+        tasks, self._tasks = self._tasks, []
+        tasks.extend((self._item_task, self._play_task, self._prefetch_task))
+        for t in tasks:
+            if t is not None:
+                t.cancel()
+        self.player.drop_preopened()
+        c = self.session.client
+        if c:
+            c.close()
+
     def start_plan(self):
         """Start following the stored plan (the runner and the media prefetch)."""
         self._missed_while_off()
-        asyncio.create_task(self._run_plan())
+        self._tasks.append(asyncio.create_task(self._run_plan()))
         self._restart_prefetch()
 
     async def run(self):
         self.board.led.set("blink")
         self.start_plan()
-        asyncio.create_task(self._telemetry_loop())
-        asyncio.create_task(self._resend_asrun())
+        for loop in (self._telemetry_loop(), self._resend_asrun(), self._health_loop()):
+            self._tasks.append(asyncio.create_task(loop))
         await self.session.run()

@@ -24,7 +24,20 @@ ECHO = "echo"  # headend -> node, transport diagnostic (unsigned, echoed verbati
 ECHO_REPLY = "echo/r"  # node -> headend
 PLAN = "plan"  # headend -> node, QoS 1, RETAINED: the node's signed plan
 
-OPS = ("play", "stop", "volume", "ping", "report", "emergency")
+OPS = ("play", "stop", "volume", "ping", "report", "emergency", "test_tone", "amp", "reboot")
+
+# test_tone arguments: a locally generated sine, no media download (works with the media host
+# down). The node generates whole periods in a 100 ms block, so hz is aired to the nearest 10 Hz.
+TONE_SECONDS_MIN = 1
+TONE_SECONDS_MAX = 60
+TONE_SECONDS_DEFAULT = 5
+TONE_HZ_MIN = 200
+TONE_HZ_MAX = 4000
+TONE_HZ_DEFAULT = 1000
+
+# A full report (op "report") keeps its lists this short, so it stays well under MAX_PAYLOAD.
+REPORT_MAX_CACHE = 24  # cache file names
+REPORT_MAX_RIDS = 50  # pending as-run record ids (the oldest first)
 
 # Plan item kinds and TT39 priority classes (0 normal, 1 priority, 2 emergency)
 KINDS = ("vov_relay", "province_relay", "local_bulletin", "notice", "emergency")
@@ -50,7 +63,8 @@ R_UNKNOWN_OP = "unknown_op"
 R_BAD_ARGS = "bad_args"
 R_HOST = "host_not_allowed"
 R_QUIET = "quiet_hours"  # a play command during the node's quiet hours
-R_BUSY = "busy_emergency"  # a play command while an emergency is on air
+R_BUSY = "busy_emergency"  # a play / test_tone / reboot while an emergency is on air
+R_ON_AIR = "on_air"  # amp off while something is on air
 
 # As-run outcomes
 AIRED = "aired"
@@ -345,6 +359,38 @@ def parse_command(payload, node_id, signer, last_seq, now_ms):
     if cmd["op"] not in OPS:
         raise Rejected(R_UNKNOWN_OP, cmd_id, cmd["op"])
     return cmd
+
+
+def _arg_int(args, name, lo, hi, default):
+    v = args.get(name, default)
+    return _int(v) and lo <= v <= hi
+
+
+def _unknown_arg(args, allowed):
+    for k in args:
+        if k not in allowed:
+            return k
+    return None
+
+
+def args_error(op, args):
+    """The first bad argument of a test_tone / amp / reboot command (these are strict about
+    unknown arguments), or None. Shared by the node and the headend (which can refuse before
+    sending). The other ops' arguments are checked by the node (some need its allow-list)."""
+    if op == "test_tone":
+        if not _arg_int(args, "seconds", TONE_SECONDS_MIN, TONE_SECONDS_MAX,
+                        TONE_SECONDS_DEFAULT):
+            return "seconds"
+        if not _arg_int(args, "hz", TONE_HZ_MIN, TONE_HZ_MAX, TONE_HZ_DEFAULT):
+            return "hz"
+        return _unknown_arg(args, ("seconds", "hz"))
+    if op == "amp":
+        if not isinstance(args.get("on"), bool):
+            return "on"
+        return _unknown_arg(args, ("on",))
+    if op == "reboot":
+        return _unknown_arg(args, ())
+    return None
 
 
 # --- plans ----------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ class Amplifier:
     def is_on(self):
         raise NotImplementedError
 
+    def current_ma(self):
+        """Current the amplifier draws, in mA, or None where it is not sensed (or the reading
+        has not settled since the relay closed)."""
+        return None
+
+    def fault(self):
+        """True if the hardware itself reports a fault (a protection pin, say), False if it
+        reports none, None where it cannot tell. The node also judges current_ma()."""
+        return None
+
 
 class StatusLed:
     def set(self, pattern):
@@ -144,5 +154,11 @@ class Board:
         """Free heap in bytes (a board may collect garbage first), or None."""
         return None
 
+    def temperature_c(self):
+        """Board (or enclosure) temperature in whole degrees Celsius, or None if not sensed."""
+        return None
+
     def reboot(self):
+        """Restart the board (machine.reset() on an ESP32: does not return). Whatever must
+        survive has to be in storage before this is called."""
         raise NotImplementedError

@@ -95,7 +95,8 @@ class SimAudioOut(base.AudioOut):
         self.log = log
         self.volume = 70
         self._f = None
-        self._n = 0
+        # Continue the numbering after a (simulated) reboot: earlier recordings stay as they were.
+        self._n = len([n for n in os.listdir(self.dir) if n.endswith(".pcm")])
         self._bytes_per_ms = 32.0
         self._t0 = clock.time_ms()
         self._written = 0
@@ -141,9 +142,15 @@ class SimAudioOut(base.AudioOut):
 
 
 class SimAmplifier(base.Amplifier):
+    """The relay and its current sensor. With `broken` set the amplifier draws nothing while
+    on (a blown fuse, a dead amplifier): the node reports amp_fault."""
+
+    ON_MA = 850  # what a healthy amplifier draws while on
+
     def __init__(self, log):
         self.log = log
         self._on = False
+        self.broken = False
 
     def on(self):
         if not self._on:
@@ -157,6 +164,9 @@ class SimAmplifier(base.Amplifier):
 
     def is_on(self):
         return self._on
+
+    def current_ma(self):
+        return self.ON_MA if self._on and not self.broken else 0
 
 
 class SimLed(base.StatusLed):
@@ -303,11 +313,15 @@ class SimBoard(base.Board):
         self.clock = clock or SimClock()
         self.events = EventLog(node_dir + "/events.jsonl", self.clock)
         self.audio = SimAudioOut(node_dir, self.clock, self.events)
-        self.amp = SimAmplifier(self.events)
+        self.sim_amp = SimAmplifier(self.events)
+        self.amp = self.sim_amp
         self.led = SimLed()
         self.storage = SimStorage(node_dir)
         self.link = link or SimLink()
         self.reboots = 0
+        self.temp_c = 38
+        # Set by a simulator host that can restart the node in place (hw-sim/simnode.py)
+        self.on_reboot = None
 
     def heap_free(self):
         try:
@@ -316,6 +330,36 @@ class SimBoard(base.Board):
         except (ImportError, AttributeError):
             return None
 
+    def temperature_c(self):
+        return self.temp_c
+
+    # Faults a test or the simulator's control port sets on a running node.
+    def set_fault(self, amp_fault=None, signal_dbm=None, temp_c=None, clock_offset_ms=None,
+                  log=True):
+        """Change what the hardware senses; None leaves a value as it is."""
+        if amp_fault is not None:
+            self.sim_amp.broken = bool(amp_fault)
+        if signal_dbm is not None:
+            self.link.dbm = signal_dbm  # type: ignore[attr-defined]
+        if temp_c is not None:
+            self.temp_c = temp_c
+        if clock_offset_ms is not None:
+            self.clock.offset_ms = clock_offset_ms  # type: ignore[attr-defined]
+        if log:
+            self.events.add("fault", amp_fault=self.sim_amp.broken, temp_c=self.temp_c,
+                            signal_dbm=self.link.signal_dbm(),
+                            clock_offset_ms=getattr(self.clock, "offset_ms", 0))
+
+    def faults(self):
+        """The fault settings (set_fault's arguments), to carry over to the board of a
+        rebooted node."""
+        return {"amp_fault": self.sim_amp.broken, "signal_dbm": getattr(self.link, "dbm", None),
+                "temp_c": self.temp_c}
+
     def reboot(self):
+        # A reset drops the relay; then the host (if any) starts the firmware again.
+        self.sim_amp.off()
         self.reboots += 1
         self.events.add("reboot")
+        if self.on_reboot is not None:
+            self.on_reboot()
