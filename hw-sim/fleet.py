@@ -194,6 +194,24 @@ class Fleet:
         for p in self._procs_for(node_id):
             self._control(p, f"{'up' if up else 'down'} {node_id}")
 
+    def set_fault(self, node_id: str, *, amp_fault: bool | None = None,
+                  signal_dbm: int | None = None, temp_c: int | None = None,
+                  clock_offset_ms: int | None = None) -> None:
+        """Change what a running node's simulated hardware senses ('*' for every node); None
+        leaves a value as it is. amp_fault: the amplifier draws 0 mA while on (the node
+        reports amp_fault once it is next on); signal_dbm: the link's signal; temp_c: the
+        board temperature; clock_offset_ms: the node's clock offset (its telemetry "at")."""
+        kw = {k: v for k, v in (("amp_fault", amp_fault), ("signal_dbm", signal_dbm),
+                                ("temp_c", temp_c), ("clock_offset_ms", clock_offset_ms))
+              if v is not None}
+        line = json.dumps(kw, separators=(",", ":"))
+        for p in self._procs_for(node_id):
+            self._control(p, f"fault {node_id} {line}")
+
+    def reboots(self, node_id: str) -> int:
+        """How often the node rebooted (op "reboot"): its "reboot" hardware events."""
+        return sum(1 for ev in self.events(node_id) if ev["event"] == "reboot")
+
     def status(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for p in self._procs:

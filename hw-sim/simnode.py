@@ -1,6 +1,8 @@
 # hw-sim node host: runs many LoaXa nodes (the real firmware over hal.sim) in one MicroPython
 # process. Started by hwsim.fleet; argv[1] is a JSON file describing the nodes.
-# A line-based control port lets the controller cut and restore each node's link.
+# A line-based control port lets the controller cut and restore each node's link and set
+# hardware faults. A node that reboots (op "reboot") is restarted in place: its flash stays,
+# its RAM state goes, and it connects again with the next session counter.
 import asyncio
 import json
 import os
@@ -18,18 +20,45 @@ def make_clock(nc):
                     ck.get("real_epoch_ms"))
 
 
+BOOT_MS = 300  # real ms a rebooting node is gone before its firmware starts again
+
+
 class Host:
     def __init__(self, cfg):
         self.cfg = cfg
         self.nodes = {}
+        self.tasks = {}  # node id -> the task running Node.run()
+        self.boots = {}  # node id -> times started (1 + reboots)
 
     def start_nodes(self):
         for nc in self.cfg["nodes"]:
-            board = SimBoard(nc["dir"], clock=make_clock(nc),
-                             link=SimLink(nc.get("link_up", True)))
-            node = Node(board, nc)
-            self.nodes[nc["id"]] = node
-            asyncio.create_task(node.run())
+            self._boot(nc, make_clock(nc), SimLink(nc.get("link_up", True)), None)
+
+    def _boot(self, nc, clock, link, faults):
+        nid = nc["id"]
+        board = SimBoard(nc["dir"], clock=clock, link=link)
+        if faults:  # hardware faults survive a reboot
+            board.set_fault(log=False, **faults)
+        board.on_reboot = lambda: asyncio.create_task(self._restart(nc))
+        node = Node(board, nc)
+        self.nodes[nid] = node
+        self.boots[nid] = self.boots.get(nid, 0) + 1
+        self.tasks[nid] = asyncio.create_task(node.run())
+
+    async def _restart(self, nc):
+        nid = nc["id"]
+        old = self.nodes[nid]
+        old.halt()
+        task = self.tasks[nid]
+        task.cancel()
+        try:  # noqa: SIM105 - no contextlib in MicroPython
+            await task
+        except BaseException:  # CancelledError is a BaseException on CPython
+            pass
+        await asyncio.sleep(BOOT_MS / 1000)
+        ob = old.board
+        link = SimLink(ob.link.is_up(), ob.link.dbm)
+        self._boot(nc, ob.clock, link, ob.faults())  # the same clock: the RTC keeps its offset
 
     def _targets(self, name):
         if name == "*":
@@ -47,6 +76,17 @@ class Host:
             for n in targets:
                 n.board.link.set_up(verb == "up")
             return "OK %d" % len(targets)
+        if verb == "fault" and len(words) >= 3:
+            # fault <node|*> {"amp_fault": true, "signal_dbm": -95, "temp_c": 70, ...}
+            try:
+                kw = json.loads(line.split(None, 2)[2])
+                targets = self._targets(words[1])
+                for n in targets:
+                    n.board.set_fault(kw.get("amp_fault"), kw.get("signal_dbm"),
+                                      kw.get("temp_c"), kw.get("clock_offset_ms"))
+            except (ValueError, TypeError, AttributeError) as e:
+                return "ERR fault: %r" % e
+            return "OK %d" % len(targets)
         if verb == "status":
             out = {}
             for nid, n in self.nodes.items():
@@ -54,7 +94,9 @@ class Host:
                             "link": n.board.link.is_up(), "playing": n.playing,
                             "seq": n.seq.value, "pending": len(n.pending),
                             "plan": n.plan["ver"] if n.plan else None, "on_air": n.on_air,
-                            "emergency": n.emergency, "clock": n.clock.time_ms()}
+                            "emergency": n.emergency, "clock": n.clock.time_ms(),
+                            "session": n.session_no, "boots": self.boots.get(nid, 1),
+                            "amp": n.board.amp.is_on(), "amp_fault": n.amp_fault}
             return "OK " + json.dumps(out)
         return "ERR unknown command"
 
