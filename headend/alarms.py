@@ -13,17 +13,30 @@ from sqlalchemy.orm import Session
 
 from headend.models import Alarm
 
-# Kinds raised by the planning side (issue #4 adds node health alarms).
+# Relay sources and plans (headend/sources.py, headend/reports.py).
 SOURCE_UNREACHABLE = "source_unreachable"
 SOURCE_SILENT = "source_silent"
 RELAY_FAILED = "relay_failed"  # a node could air neither the primary nor the backup stream
 PLAN_REJECTED = "plan_rejected"
+# Node health (headend/health.py).
+NODE_OFFLINE = "node_offline"
+BROADCAST_MISSED = "broadcast_missed"
+AMP_FAULT = "amp_fault"
+WEAK_SIGNAL = "weak_signal"
+CLOCK_OFFSET = "clock_offset"
+VILLAGE_SILENT = "village_silent"  # every loudspeaker cluster of a village has failed
 
 LABELS_VI = {
     SOURCE_UNREACHABLE: "Nguồn tiếp sóng không truy cập được",
     SOURCE_SILENT: "Nguồn tiếp sóng im lặng",
     RELAY_FAILED: "Cụm loa không tiếp sóng được (đã phát thông báo dự phòng)",
     PLAN_REJECTED: "Cụm loa từ chối lịch phát",
+    NODE_OFFLINE: "Cụm loa mất kết nối",
+    BROADCAST_MISSED: "Cụm loa không phát được chương trình",
+    AMP_FAULT: "Lỗi bộ khuếch đại (ampli)",
+    WEAK_SIGNAL: "Sóng 4G yếu",
+    CLOCK_OFFSET: "Đồng hồ cụm loa lệch quá 2 giây",
+    VILLAGE_SILENT: "Cả thôn không còn loa hoạt động",
 }
 
 

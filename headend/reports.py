@@ -27,6 +27,7 @@ from sqlalchemy import (
 from firmware import protocol
 from headend import chain
 from headend.alarms import RELAY_FAILED, clear_on, raise_on
+from headend.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 from headend.models import AsRunRecord, Command, Node, NodePlan
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
@@ -59,7 +60,8 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def store_reports(engine: Engine, batch: Sequence[Report], now: int) -> dict[str, list[int]]:
+def store_reports(engine: Engine, batch: Sequence[Report], now: int,
+                  policy: HealthPolicy = DEFAULT_POLICY) -> dict[str, list[int]]:
     """Apply a batch in one transaction; return the as-run record ids stored (or already
     stored) per node, which the caller acknowledges once this has committed."""
     by_leaf: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
@@ -73,7 +75,8 @@ def store_reports(engine: Engine, batch: Sequence[Report], now: int) -> dict[str
             conn.execute(update(Node).where(Node.id == bindparam("nid"))
                          .values(last_seen_ms=bindparam("now")), seen)
         _states(conn, [(n, m) for n, m in by_leaf[protocol.STATE] if n in known])
-        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known])
+        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known], now,
+                   policy)
         _acks(conn, [(n, m) for n, m in by_leaf[protocol.ACK] if n in known], now)
         return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known], now)
 
@@ -103,14 +106,17 @@ def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
         conn.execute(stmt)
 
 
-def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
+def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int,
+               policy: HealthPolicy) -> None:
     latest = {node_id: msg for node_id, msg in items}
-    rows = [{"nid": n, "tel": json.dumps(m), "fw": _text(m.get("fw"), 32),
-             "playing": _text(m.get("playing"), 64)} for n, m in latest.items()]
+    rows = [{"nid": n, "tel": json.dumps({k: v for k, v in m.items() if k != "_rx"}),
+             "fw": _text(m.get("fw"), 32), "playing": _text(m.get("playing"), 64)}
+            for n, m in latest.items()]
     if rows:
         conn.execute(update(Node).where(Node.id == bindparam("nid")).values(
             telemetry=bindparam("tel"), fw=bindparam("fw"), playing=bindparam("playing"),
             online=True), rows)
+        telemetry_alarms(conn, latest, chain.node_communes(conn, list(latest)), now, policy)
 
 
 def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -> None:
@@ -202,6 +208,7 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
         chain.append(conn, rows)
         conn.execute(insert(AsRunRecord), rows)
         _relay_alarms(conn, rows, now)
+        broadcast_alarms(conn, rows, now)
     if settle:
         conn.execute(
             update(Command)
@@ -220,6 +227,7 @@ def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> Non
                       key=lambda r: (r["start_ms"] or 0, r["rid"])):
         if row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED:
             raise_on(conn, RELAY_FAILED, row["node_id"],
-                     f"{row['item_id']}: {row['reason'] or 'no stream'}", now)
+                     f"{row['item_id']}: {row['reason'] or 'no stream'}", now,
+                     row["commune_id"])
         elif row["source"] in ("primary", "backup"):
             clear_on(conn, RELAY_FAILED, row["node_id"], now)

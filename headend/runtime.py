@@ -21,6 +21,7 @@ import uvicorn
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
+from headend import health
 from headend.broker import Broker, find_free_port
 from headend.db import open_db
 from headend.home import Home
@@ -114,6 +115,8 @@ class Runtime:
         if self.watch_sources:
             watch = SourceWatch(self.engine, self.publisher, self.clock, self.sleep_ms)
             self._tasks.append(asyncio.create_task(watch.run()))
+        self._tasks.append(asyncio.create_task(health.watch(
+            self.engine, self.clock, self.sleep_ms, self.headend.health)))
         self.home.running_path.write_text(json.dumps({
             "pid": os.getpid(), "broker_port": self.broker.port, "web_port": self.web_port,
             "media_base": self.media_base}))

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from firmware import protocol
+from headend.health import DEFAULT_POLICY
 from headend.models import Command, Node
 from headend.reports import Report, store_reports
 
@@ -117,7 +118,12 @@ class Headend:
         self._inbox: asyncio.Queue[Report] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
         self._storing = 0  # messages taken from the inbox and not yet committed
+        # Counters for `loaxa bench ingest`: messages received from the broker, and messages
+        # done with (committed, or dropped as unstorable) by the writer.
+        self.received = 0
+        self.stored = 0
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
+        self.health = DEFAULT_POLICY  # alarm thresholds (a fast simulated clock widens them)
         # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
         self.rejections: deque[dict[str, Any]] = deque(maxlen=1000)
 
@@ -169,6 +175,7 @@ class Headend:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
     def _on_message(self, topic: str, payload: Any) -> None:
+        self.received += 1
         try:
             self._receive(topic, payload)
         except Exception:
@@ -199,6 +206,8 @@ class Headend:
                 self.rejections.append(msg)
                 log.warning("node %s rejected command %s: %s %s", node_id, msg.get("id"),
                             msg.get("reason"), msg.get("detail", ""))
+        if leaf == protocol.TELEMETRY:
+            msg["_rx"] = self.clock()  # for the node's clock offset (headend/health.py)
         if self.persistent:
             self._inbox.put_nowait((node_id, leaf, msg))
 
@@ -231,6 +240,7 @@ class Headend:
                 continue
             finally:
                 self._storing = 0
+            self.stored += len(batch)
             # Acknowledged only now that the records are committed.
             # A lost ack only means the node sends the record again; the writer carries on.
             results = await asyncio.gather(*(
@@ -244,7 +254,7 @@ class Headend:
 
     def _store(self, batch: Sequence[Report]) -> dict[str, list[int]]:
         try:
-            return store_reports(self.engine, batch, self.clock())
+            return store_reports(self.engine, batch, self.clock(), self.health)
         except OperationalError:
             raise
         except Exception:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
@@ -96,3 +100,52 @@ def test_late_last_will_does_not_mark_a_fresh_session_offline(stack: Stack) -> N
     will = protocol.state(node, False, current, now, "0.1.0")
     stack.run(client.publish(t, protocol.encode(will), qos=1))
     wait_until(lambda: not node_row(stack, node).online, 10, "offline on the current will")
+
+
+@pytest.fixture
+def chatty_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Nodes that send telemetry every second, so a silence of 1.5 s means something."""
+    s = Stack(tmp_path, fleet_options={"telemetry_s": 1}).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_an_offline_node_raises_one_alarm_and_clears_it_once_back(chatty_stack: Stack) -> None:
+    """The periodic health check against the real node: a late will changes nothing; a real
+    outage longer than N raises node_offline once however often the check runs; the node's
+    return clears it once."""
+    stack = chatty_stack
+    from headend.alarms import NODE_OFFLINE, list_alarms
+    from headend.health import HealthPolicy, check_nodes
+
+    node = "n0004"
+    policy = HealthPolicy(offline_after_ms=1500)
+
+    def check() -> list[tuple[str, str, bool]]:
+        check_nodes(stack.engine, int(time.time() * 1000), policy)
+        return [(a.kind, a.subject, a.cleared_ms is None) for a in list_alarms(stack.engine)
+                if a.kind == NODE_OFFLINE]
+
+    current = node_row(stack, node).session
+    client = stack.headend.client
+    assert client is not None
+    late_will = protocol.state(node, False, current - 1, int(time.time() * 1000), "0.1.0")
+    stack.run(client.publish(protocol.topic(node, protocol.STATE), protocol.encode(late_will),
+                             qos=1))
+    for _ in range(4):  # telemetry keeps coming: the node never looks silent
+        time.sleep(0.6)
+        stack.run(stack.headend.flush())
+        assert node_row(stack, node).online
+        assert check() == []
+    stack.fleet.set_link(node, False)
+    wait_until(lambda: not node_row(stack, node).online, 10, "node offline (last-will)")
+    time.sleep(2)
+    for _ in range(3):
+        assert check() == [(NODE_OFFLINE, node, True)]
+    stack.fleet.set_link(node, True)
+    stack.fleet.wait_connected(15, [node])
+    wait_until(lambda: node_row(stack, node).online, 10, "node back online")
+    for _ in range(3):
+        assert check() == [(NODE_OFFLINE, node, False)]

@@ -1,0 +1,114 @@
+"""Node health alarms: raised once and cleared once from telemetry, as-run records and the
+periodic check, with hysteresis where readings hover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loaxa_stack import small_commune
+from sqlalchemy import Engine, update
+
+from headend.alarms import (
+    AMP_FAULT,
+    BROADCAST_MISSED,
+    CLOCK_OFFSET,
+    NODE_OFFLINE,
+    VILLAGE_SILENT,
+    WEAK_SIGNAL,
+    list_alarms,
+)
+from headend.db import open_db
+from headend.health import HealthPolicy, check_nodes
+from headend.home import Home
+from headend.models import Node
+from headend.registry import provision_commune
+from headend.reports import store_reports
+
+MIN = 60_000
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    home = Home.create(tmp_path / "home")
+    engine = open_db(home.db_url)
+    provision_commune(engine, home, small_commune(3))
+    return engine
+
+
+def tel(node: str, at: int, **fields: Any) -> tuple[str, str, dict[str, Any]]:
+    msg = {"v": 1, "t": "telemetry", "node": node, "at": at, "_rx": at, "amp_fault": False,
+           "signal_dbm": -80, "link": "4g"}
+    msg.update(fields)
+    return node, "telemetry", msg
+
+
+def history(engine: Engine, kind: str) -> list[tuple[str, int, int | None]]:
+    return [(a.subject, a.raised_ms, a.cleared_ms) for a in list_alarms(engine)
+            if a.kind == kind]
+
+
+def test_amplifier_fault_is_raised_once_and_cleared_once(engine: Engine) -> None:
+    for t in (1, 2, 3):
+        store_reports(engine, [tel("n0001", t, amp_fault=True, amp_ma=0)], t)
+    for t in (4, 5):
+        store_reports(engine, [tel("n0001", t)], t)
+    assert history(engine, AMP_FAULT) == [("n0001", 1, 4)]
+
+
+def test_weak_signal_has_hysteresis(engine: Engine) -> None:
+    for t, dbm in enumerate((-90, -107, -103, -106, -102, -99, -104, -98), 1):
+        store_reports(engine, [tel("n0002", t, signal_dbm=dbm)], t)
+    # Raised at -107; -103/-106/-102 hover inside the band; cleared above -100 (at -99).
+    assert history(engine, WEAK_SIGNAL) == [("n0002", 2, 6)]
+
+
+def test_clock_offset_above_two_seconds(engine: Engine) -> None:
+    store_reports(engine, [tel("n0003", 10_000, _rx=10_500)], 1)  # 0.5 s: fine
+    store_reports(engine, [tel("n0003", 12_600, _rx=10_000)], 2)  # 2.6 s ahead
+    store_reports(engine, [tel("n0003", 11_500, _rx=10_000)], 3)  # 1.5 s: still raised
+    store_reports(engine, [tel("n0003", 10_200, _rx=10_000)], 4)  # 0.2 s: cleared
+    assert history(engine, CLOCK_OFFSET) == [("n0003", 2, 4)]
+
+
+def asrun(node: str, rid: int, outcome: str) -> tuple[str, str, dict[str, Any]]:
+    aired = outcome == "aired"
+    return node, "asrun", {"v": 1, "t": "asrun", "node": node, "rid": rid, "trigger": "plan",
+                           "item": f"tin@{rid}", "kind": "local_bulletin", "title": "Tin",
+                           "planned": rid * MIN, "start": rid * MIN if aired else None,
+                           "end": rid * MIN + 1000 if aired else None, "outcome": outcome,
+                           "reason": None if aired else "quiet_hours", "src": "cache"}
+
+
+def test_a_missed_broadcast_raises_once_and_the_next_aired_item_clears(engine: Engine) -> None:
+    store_reports(engine, [asrun("n0001", 1, "missed"), asrun("n0001", 2, "failed")], 10)
+    store_reports(engine, [asrun("n0001", 2, "failed")], 11)  # resent: stored once
+    assert history(engine, BROADCAST_MISSED) == [("n0001", 10, None)]
+    # Records out of order: the aired item 3 arrives before the missed item 1 of another node.
+    store_reports(engine, [asrun("n0001", 3, "aired")], 12)
+    assert history(engine, BROADCAST_MISSED) == [("n0001", 10, 12)]
+
+
+def test_offline_after_n_minutes_and_the_village_whose_speakers_all_failed(
+        engine: Engine) -> None:
+    policy = HealthPolicy(offline_after_ms=10 * MIN)
+    with engine.begin() as conn:
+        conn.execute(update(Node).values(online=True, last_seen_ms=0))
+        conn.execute(update(Node).where(Node.id == "n0003").values(last_seen_ms=None))
+    check_nodes(engine, 9 * MIN, policy)
+    assert history(engine, NODE_OFFLINE) == []  # 9 minutes of silence: not yet
+    with engine.begin() as conn:
+        conn.execute(update(Node).where(Node.id == "n0002").values(last_seen_ms=10 * MIN))
+    for now in (11 * MIN, 12 * MIN, 13 * MIN):
+        check_nodes(engine, now, policy)
+    # n0003 never connected (not installed yet): no alarm for it.
+    assert history(engine, NODE_OFFLINE) == [("n0001", 11 * MIN, None)]
+    # small_commune: one node per village, so village v1 has lost all its loudspeakers.
+    assert history(engine, VILLAGE_SILENT) == [("v1", 11 * MIN, None)]
+    with engine.begin() as conn:
+        conn.execute(update(Node).where(Node.id == "n0001").values(last_seen_ms=14 * MIN))
+    check_nodes(engine, 15 * MIN, policy)
+    check_nodes(engine, 16 * MIN, policy)
+    assert history(engine, NODE_OFFLINE) == [("n0001", 11 * MIN, 15 * MIN)]
+    assert history(engine, VILLAGE_SILENT) == [("v1", 11 * MIN, 15 * MIN)]
