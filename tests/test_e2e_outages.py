@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
 
