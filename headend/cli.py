@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from headend.cli_diary import add_diary_parsers, run_diary
+from headend.cli_nodes import add_node_parsers, cmd_node, cmd_nodes
 from headend.home import Home, HomeError, default_home
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--commune", type=Path, default=None, metavar="FILE",
                       help="commune file (default: schedules/tan-lang.toml)")
 
-    sub.add_parser("nodes", help="list the nodes and their state")
+    add_node_parsers(sub)
 
     diary = sub.add_parser("diary", help="the broadcast diary: a day's records (default), "
                                          "verify, items, export, report, correct")
@@ -173,26 +174,6 @@ def _open_engine(home: Home) -> Engine:
     from headend.db import open_db
 
     return open_db(home.db_url)
-
-
-def cmd_nodes(home: Home) -> None:
-    from headend.diary import commune_timezone, node_rows
-
-    engine = _open_engine(home)
-    try:
-        tz = commune_timezone(engine)
-        rows = node_rows(engine)
-    finally:
-        engine.dispose()
-    if not rows:
-        print(f"No nodes in {home.root}; `loaxa demo` provisions a commune.")
-        return
-    print(f"Times in {tz.key}")
-    print(f"{'NODE':<20} {'VILLAGE':<20} {'STATE':<8} {'LAST SEEN':<20} PLAYING")
-    for n in rows:
-        print(f"{n.id:<20} {n.village:<20} {'online' if n.online else 'offline':<8} "
-              f"{_fmt_ms(n.last_seen_ms, tz):<20} {n.playing or '-'}")
-    print(f"{sum(n.online for n in rows)} of {len(rows)} online")
 
 
 def cmd_diary(home: Home, day: date | None) -> None:
@@ -324,7 +305,9 @@ def run(args: argparse.Namespace) -> int:
         home = Home.create(root)
         asyncio.run(run_demo(home, commune, args.duration, args.port))
     elif args.command == "nodes":
-        cmd_nodes(Home.open(root))
+        return cmd_nodes(Home.open(root), args)
+    elif args.command == "node":
+        return cmd_node(Home.open(root), args)
     elif args.command == "diary" and args.diary:
         return run_diary(Home.open(root), args)
     elif args.command == "diary":

@@ -152,7 +152,8 @@ def _export(engine: Engine, args: argparse.Namespace) -> int:
         task = bar.add_task(f"exporting {args.fmt}", total=None)
         summary = export_diary(engine, args.commune, args.first, args.last, args.fmt,
                                Path(args.output), _now_ms(),
-                               progress=lambda n: bar.advance(task, n))
+                               progress=lambda done, total: bar.update(
+                                   task, completed=done, total=total))
     print(f"Wrote {args.output}: {summary}")
     return 0
 

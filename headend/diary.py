@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from headend.criterion import Aired
-from headend.models import AsRunRecord, Command, Commune, Node, Village
+from headend.models import Alarm, AsRunRecord, Command, Commune, Node, Village
 
 log = logging.getLogger("loaxa.diary")
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
@@ -51,6 +51,14 @@ class NodeRow:
     playing: str | None  # title of what is on air, or the command id
     fw: str | None
     volume: int | None
+    province: str = ""
+    commune_id: str = ""
+    village_id: str = ""
+    telemetry: dict[str, Any] = field(default_factory=dict)  # the newest, as the node sent it
+    alarms: tuple[str, ...] = ()  # kinds of the node's open alarms
+
+    def reading(self, key: str) -> Any:
+        return self.telemetry.get(key)
 
 
 def commune_timezone(engine: Engine) -> ZoneInfo:
@@ -111,20 +119,26 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
 
 
 def node_rows(engine: Engine) -> list[NodeRow]:
+    """Every node, ordered province, commune, village, node, with its newest telemetry."""
     stmt = (
-        select(Node, Village.name, Commune.name, Command.title)
+        select(Node, Village.name, Commune.name, Command.title, Commune.province, Commune.id)
         .join(Village, Village.id == Node.village_id)
         .join(Commune, Commune.id == Village.commune_id)
         .outerjoin(Command, Command.id == Node.playing)
-        .order_by(Commune.name, Village.name, Node.id)
+        .order_by(Commune.province, Commune.name, Village.name, Node.id)
     )
     out = []
     with Session(engine) as s:
-        for node, village, commune, title in s.execute(stmt):
+        open_alarms: dict[str, list[str]] = {}
+        for kind, subject in s.execute(select(Alarm.kind, Alarm.subject)
+                                       .where(Alarm.cleared_ms.is_(None))):
+            open_alarms.setdefault(subject, []).append(kind)
+        for node, village, commune, title, province, commune_id in s.execute(stmt):
             tel = _telemetry(node.telemetry)
             playing = (title or node.playing) if node.playing else None
             out.append(NodeRow(node.id, village, commune, node.online, node.last_seen_ms,
-                               playing, node.fw, tel.get("volume")))
+                               playing, node.fw, tel.get("volume"), province, commune_id,
+                               node.village_id, tel, tuple(open_alarms.get(node.id, ()))))
     return out
 
 

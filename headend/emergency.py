@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from firmware import protocol
 from headend.models import Broadcast, Commune, Node, Village
 from headend.plans import Media, MediaLibrary, node_audio
-from headend.service import Headend
+from headend.service import Headend, HeadendOffline, tool_session
 
 TTL_MS = 60_000  # an emergency not received within a minute is stale
 MAX_TEXT = 5000
@@ -174,19 +174,9 @@ async def send_from_cli(engine: Engine, broker_port: int, password: str, target:
                         media: Media, title: str, sent_by: str, sent_from: str,
                         text: str | None, wait_s: float) -> EmergencyResult:
     """Connect to the running headend's broker as a one-off client and broadcast."""
-    import secrets
-
-    headend = Headend(engine, broker_port, password, persistent=False,
-                      client_id=f"loaxa-broadcast-{secrets.token_hex(4)}")
-    task = asyncio.create_task(headend.run())
     try:
-        try:
-            await headend.wait_connected(10)
-        except TimeoutError:
-            raise EmergencyError("không kết nối được broker của LoaXa "
-                                 "(cannot reach the headend's broker)") from None
-        return await broadcast(headend, engine, target, media, title, sent_by, sent_from,
-                               text, wait_s)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with tool_session(engine, broker_port, password, "broadcast") as headend:
+            return await broadcast(headend, engine, target, media, title, sent_by, sent_from,
+                                   text, wait_s)
+    except HeadendOffline as e:
+        raise EmergencyError(str(e)) from None

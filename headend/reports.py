@@ -109,14 +109,22 @@ def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
 def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int,
                policy: HealthPolicy) -> None:
     latest = {node_id: msg for node_id, msg in items}
-    rows = [{"nid": n, "tel": json.dumps({k: v for k, v in m.items() if k != "_rx"}),
-             "fw": _text(m.get("fw"), 32), "playing": _text(m.get("playing"), 64)}
-            for n, m in latest.items()]
+    rows = [{"nid": n, "tel": json.dumps(_reading(m)), "fw": _text(m.get("fw"), 32),
+             "playing": _text(m.get("playing"), 64)} for n, m in latest.items()]
     if rows:
         conn.execute(update(Node).where(Node.id == bindparam("nid")).values(
             telemetry=bindparam("tel"), fw=bindparam("fw"), playing=bindparam("playing"),
             online=True), rows)
         telemetry_alarms(conn, latest, chain.node_communes(conn, list(latest)), now, policy)
+
+
+def _reading(msg: dict[str, Any]) -> dict[str, Any]:
+    """Telemetry as stored: as sent, plus the node's clock offset seen on arrival."""
+    out = {k: v for k, v in msg.items() if k != "_rx"}
+    at, rx = _int(msg.get("at")), _int(msg.get("_rx"))
+    if at is not None and rx is not None:
+        out["clock_offset_ms"] = at - rx
+    return out
 
 
 def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -> None:

@@ -1,0 +1,176 @@
+"""`loaxa nodes` and `loaxa node ...`: node health and remote operations for technicians
+(docs/technician.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from headend.home import Home
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from headend.diary import NodeRow
+
+
+def _level(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"volume is 0 to 100, not {value}")
+    return value
+
+
+def _ranged(lo: int, hi: int) -> Any:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, not {value}")
+        return value
+    return parse
+
+
+def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nodes = sub.add_parser("nodes", help="the nodes by province, commune and village, with "
+                                         "their health")
+    nodes.add_argument("--province", default=None, help="only this province (name)")
+    nodes.add_argument("--commune", default=None, metavar="ID", help="only this commune")
+    nodes.add_argument("--village", default=None, metavar="ID", help="only this village")
+    nodes.add_argument("--offline", action="store_true", help="only nodes that are offline")
+    nodes.add_argument("--alarm", action="store_true", help="only nodes with an open alarm")
+    node = sub.add_parser("node", help="remote operations on one node")
+    ops = node.add_subparsers(dest="node_op", required=True, metavar="OPERATION")
+    tone = ops.add_parser("test-tone", help="play a test tone on the node's loudspeakers")
+    tone.add_argument("--seconds", type=_ranged(1, 60), default=5)
+    tone.add_argument("--hz", type=_ranged(200, 4000), default=1000)
+    vol = ops.add_parser("volume", help="set the node's volume (0-100)")
+    vol.add_argument("level", type=_level)
+    amp = ops.add_parser("amp", help="switch the amplifier on or off by hand")
+    amp.add_argument("state", choices=("on", "off"))
+    ops.add_parser("reboot", help="restart the node")
+    ops.add_parser("report", help="ask the node for a full report now")
+    for p in ops.choices.values():
+        p.add_argument("node", metavar="ID", help="node id")
+        p.add_argument("--operator", default=None, help="who, for the log (default: you)")
+
+
+def _fmt(ms: int | None, tz: ZoneInfo) -> str:
+    from headend.cli import _fmt_ms
+
+    return _fmt_ms(ms, tz)
+
+
+def _shown(n: NodeRow, args: argparse.Namespace) -> bool:
+    return ((args.province is None or n.province == args.province)
+            and (args.commune is None or n.commune_id == args.commune)
+            and (args.village is None or n.village_id == args.village)
+            and (not args.offline or not n.online) and (not args.alarm or bool(n.alarms)))
+
+
+def _node_line(n: NodeRow, tz: ZoneInfo) -> str:
+    sig, link = n.reading("signal_dbm"), n.reading("link")
+    temp, amp_ma = n.reading("temp_c"), n.reading("amp_ma")
+    offset, cache = n.reading("clock_offset_ms"), n.reading("cache_used")
+    amp = "-"
+    if n.telemetry:
+        amp = "FAULT" if n.reading("amp_fault") else "on" if n.reading("amp") else "off"
+        if amp_ma is not None:
+            amp += f" {amp_ma} mA"
+    signal = f"{sig} dBm {link or ''}" if sig is not None else (link or "-")
+    cells = [
+        f"{n.id:<20}", f"{'online' if n.online else 'offline':<8}",
+        f"{_fmt(n.last_seen_ms, tz):<19} ", f"{signal:<13}",
+        f"{str(temp) + ' C' if temp is not None else '-':<6}", f"{amp:<12}",
+        f"{f'{offset:+d} ms' if isinstance(offset, int) else '-':<9}", f"{n.fw or '-':<8}",
+        f"{str(cache // 1024) + ' KB' if isinstance(cache, int) else '-':<8}",
+        f"{','.join(n.alarms) or '-':<20}", n.playing or "-"]
+    return " ".join(cells)
+
+
+def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
+    from headend.cli import _open_engine
+    from headend.diary import commune_timezone, node_rows
+
+    engine = _open_engine(home)
+    try:
+        tz = commune_timezone(engine)
+        every = node_rows(engine)
+    finally:
+        engine.dispose()
+    if not every:
+        print(f"No nodes in {home.root}; `loaxa demo` or `loaxa serve` provisions a commune.")
+        return 0
+    rows = [n for n in every if _shown(n, args)]
+    # Plain columns (no box drawing): readable over a slow ssh link and easy to grep.
+    print(f"Times in {tz.key}")
+    print(f"{'NODE':<20} {'STATE':<8} {'LAST SEEN':<19}  {'SIGNAL':<13} {'TEMP':<6} "
+          f"{'AMP':<12} {'CLOCK':<9} {'FW':<8} {'CACHE':<8} {'ALARMS':<20} PLAYING")
+    place = None
+    for n in rows:
+        if (n.province, n.commune, n.village) != place:
+            place = (n.province, n.commune, n.village)
+            print(f"-- {n.province or '-'} > {n.commune} > {n.village}")
+        print(_node_line(n, tz))
+    print(f"{sum(n.online for n in rows)} of {len(rows)} online"
+          f"{f' (filtered; {len(every)} nodes in all)' if len(rows) != len(every) else ''}")
+    return 0
+
+
+def cmd_node(home: Home, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from headend import emergency as em
+    from headend.cli import CliError, _open_engine
+    from headend.node_ops import NodeOpError, run_op
+    from headend.registry import headend_password
+
+    running = em.running_headend(home.running_path)
+    name = args.node_op
+    op_args: dict[str, Any] = {
+        "test-tone": lambda: {"seconds": args.seconds, "hz": args.hz},
+        "volume": lambda: {"level": args.level},
+        "amp": lambda: {"on": args.state == "on"},
+    }.get(name, dict)()
+    user, _ = em.who_and_where()
+    engine = _open_engine(home)
+    started = time.monotonic()
+    try:
+        with Progress(transient=True) as bar:
+            total = float(args.seconds) if name == "test-tone" else None
+            task = bar.add_task(f"{name} on {args.node}: sent", total=total)
+
+            def on_ack(msg: dict[str, Any]) -> None:
+                bar.update(task, description=f"{name} on {args.node}: {msg.get('status')}")
+                if msg.get("status") == "started" and total:
+                    bar.update(task, completed=0)
+
+            async def go() -> dict[str, Any]:
+                op = asyncio.ensure_future(run_op(
+                    engine, int(str(running["broker_port"])), headend_password(home),
+                    args.node, name, op_args, args.operator or user, on_ack))
+                while not op.done():
+                    await asyncio.sleep(0.2)
+                    if total:
+                        bar.update(task, completed=min(total, time.monotonic() - started))
+                return await op
+
+            final = asyncio.run(go())
+    except NodeOpError as e:
+        raise CliError(str(e)) from None
+    finally:
+        engine.dispose()
+    status = final.get("status")
+    extra = {k: v for k, v in final.items()
+             if k not in ("v", "t", "node", "id", "status", "at", "reason", "detail")}
+    print(f"{name} on {args.node}: {status}"
+          f"{' (' + str(final.get('reason')) + ')' if final.get('reason') else ''}"
+          f"{' ' + str(extra) if extra else ''}")
+    return 0 if status == "done" else 1
