@@ -48,16 +48,15 @@ class Host:
     async def _restart(self, nc):
         nid = nc["id"]
         old = self.nodes[nid]
-        old.halt()
-        task = self.tasks[nid]
-        task.cancel()
-        try:  # noqa: SIM105 - no contextlib in MicroPython
-            await task
-        except BaseException:  # CancelledError is a BaseException on CPython
-            pass
-        await asyncio.sleep(BOOT_MS / 1000)
         ob = old.board
-        link = SimLink(ob.link.is_up(), ob.link.dbm)
+        up = ob.link.is_up()
+        self.tasks[nid].cancel()
+        old.halt()
+        # The old board is off: its link never comes back, so even a session loop that missed
+        # the cancel (it may land while the loop collects its ended reader) cannot reconnect.
+        ob.link.set_up(False)
+        await asyncio.sleep(BOOT_MS / 1000)
+        link = SimLink(up, ob.link.dbm)
         self._boot(nc, ob.clock, link, ob.faults())  # the same clock: the RTC keeps its offset
 
     def _targets(self, name):

@@ -22,7 +22,7 @@ for _p in (str(ROOT), str(HERE)):
         sys.path.insert(0, _p)
 CASE_MODULES = (
     "fw_protocol_cases", "fw_node_cases", "fw_mqtt_cases", "fw_session_cases", "fw_http_cases",
-    "fw_plan_cases", "fw_cache_cases", "fw_runner_cases",
+    "fw_plan_cases", "fw_cache_cases", "fw_runner_cases", "fw_ops_cases",
 )
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 # Roughly an ESP32's free heap with the rest of the firmware loaded; the tests must fit in it.
