@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng
+APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng fonts-dejavu-core \
+	poppler-utils tesseract-ocr tesseract-ocr-vie
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-deps clean
