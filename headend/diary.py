@@ -78,6 +78,11 @@ def commune_name(engine: Engine) -> str | None:
         return s.scalar(select(Commune.name).order_by(Commune.id).limit(1))
 
 
+def first_commune_id(engine: Engine) -> str | None:
+    with Session(engine) as s:
+        return s.scalar(select(Commune.id).order_by(Commune.id).limit(1))
+
+
 def day_bounds_ms(day: date, tz: ZoneInfo) -> tuple[int, int]:
     """[start, end) of the local day in UTC ms; the end of date.max is start + 24 h."""
     start = datetime.combine(day, time(0), tzinfo=tz)

@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from headend.commune_diary import LANGUAGE_VI, OUTCOME_VI
 from headend.criterion import (
     REQUIRED_LOCAL_NEWS,
     REQUIRED_PROVINCE_DAYS,
@@ -39,20 +40,18 @@ from headend.diary import (
     commune_timezone,
     day_bounds_ms,
     diary_for_day,
+    first_commune_id,
     node_rows,
 )
 from headend.plan import expand
 from headend.schedule import Schedule, ScheduleError, load_schedule
+from headend.web_diary import diary_router
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 MACHINE_PREFIXES = ("/api/", "/media/")
 
-LANGUAGE_VI = {"vi": "Tiếng Việt", "tay": "Tiếng Tày", "nung": "Tiếng Nùng", "dao": "Tiếng Dao",
-               "hmong": "Tiếng Mông"}
-OUTCOME_VI = {"aired": "Đã phát", "partial": "Phát dở", "failed": "Không phát được",
-              "missed": "Bỏ lỡ"}
 # Reasons the firmware writes into as-run records; others are shown as the node sent them.
 REASON_VI = {
     "stopped": "bị dừng giữa chừng",
@@ -260,10 +259,12 @@ def make_app(engine: Engine, media_dir: Path,
         nodes = node_rows(engine)
         diary = diary_for_day(engine, d, tz)
         name = commune_name(engine)
+        commune_id = first_commune_id(engine)
         criterion = criterion_weeks(engine, schedule_file, d, tz, now_day)
         return TEMPLATES.TemplateResponse(request, "index.html", {
             "criterion": criterion,
             "commune": name or "", "commune_title": _commune_title(name),
+            "commune_id": commune_id,
             "day": d, "today": now_day, "tz": tz,
             "tz_label": "giờ Việt Nam" if tz.key == "Asia/Ho_Chi_Minh" else f"múi giờ {tz.key}",
             "prev_day": _shift(d, -1), "next_day": _shift(d, 1),
@@ -298,6 +299,8 @@ def make_app(engine: Engine, media_dir: Path,
         if path.parent != media_root or not path.is_file():
             raise HTTPException(404, "no such media")
         return FileResponse(path)
+
+    app.include_router(diary_router(engine, clock, TEMPLATES))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
