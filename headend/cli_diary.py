@@ -48,6 +48,9 @@ def add_diary_parsers(diary: argparse.ArgumentParser,
                                            "loudspeakers, verdicts of criterion 8.3")
     report.add_argument("--commune", required=True, metavar="ID")
     report.add_argument("--month", required=True, type=_month, metavar="YYYY-MM")
+    report.add_argument("--format", dest="fmt", choices=("pdf", "xlsx", "csv"), default=None,
+                        help="also write the report to --output in this format")
+    report.add_argument("--output", type=path, default=None, metavar="PATH")  # type: ignore[arg-type]
     correct = sub.add_parser("correct", help="correct an entry: a new entry that names it "
                                              "(the old one stays)")
     correct.add_argument("entry", type=int, metavar="ENTRY_ID")
@@ -75,7 +78,7 @@ def run_diary(home: Home, args: argparse.Namespace) -> int:
         if args.diary == "export":
             return _export(engine, args)
         if args.diary == "report":
-            return _report(engine, args.commune, *args.month)
+            return _report(engine, args)
         if args.diary == "correct":
             return _correct(engine, args)
     except DiaryQueryError as e:
@@ -146,22 +149,41 @@ def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> 
 def _export(engine: Engine, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from headend.export import export_diary
+    from headend.cli import CliError
+    from headend.export import ExportError, export_diary
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"exporting {args.fmt}", total=None)
-        summary = export_diary(engine, args.commune, args.first, args.last, args.fmt,
-                               Path(args.output), _now_ms(),
-                               progress=lambda done, total: bar.update(
-                                   task, completed=done, total=total))
-    print(f"Wrote {args.output}: {summary}")
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"exporting {args.fmt}", total=None)
+            summary = export_diary(engine, args.commune, args.first, args.last, args.fmt,
+                                   Path(args.output), _now_ms(),
+                                   progress=lambda done, total: bar.update(
+                                       task, completed=done, total=total))
+    except ExportError as e:
+        raise CliError(str(e)) from None
+    t = summary.totals
+    print(f"Wrote {summary.path} ({summary.fmt}): {summary.commune}, {summary.first} to "
+          f"{summary.last}: {t.items} items, {t.aired} aired, {t.not_aired} not aired, "
+          f"{t.total_airtime_s / 3600:.1f} h on air")
     return 0
 
 
-def _report(engine: Engine, commune: str, year: int, month: int) -> int:
-    from headend.monthly import monthly_report, render_text
+def _report(engine: Engine, args: argparse.Namespace) -> int:
+    from headend.cli import CliError
+    from headend.export import ExportError
+    from headend.monthly import export_monthly, monthly_report, render_text
 
-    print(render_text(monthly_report(engine, commune, year, month, _now_ms())))
+    if (args.fmt is None) != (args.output is None):
+        raise CliError("--format and --output go together")
+    year, month = args.month
+    report = monthly_report(engine, args.commune, year, month, _now_ms())
+    print(render_text(report))
+    if args.fmt:
+        try:
+            export_monthly(report, args.fmt, Path(args.output))
+        except ExportError as e:
+            raise CliError(str(e)) from None
+        print(f"Wrote {args.output}")
     return 0
 
 
