@@ -19,6 +19,7 @@ from hal.sim import SimClock
 from headend.broker import Broker, find_free_port
 from headend.commune import CommuneSpec, VillageSpec
 from headend.db import open_db
+from headend.health import HealthPolicy
 from headend.home import Home
 from headend.media import write_test_tone
 from headend.models import AsRunRecord, Command, Node
@@ -105,7 +106,12 @@ class Stack:
         return self
 
     def _new_headend(self) -> Headend:
-        return Headend(self.engine, self.broker.port, self.password, clock=self.clock.time_ms)
+        headend = Headend(self.engine, self.broker.port, self.password, clock=self.clock.time_ms)
+        if self.clock.rate != 1:
+            # Delivery takes real milliseconds, which a fast clock turns into simulated
+            # seconds: allow for half a real second of it before calling a clock wrong.
+            headend.health = HealthPolicy(clock_offset_ms=2000 + int(500 * self.clock.rate))
+        return headend
 
     def start_planning(self, schedule: Path, source_urls: dict[str, tuple[str, str | None]],
                        fallback: bytes | None = None, watch: bool = False) -> PlanPublisher:
