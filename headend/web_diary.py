@@ -114,6 +114,33 @@ def diary_router(engine: Engine, clock: Callable[[], int],
         return FileResponse(out, media_type=EXPORT_TYPES[fmt], filename=name,
                             background=BackgroundTask(_remove, out))
 
+    @r.get("/diary/{commune_id}/report")
+    def report(commune_id: str, month: str | None = None, fmt: str = "pdf") -> Response:
+        from headend.export import ExportError
+        from headend.monthly import export_monthly, monthly_report
+
+        try:
+            year, mon = (int(x) for x in (month or today().strftime("%Y-%m")).split("-"))
+            date(year, mon, 1)
+        except ValueError:
+            raise HTTPException(400, f"Tháng không hợp lệ: {month!r} (cần dạng NĂM-THÁNG)") \
+                from None
+        if fmt not in EXPORT_TYPES:
+            raise HTTPException(400, f"Định dạng không hỗ trợ: {fmt!r} (pdf, xlsx, csv)")
+        try:
+            result = monthly_report(engine, commune_id, year, mon, clock())
+        except DiaryQueryError as e:
+            raise HTTPException(404, f"Không có xã này ({e})") from None
+        out = Path(tempfile.mkdtemp(prefix="loaxa-report-")) / f"bao-cao.{fmt}"
+        try:
+            export_monthly(result, fmt, out)
+        except ExportError as e:
+            out.parent.rmdir()
+            raise HTTPException(400, f"Không xuất được báo cáo: {e}") from None
+        name = f"bao-cao-{commune_id}-{year}-{mon:02d}.{fmt}"
+        return FileResponse(out, media_type=EXPORT_TYPES[fmt], filename=name,
+                            background=BackgroundTask(_remove, out))
+
     @r.get("/health")
     def health(request: Request) -> Response:
         tz = commune_timezone(engine)

@@ -72,6 +72,12 @@ def test_downloads_are_the_diary_in_each_format(client: TestClient) -> None:
     assert csv.status_code == 200 and "Bản 2" in csv.content.decode("utf-8-sig")
     bad = client.get("/diary/thu/export", params={"fmt": "doc"})
     assert bad.status_code == 400 and "Định dạng không hỗ trợ" in bad.text
+    report = client.get("/diary/thu/report", params={"month": "2026-11"})
+    assert report.status_code == 200 and report.content.startswith(b"%PDF")
+    assert "bao-cao-thu-2026-11.pdf" in report.headers["content-disposition"]
+    bad = client.get("/diary/thu/report", params={"month": "2026-13"})
+    assert bad.status_code == 400 and "Tháng không hợp lệ" in bad.text
+    assert client.get("/diary/nowhere/report").status_code == 404
 
 
 def test_the_health_page_groups_nodes_and_lists_open_alarms(client: TestClient) -> None:
