@@ -48,18 +48,21 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     nodes.add_argument("--alarm", action="store_true", help="only nodes with an open alarm")
     node = sub.add_parser("node", help="remote operations on one node")
     ops = node.add_subparsers(dest="node_op", required=True, metavar="OPERATION")
-    tone = ops.add_parser("test-tone", help="play a test tone on the node's loudspeakers")
-    tone.add_argument("--seconds", type=_ranged(1, 60), default=5)
-    tone.add_argument("--hz", type=_ranged(200, 4000), default=1000)
-    vol = ops.add_parser("volume", help="set the node's volume (0-100)")
-    vol.add_argument("level", type=_level)
-    amp = ops.add_parser("amp", help="switch the amplifier on or off by hand")
-    amp.add_argument("state", choices=("on", "off"))
-    ops.add_parser("reboot", help="restart the node")
-    ops.add_parser("report", help="ask the node for a full report now")
-    for p in ops.choices.values():
+
+    def op(name: str, help: str) -> argparse.ArgumentParser:
+        p = ops.add_parser(name, help=help)
         p.add_argument("node", metavar="ID", help="node id")
         p.add_argument("--operator", default=None, help="who, for the log (default: you)")
+        return p
+
+    tone = op("test-tone", "play a test tone on the node's loudspeakers")
+    tone.add_argument("--seconds", type=_ranged(1, 60), default=5)
+    tone.add_argument("--hz", type=_ranged(200, 4000), default=1000)
+    op("volume", "set the node's volume (0-100)").add_argument("level", type=_level)
+    op("amp", "switch the amplifier on or off by hand").add_argument("state",
+                                                                     choices=("on", "off"))
+    op("reboot", "restart the node")
+    op("report", "ask the node for a full report now")
 
 
 def _fmt(ms: int | None, tz: ZoneInfo) -> str:
