@@ -86,3 +86,33 @@ def test_bad_node_requests_send_nothing(stack: Stack,
     stack.home.running_path.unlink()
     code, out = node_cli(stack, capsys, "report", "n0002")
     assert code == 2 and "loaxa serve" in out
+
+
+def test_faults_on_a_node_raise_one_alarm_each_and_clear_once(
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    from headend.alarms import AMP_FAULT, WEAK_SIGNAL, list_alarms
+
+    running(stack)
+
+    def history(kind: str) -> list[bool]:
+        stack.run(stack.headend.flush())
+        return [a.cleared_ms is None for a in list_alarms(stack.engine) if a.kind == kind]
+
+    node = "n0001"
+    stack.fleet.set_fault(node, signal_dbm=-111)
+    for _ in range(2):  # a full report sends telemetry now
+        assert node_cli(stack, capsys, "report", node)[0] == 0
+        wait_until(lambda: history(WEAK_SIGNAL) == [True], 10, "weak signal raised once")
+    stack.fleet.set_fault(node, signal_dbm=-75)
+    assert node_cli(stack, capsys, "report", node)[0] == 0
+    wait_until(lambda: history(WEAK_SIGNAL) == [False], 10, "weak signal cleared once")
+
+    stack.fleet.set_fault(node, amp_fault=True)
+    code, out = node_cli(stack, capsys, "amp", node, "on")
+    assert code == 0 and "'amp_fault': True" in out
+    wait_until(lambda: history(AMP_FAULT) == [True], 10, "amplifier fault raised")
+    assert node_cli(stack, capsys, "amp", node, "off")[0] == 0
+    stack.fleet.set_fault(node, amp_fault=False)
+    code, out = node_cli(stack, capsys, "test-tone", node, "--seconds", "1")
+    assert code == 0
+    wait_until(lambda: history(AMP_FAULT) == [False], 10, "amplifier fault cleared once")
