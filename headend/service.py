@@ -123,6 +123,7 @@ class Headend:
         # done with (committed, or dropped as unstorable) by the writer.
         self.received = 0
         self.stored = 0
+        self._acking: asyncio.Task[None] | None = None  # as-run acks of the last batch stored
         self._window = asyncio.Semaphore(PUBLISH_WINDOW)
         self.health = DEFAULT_POLICY  # alarm thresholds (a fast simulated clock widens them)
         # Recent rejections reported by nodes, newest last (also logged; counted in telemetry).
@@ -148,6 +149,8 @@ class Headend:
                 delay = min(delay * 2, 5.0)
         finally:
             writer.cancel()
+            if self._acking is not None:
+                self._acking.cancel()
 
     async def _session(self) -> None:
         headend = self
@@ -254,16 +257,22 @@ class Headend:
             finally:
                 self._storing = 0
             self.stored += len(batch)
-            # Acknowledged only now that the records are committed.
-            # A lost ack only means the node sends the record again; the writer carries on.
-            results = await asyncio.gather(*(
-                self._publish(node_id, protocol.ASRUN_ACK,
-                              protocol.encode(protocol.asrun_ack(rids)))
-                for node_id, rids in acks.items()), return_exceptions=True)
-            failed = [r for r in results if isinstance(r, Exception)]
-            if failed:
-                log.warning("%d as-run acks not sent (%s); nodes will resend", len(failed),
-                            failed[0])
+            # Acknowledged only now that the records are committed. The acks of one batch go
+            # out while the next batch is gathered and stored (under sustained load, waiting
+            # for them held up storing; `loaxa bench ingest`); at most one batch's acks at once.
+            if self._acking is not None:
+                await self._acking
+            self._acking = asyncio.create_task(self._send_acks(acks))
+
+    async def _send_acks(self, acks: dict[str, list[int]]) -> None:
+        # A lost ack only means the node sends the record again; the writer carries on.
+        results = await asyncio.gather(*(
+            self._publish(node_id, protocol.ASRUN_ACK, protocol.encode(protocol.asrun_ack(rids)))
+            for node_id, rids in acks.items()), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            log.warning("%d as-run acks not sent (%s); nodes will resend", len(failed),
+                        failed[0])
 
     def _store(self, batch: Sequence[Report]) -> dict[str, list[int]]:
         try:
@@ -285,6 +294,8 @@ class Headend:
         """Wait until everything received so far is stored (tests, shutdown)."""
         while not self._inbox.empty() or self._storing:
             await asyncio.sleep(0.02)
+        if self._acking is not None:
+            await self._acking
 
     # --- sending commands -------------------------------------------------------------------
 
