@@ -6,9 +6,10 @@ an alarm that is already open does nothing; clearing one that is not open does n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from headend.models import Alarm
@@ -73,6 +74,31 @@ def clear_on(conn: Connection, kind: str, subject: str, now_ms: int) -> bool:
         Alarm.kind == kind, Alarm.subject == subject, Alarm.cleared_ms.is_(None))
         .values(cleared_ms=now_ms))
     return bool(done.rowcount)
+
+
+Decision = tuple[bool, str, str | None]  # (raise it, detail, commune) for one subject
+
+
+def settle(conn: Connection, kind: str, decisions: Mapping[str, Decision], now_ms: int) -> None:
+    """Raise or clear the alarm of `kind` for many subjects at once, in the caller's
+    transaction: one query for what is open, one insert, one update. Storing a burst of node
+    reports must not cost a query per report (measured in `loaxa bench ingest`)."""
+    if not decisions:
+        return
+    open_ = set(conn.scalars(select(Alarm.subject).where(
+        Alarm.kind == kind, Alarm.cleared_ms.is_(None), Alarm.subject.in_(list(decisions)))))
+    raised = [{"kind": kind, "subject": s[:200], "commune_id": commune, "detail": detail[:2000],
+               "raised_ms": now_ms}
+              for s, (up, detail, commune) in decisions.items() if up and s not in open_]
+    cleared = [{"k": kind, "s": s, "now": now_ms}
+               for s, (up, _, _) in decisions.items() if not up and s in open_]
+    if raised:
+        conn.execute(insert(Alarm), raised)
+    if cleared:
+        conn.execute(update(Alarm).where(Alarm.kind == bindparam("k"),
+                                         Alarm.subject == bindparam("s"),
+                                         Alarm.cleared_ms.is_(None))
+                     .values(cleared_ms=bindparam("now")), cleared)
 
 
 def raise_alarm(engine: Engine, kind: str, subject: str, detail: str, now_ms: int,

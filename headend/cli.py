@@ -62,7 +62,7 @@ def _dir(raw: str) -> Path:
     return Path(raw)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loaxa", description="LoaXa: commune radio headend, simulator and tools."
     )
@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="play: until all acked; emergency: until all nodes are playing")
     add_schedule_parsers(sub, bench_sub)
     add_operation_parsers(sub, bench_sub)
+    if argv is None or "bench" in argv:
+        # These modules take half a second to import: only for a `bench` command line.
+        from headend.bench_diary import add_parser as add_bench_diary
+        from headend.bench_ingest import add_parser as add_bench_ingest
+
+        add_bench_ingest(bench_sub)
+        add_bench_diary(bench_sub)
     return p
 
 
@@ -324,6 +331,14 @@ def run(args: argparse.Namespace) -> int:
         from headend.bench_start import run_start
 
         run_start(args.nodes, args.rate)
+    elif args.command == "bench" and args.bench == "ingest":
+        from headend.bench_ingest import run_ingest
+
+        return run_ingest(args)
+    elif args.command == "bench" and args.bench == "diary":
+        from headend.bench_diary import run_diary as run_bench_diary
+
+        return run_bench_diary(args)
     elif args.command == "bench":
         from headend.bench import run_fanout
 
@@ -388,7 +403,7 @@ def cmd_alarms(home: Home, show_all: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from alembic.util.exc import CommandError

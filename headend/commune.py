@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmware import protocol
 
-
 TERRAINS = ("mountainous", "lowland")
 
 

@@ -29,8 +29,8 @@ from headend.alarms import (
     NODE_OFFLINE,
     VILLAGE_SILENT,
     WEAK_SIGNAL,
-    clear_on,
-    raise_on,
+    Decision,
+    settle,
 )
 from headend.models import Alarm, Node, Village
 
@@ -56,44 +56,47 @@ def _int(value: Any) -> int | None:
 def telemetry_alarms(conn: Connection, latest: dict[str, dict[str, Any]],
                      communes: dict[str, str], now: int, policy: HealthPolicy) -> None:
     """Alarms from each node's newest telemetry of a batch. `_rx` is when it arrived."""
+    amp: dict[str, Decision] = {}
+    signal: dict[str, Decision] = {}
+    clock: dict[str, Decision] = {}
     for node_id, tel in latest.items():
         commune = communes.get(node_id)
         fault = tel.get("amp_fault")
-        if fault is True:
-            raise_on(conn, AMP_FAULT, node_id, f"amplifier draws {tel.get('amp_ma')} mA while "
-                     "on", now, commune)
-        elif fault is False:
-            clear_on(conn, AMP_FAULT, node_id, now)
+        if isinstance(fault, bool):
+            amp[node_id] = (fault, f"amplifier draws {tel.get('amp_ma')} mA while on", commune)
         dbm = _int(tel.get("signal_dbm"))
         if dbm is not None and dbm < policy.weak_signal_dbm:
-            raise_on(conn, WEAK_SIGNAL, node_id, f"{dbm} dBm ({tel.get('link', '?')})", now,
-                     commune)
+            signal[node_id] = (True, f"{dbm} dBm ({tel.get('link', '?')})", commune)
         elif dbm is not None and dbm > policy.signal_clear_dbm:
-            clear_on(conn, WEAK_SIGNAL, node_id, now)
+            signal[node_id] = (False, "", commune)
         at, rx = _int(tel.get("at")), _int(tel.get("_rx"))
         if at is not None and rx is not None:
             offset = at - rx
             if abs(offset) > policy.clock_offset_ms:
-                raise_on(conn, CLOCK_OFFSET, node_id, f"node clock {offset:+d} ms off", now,
-                         commune)
+                clock[node_id] = (True, f"node clock {offset:+d} ms off", commune)
             elif abs(offset) < policy.clock_offset_ms // 2:
-                clear_on(conn, CLOCK_OFFSET, node_id, now)
+                clock[node_id] = (False, "", commune)
+    settle(conn, AMP_FAULT, amp, now)
+    settle(conn, WEAK_SIGNAL, signal, now)
+    settle(conn, CLOCK_OFFSET, clock, now)
 
 
 def broadcast_alarms(conn: Connection, rows: Sequence[dict[str, Any]], now: int) -> None:
-    """A missed or failed broadcast raises the node's alarm; the next item it airs clears it
-    (once each, whatever the order the records arrive in)."""
+    """A missed or failed broadcast raises the node's alarm; the next item it airs clears it.
+    Per node the newest record of the batch decides (whatever order they arrived in)."""
+    decisions: dict[str, Decision] = {}
     for row in sorted(rows, key=lambda r: (r["start_ms"] or r["planned_start_ms"] or 0,
                                            r["rid"] or 0)):
         if row["trigger"] == "correction" or row["source"] == "fallback":
             continue  # a relay on its fallback announcement has its own alarm (relay_failed)
         what = row["item_id"] or row["command_id"] or row["title"]
         if row["outcome"] in (protocol.MISSED, protocol.OUTCOME_FAILED):
-            raise_on(conn, BROADCAST_MISSED, row["node_id"],
-                     f"{what}: {row['outcome']} ({row['reason'] or 'no reason given'})", now,
-                     row["commune_id"])
+            decisions[row["node_id"]] = (
+                True, f"{what}: {row['outcome']} ({row['reason'] or 'no reason given'})",
+                row["commune_id"])
         elif row["outcome"] == protocol.AIRED:
-            clear_on(conn, BROADCAST_MISSED, row["node_id"], now)
+            decisions[row["node_id"]] = (False, "", row["commune_id"])
+    settle(conn, BROADCAST_MISSED, decisions, now)
 
 
 def check_nodes(engine: Engine, now: int, policy: HealthPolicy = DEFAULT_POLICY) -> None:
@@ -103,27 +106,28 @@ def check_nodes(engine: Engine, now: int, policy: HealthPolicy = DEFAULT_POLICY)
                                     Village.commune_id)
                              .join(Village, Village.id == Node.village_id)).all()
         stale = now - policy.offline_after_ms
+        offline: dict[str, Decision] = {}
         for node_id, online, seen, _, commune in nodes:
             if seen is None:
                 continue  # never connected: provisioned, not installed yet
             if seen < stale:  # a will or not, silence is what counts (half-open links too)
-                mins = (now - seen) // 60_000
-                raise_on(conn, NODE_OFFLINE, node_id, f"not heard from for {mins} min"
-                         f"{' (last-will received)' if not online else ''}", now, commune)
+                offline[node_id] = (True, f"not heard from for {(now - seen) // 60_000} min"
+                                    f"{' (last-will received)' if not online else ''}", commune)
             elif online:
-                clear_on(conn, NODE_OFFLINE, node_id, now)
+                offline[node_id] = (False, "", commune)
+        settle(conn, NODE_OFFLINE, offline, now)
         failing = set(conn.scalars(select(Alarm.subject).where(
             Alarm.kind.in_((NODE_OFFLINE, AMP_FAULT)), Alarm.cleared_ms.is_(None))))
         villages: dict[tuple[str, str], list[str]] = defaultdict(list)
         for node_id, _, seen, village, commune in nodes:
             if seen is not None:
                 villages[(village, commune)].append(node_id)
+        silent: dict[str, Decision] = {}
         for (village, commune), members in villages.items():
-            if all(n in failing for n in members):
-                raise_on(conn, VILLAGE_SILENT, village, f"all {len(members)} loudspeaker "
-                         f"cluster(s) failed: {', '.join(members)}", now, commune)
-            else:
-                clear_on(conn, VILLAGE_SILENT, village, now)
+            down = all(n in failing for n in members)
+            silent[village] = (down, f"all {len(members)} loudspeaker cluster(s) failed: "
+                               f"{', '.join(members)}" if down else "", commune)
+        settle(conn, VILLAGE_SILENT, silent, now)
 
 
 async def watch(engine: Engine, clock: Callable[[], int],

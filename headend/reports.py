@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from firmware import protocol
 from headend import chain
-from headend.alarms import RELAY_FAILED, clear_on, raise_on
+from headend.alarms import RELAY_FAILED, Decision, settle
 from headend.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 from headend.models import AsRunRecord, Command, Node, NodePlan
 
@@ -230,12 +230,13 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
 
 def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:
     """A relay a node could not air from either stream raises the node's relay alarm; the
-    next relay it airs from a stream clears it (once each, whatever the order of records)."""
+    next relay it airs from a stream clears it. Per node the newest relay record decides."""
+    decisions: dict[str, Decision] = {}
     for row in sorted((r for r in rows if r["kind"] in RELAY_KINDS),
                       key=lambda r: (r["start_ms"] or 0, r["rid"])):
         if row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED:
-            raise_on(conn, RELAY_FAILED, row["node_id"],
-                     f"{row['item_id']}: {row['reason'] or 'no stream'}", now,
-                     row["commune_id"])
+            decisions[row["node_id"]] = (
+                True, f"{row['item_id']}: {row['reason'] or 'no stream'}", row["commune_id"])
         elif row["source"] in ("primary", "backup"):
-            clear_on(conn, RELAY_FAILED, row["node_id"], now)
+            decisions[row["node_id"]] = (False, "", row["commune_id"])
+    settle(conn, RELAY_FAILED, decisions, now)
