@@ -359,6 +359,13 @@ class Node:
         await _cancel(t)
         return stopped
 
+    def _cut_short(self, start):
+        """(end, outcome, reason) of a playback stopped by a command, emergency or reboot."""
+        why = self._play_stop or "stopped"
+        if start is not None:
+            return self.clock.time_ms(), protocol.PARTIAL, why
+        return None, protocol.OUTCOME_FAILED, why + " before start"
+
     async def _play(self, cmd, trigger="command"):
         args = cmd["args"]
         board = self.board
@@ -419,12 +426,7 @@ class Node:
                 outcome = protocol.PARTIAL
                 reason = reason or "stream ended early"
         except asyncio.CancelledError:
-            why = self._play_stop or "stopped"
-            if start is not None:
-                end = self.clock.time_ms()
-                outcome, reason = protocol.PARTIAL, why
-            else:
-                outcome, reason = protocol.OUTCOME_FAILED, why + " before start"
+            end, outcome, reason = self._cut_short(start)
         finally:
             if resp:
                 resp.close()
@@ -478,12 +480,7 @@ class Node:
             await board.audio.drain()
             end = self.clock.time_ms()
         except asyncio.CancelledError:
-            why = self._play_stop or "stopped"
-            if start is not None:
-                end = self.clock.time_ms()
-                outcome, reason = protocol.PARTIAL, why
-            else:
-                outcome, reason = protocol.OUTCOME_FAILED, why + " before start"
+            end, outcome, reason = self._cut_short(start)
         except OSError as e:
             end = self.clock.time_ms() if start is not None else None
             outcome = protocol.PARTIAL if start is not None else protocol.OUTCOME_FAILED

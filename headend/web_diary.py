@@ -102,17 +102,9 @@ def diary_router(engine: Engine, clock: Callable[[], int],
         from headend.export import ExportError, export_diary
 
         lo, hi = span(first, last)
-        if fmt not in EXPORT_TYPES:
-            raise HTTPException(400, f"Định dạng không hỗ trợ: {fmt!r} (pdf, xlsx, csv)")
-        out = Path(tempfile.mkdtemp(prefix="loaxa-export-")) / f"so-nhat-ky.{fmt}"
-        try:
-            export_diary(engine, commune_id, lo, hi, fmt, out, clock())
-        except ExportError as e:
-            out.parent.rmdir()
-            raise HTTPException(400, f"Không xuất được sổ nhật ký: {e}") from None
-        name = f"so-nhat-ky-{commune_id}-{lo}-{hi}.{fmt}"
-        return FileResponse(out, media_type=EXPORT_TYPES[fmt], filename=name,
-                            background=BackgroundTask(_remove, out))
+        return _download(fmt, f"so-nhat-ky-{commune_id}-{lo}-{hi}", "sổ nhật ký",
+                         lambda out: export_diary(engine, commune_id, lo, hi, fmt, out,
+                                                  clock()), ExportError)
 
     @r.get("/diary/{commune_id}/report")
     def report(commune_id: str, month: str | None = None, fmt: str = "pdf") -> Response:
@@ -125,21 +117,12 @@ def diary_router(engine: Engine, clock: Callable[[], int],
         except ValueError:
             raise HTTPException(400, f"Tháng không hợp lệ: {month!r} (cần dạng NĂM-THÁNG)") \
                 from None
-        if fmt not in EXPORT_TYPES:
-            raise HTTPException(400, f"Định dạng không hỗ trợ: {fmt!r} (pdf, xlsx, csv)")
         try:
             result = monthly_report(engine, commune_id, year, mon, clock())
         except DiaryQueryError as e:
             raise HTTPException(404, f"Không có xã này ({e})") from None
-        out = Path(tempfile.mkdtemp(prefix="loaxa-report-")) / f"bao-cao.{fmt}"
-        try:
-            export_monthly(result, fmt, out)
-        except ExportError as e:
-            out.parent.rmdir()
-            raise HTTPException(400, f"Không xuất được báo cáo: {e}") from None
-        name = f"bao-cao-{commune_id}-{year}-{mon:02d}.{fmt}"
-        return FileResponse(out, media_type=EXPORT_TYPES[fmt], filename=name,
-                            background=BackgroundTask(_remove, out))
+        return _download(fmt, f"bao-cao-{commune_id}-{year}-{mon:02d}", "báo cáo",
+                         lambda out: export_monthly(result, fmt, out), ExportError)
 
     @r.get("/health")
     def health(request: Request) -> Response:
@@ -171,6 +154,21 @@ def diary_router(engine: Engine, clock: Callable[[], int],
                                  media_type=CONTENT_TYPE_LATEST)
 
     return r
+
+
+def _download(fmt: str, name: str, what: str, write: Callable[[Path], object],
+              error: type[Exception]) -> Response:
+    """A file written by `write` into a temporary directory, sent, then removed."""
+    if fmt not in EXPORT_TYPES:
+        raise HTTPException(400, f"Định dạng không hỗ trợ: {fmt!r} (pdf, xlsx, csv)")
+    out = Path(tempfile.mkdtemp(prefix="loaxa-export-")) / f"{name}.{fmt}"
+    try:
+        write(out)
+    except error as e:
+        _remove(out)
+        raise HTTPException(400, f"Không xuất được {what}: {e}") from None
+    return FileResponse(out, media_type=EXPORT_TYPES[fmt], filename=out.name,
+                        background=BackgroundTask(_remove, out))
 
 
 def _remove(path: Path) -> None:

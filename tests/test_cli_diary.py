@@ -7,30 +7,20 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from plan_scenarios import write_wav
 from sqlalchemy import Engine, select
 from test_cli import run_main
-from test_commune_diary import DAY, SLOTS, rec
-from test_plan import load, ms
+from test_commune_diary import DAY, commune_home, rec
+from test_plan import ms
 
 from headend.db import open_db
 from headend.home import Home
 from headend.models import AsRunRecord
-from headend.plan import expand
-from headend.programme import record_programme
-from headend.registry import provision_commune
 from headend.reports import store_reports
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
-    write_wav(tmp_path / "tin.wav", 2, 1)
-    schedule = load(tmp_path, SLOTS)
-    home = Home.create(tmp_path / "home")
-    engine = open_db(home.db_url)
-    provision_commune(engine, home, schedule.commune)
-    lo, hi = ms(DAY), ms(DAY, 24 * 60)
-    record_programme(engine, schedule, expand(schedule, lo, hi), lo, hi, now_ms=lo)
+    home, engine, _ = commune_home(tmp_path)
     six = ms(DAY, 6 * 60)
     store_reports(engine, [rec("n0-a", 1, f"vov@{DAY}", "vov_relay", six),
                            rec("n1-a", 1, f"vov@{DAY}", "vov_relay", six, "missed",

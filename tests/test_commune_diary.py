@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plan_scenarios import write_wav
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
-from plan_scenarios import write_wav
 from test_plan import load, ms, slot
 
 from headend import chain
@@ -41,8 +41,8 @@ SLOTS = (slot("vov", "vov_relay", "06:00", "06:30")
                 target='"group:g"'))
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> tuple[Engine, Schedule]:
+def commune_home(tmp_path: Path) -> tuple[Home, Engine, Schedule]:
+    """A state directory with the commune provisioned and Monday's programme recorded."""
     write_wav(tmp_path / "tin.wav", 2, 1)
     schedule = load(tmp_path, SLOTS)
     home = Home.create(tmp_path / "home")
@@ -50,6 +50,12 @@ def setup(tmp_path: Path) -> tuple[Engine, Schedule]:
     provision_commune(engine, home, schedule.commune)
     lo, hi = ms(DAY), ms(DAY, 24 * 60)
     record_programme(engine, schedule, expand(schedule, lo, hi), lo, hi, now_ms=lo)
+    return home, engine, schedule
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Engine, Schedule]:
+    _, engine, schedule = commune_home(tmp_path)
     return engine, schedule
 
 
