@@ -202,7 +202,7 @@ def test_test_tone_pre_empts_a_play():
         # the next item): on a loaded machine it can come after the tone's done.
         await fwtest.until(lambda: len(fwsim.records(node)) >= 2, 5000, 5)
         r = {x["cmd"]: x for x in fwsim.records(node)}
-        assert r[play]["outcome"] == "partial" and r[play]["reason"] == "pre-empted by command", r[play]
+        assert (r[play]["outcome"], r[play]["reason"]) == ("partial", "pre-empted by command")
         assert r[tone]["outcome"] == "aired"
         amp = [e["event"] for e in fwsim.events(node) if e["event"].startswith("amp")]
         assert amp == ["amp_on", "amp_off"], amp  # handed over: no gap between them
