@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -442,7 +442,7 @@ def _write_xlsx(doc: Document, f: IO[bytes], progress: Progress | None) -> None:
 
 def _write_pdf(doc: Document, f: IO[bytes], fonts: dict[str, Path],
                progress: Progress | None) -> None:
-    from fpdf import FPDF, FontFace
+    from fpdf import FPDF
 
     tick = _counter(doc, progress)
     margin = 10.0
@@ -495,23 +495,7 @@ def _write_pdf(doc: Document, f: IO[bytes], fonts: dict[str, Path],
             pdf.set_font("DejaVu", "B", 9)
             pdf.cell(0, 6, _nfc(table.title), new_x="LMARGIN", new_y="NEXT")
         size = 6.5 if len(table.columns) > 8 else 8.5
-        pdf.set_font("DejaVu", "", size)
-        with pdf.table(width=min(width, sum(table.widths)), col_widths=tuple(table.widths),
-                       align="LEFT", text_align="LEFT", v_align="TOP", line_height=size * 0.45,
-                       headings_style=FontFace(emphasis="BOLD", fill_color=(230, 230, 230)),
-                       repeat_headings=1, padding=0.8) as t:
-            head = t.row()
-            for name in table.columns:
-                head.cell(_nfc(name), align="CENTER")
-            for cells in table.rows:
-                row = t.row()
-                for value in cells:
-                    row.cell(_nfc(value))
-                tick()
-            if table.total_row:
-                row = t.row()
-                for value in table.total_row:
-                    row.cell(_nfc(value), style=FontFace(emphasis="BOLD"))
+        _pdf_table(pdf, table, size, min(width, sum(table.widths)), tick)
         pdf.ln(3)
     pdf.set_font("DejaVu", "", 9)
     for text in doc.summary:
@@ -533,3 +517,92 @@ def _write_pdf(doc: Document, f: IO[bytes], fonts: dict[str, Path],
         pdf.set_font("DejaVu", "", 9)
         pdf.cell(half, 5, "(ký, ghi rõ họ tên)", align="C")
     f.write(bytes(pdf.output()))
+
+
+class _Widths:
+    """Glyph widths of the current font, measured once per character: fpdf2's own table
+    measures every cell character by character and took 4-6 s for a month (bench diary)."""
+
+    def __init__(self, pdf: Any) -> None:
+        self.pdf = pdf
+        self.cache: dict[tuple[str, float, str], float] = {}
+
+    def of(self, text: str) -> float:
+        key = (self.pdf.font_style, self.pdf.font_size_pt)
+        total = 0.0
+        for ch in text:
+            w = self.cache.get((*key, ch))
+            if w is None:
+                w = self.cache[(*key, ch)] = self.pdf.get_string_width(ch)
+            total += w
+        return total
+
+    def wrap(self, text: str, width: float) -> list[str]:
+        """Lines of at most `width` mm, broken between words (inside a word only when one
+        word is wider than the cell)."""
+        lines: list[str] = []
+        for para in text.split("\n"):
+            line, used = "", 0.0
+            space = self.of(" ")
+            for word in para.split(" "):
+                w = self.of(word)
+                if line and used + space + w <= width:
+                    line, used = f"{line} {word}", used + space + w
+                    continue
+                if line:
+                    lines.append(line)
+                line, used = "", 0.0
+                while w > width and len(word) > 1:  # a very long word: cut it
+                    cut = len(word)
+                    while cut > 1 and self.of(word[:cut]) > width:
+                        cut -= 1
+                    lines.append(word[:cut])
+                    word = word[cut:]
+                    w = self.of(word)
+                line, used = word, w
+            lines.append(line)
+        return lines or [""]
+
+
+def _pdf_table(pdf: Any, table: Table, size: float, width: float,
+               tick: Callable[[], None]) -> None:
+    """A ruled table with its heading repeated on every page, rows never split over pages."""
+    pad, line_h = 0.8, size * 0.45
+    scale = width / sum(table.widths)
+    cols = [w * scale for w in table.widths]
+    x0 = pdf.l_margin
+    bottom = pdf.h - 12
+    widths = _Widths(pdf)
+
+    def row_lines(cells: Sequence[str], style: str) -> list[list[str]]:
+        pdf.set_font("DejaVu", style, size)
+        return [widths.wrap(_nfc(c), w - 2 * pad) for c, w in zip(cells, cols, strict=True)]
+
+    heading = row_lines(table.columns, "B")
+
+    def draw(lines: list[list[str]], style: str, fill: bool, centre: bool = False) -> None:
+        height = max(len(cell) for cell in lines) * line_h + 2 * pad
+        if pdf.get_y() + height > bottom:
+            pdf.add_page()
+            if not fill:  # a data row on a new page: the heading first
+                draw(heading, "B", True, True)
+        y, x = pdf.get_y(), x0
+        pdf.set_font("DejaVu", style, size)
+        for cell, w in zip(lines, cols, strict=True):
+            pdf.rect(x, y, w, height, style="DF" if fill else "D")
+            for k, text in enumerate(cell):
+                dx = (w - 2 * pad - widths.of(text)) / 2 if centre else 0.0
+                pdf.text(x + pad + dx, y + pad + line_h * (k + 0.78), text)
+            x += w
+        pdf.set_y(y + height)
+
+    pdf.set_draw_color(0)
+    pdf.set_fill_color(230, 230, 230)
+    pdf.set_line_width(0.15)
+    draw(heading, "B", True, True)
+    for cells in table.rows:
+        draw(row_lines(cells, ""), "", False)
+        tick()
+    if table.total_row:
+        draw(row_lines(table.total_row, "B"), "B", False)
+    pdf.set_x(x0)
