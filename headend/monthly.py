@@ -165,7 +165,7 @@ def monthly_report(engine: Engine, commune_id: str, year: int, month: int,
     ends = [_midnight_ms(monday + timedelta(days=7 * (w + 1)), info) for w in range(n_weeks)]
     weeks = [WeekResult(v, ends[i] <= now_ms)
              for i, v in enumerate(judge(_aired(wide), info.tz, monday, n_weeks))]
-    villages = _villages(info, lines)
+    villages = village_months(info, lines)
     complete = _midnight_ms(last + timedelta(days=1), info) <= now_ms
     report = MonthlyReport(info, year, month, complete, totals(lines), by_source,
                            dict(sorted(by_language.items(), key=lambda kv: -kv[1])), weeks,
@@ -186,7 +186,8 @@ def _aired(lines: Sequence[ProgrammeLine]) -> list[Aired]:
             if x.outcome in (AIRED, PARTIAL) and x.start_ms is not None and x.end_ms is not None]
 
 
-def _villages(info: CommuneInfo, lines: Sequence[ProgrammeLine]) -> list[VillageMonth]:
+def village_months(info: CommuneInfo, lines: Sequence[ProgrammeLine]) -> list[VillageMonth]:
+    """Per village: the items due for it in `lines` and how many it aired."""
     due = dict.fromkeys(info.villages.values(), 0)
     aired = dict.fromkeys(info.villages.values(), 0)
     for x in lines:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headend.commune_diary import LANGUAGE_VI, OUTCOME_VI
+from headend.commune_diary import LANGUAGE_VI, OUTCOME_VI, commune_info, commune_lines
 from headend.criterion import (
     REQUIRED_LOCAL_NEWS,
     REQUIRED_PROVINCE_DAYS,
@@ -43,6 +43,7 @@ from headend.diary import (
     first_commune_id,
     node_rows,
 )
+from headend.monthly import STANDARD_SHARE, village_months
 from headend.plan import expand
 from headend.schedule import Schedule, ScheduleError, load_schedule
 from headend.web_diary import diary_router
@@ -197,7 +198,7 @@ class ScheduleFile:
 
 
 def criterion_weeks(engine: Engine, schedule_file: ScheduleFile | None, day: date, tz: ZoneInfo,
-                    today: date) -> dict[str, Any] | None:
+                    today: date, now_ms: int | None = None) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
     later ones, what the schedule plans. None for a week at the end of the calendar."""
     monday = day - timedelta(days=day.weekday())
@@ -207,7 +208,8 @@ def criterion_weeks(engine: Engine, schedule_file: ScheduleFile | None, day: dat
     except OverflowError:
         return None
     (aired,) = judge(aired_between(engine, lo, hi), tz, monday, 1)
-    out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None}
+    out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None,
+                           "villages": _working_villages(engine, lo, hi, now_ms)}
     if schedule_file is not None and monday + timedelta(days=6) >= today:
         try:
             schedule = schedule_file.get()
@@ -217,6 +219,24 @@ def criterion_weeks(engine: Engine, schedule_file: ScheduleFile | None, day: dat
             (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
             out["planned"] = _criterion_rows(planned)
     return out
+
+
+def _working_villages(engine: Engine, lo: int, hi: int,
+                      now_ms: int | None) -> dict[str, Any] | None:
+    """The other half of 8.3: villages whose loudspeakers worked this week (aired at least
+    90 % of the items due for them so far), against 2/3 of the commune's villages."""
+    commune_id = first_commune_id(engine)
+    if commune_id is None or now_ms is None:
+        return None
+    info = commune_info(engine, commune_id)
+    months = village_months(info, commune_lines(engine, info, lo, hi, now_ms))
+    due = [v for v in months if v.due]
+    if not due:
+        return None
+    working = sum(v.working for v in months)
+    return {"working": working, "total": len(months),
+            "ok": working >= STANDARD_SHARE * len(months),
+            "silent": [v.name for v in due if not v.working]}
 
 
 def make_app(engine: Engine, media_dir: Path,
@@ -260,7 +280,7 @@ def make_app(engine: Engine, media_dir: Path,
         diary = diary_for_day(engine, d, tz)
         name = commune_name(engine)
         commune_id = first_commune_id(engine)
-        criterion = criterion_weeks(engine, schedule_file, d, tz, now_day)
+        criterion = criterion_weeks(engine, schedule_file, d, tz, now_day, clock())
         return TEMPLATES.TemplateResponse(request, "index.html", {
             "criterion": criterion,
             "commune": name or "", "commune_title": _commune_title(name),

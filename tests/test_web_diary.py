@@ -103,3 +103,12 @@ def test_metrics_for_prometheus(client: TestClient) -> None:
     assert 'loaxa_diary_entries{commune="thu"} 2.0' in text
     assert 'loaxa_node_signal_dbm{commune="thu",node="n1-a"} -109.0' in text
     assert 'loaxa_node_clock_offset_ms{commune="thu",node="n1-a"} 3000.0' in text
+
+
+def test_the_front_page_counts_villages_with_working_loudspeakers(client: TestClient) -> None:
+    html = client.get("/").text
+    found = re.search(r'<p id="villages"[^>]*>(.*?)</p>', html, re.S)
+    assert found is not None
+    # Thôn 0 aired its relay; Thôn 1 has not reported, Bản 2 missed: 1 of 3, under 2/3.
+    assert "<b>1/3</b>" in found.group(1) and "Chưa đạt" in found.group(1)
+    assert "Chưa phát đủ: Thôn 1, Bản 2" in found.group(1)
