@@ -65,7 +65,8 @@ def main(argv):
         tests = sorted(n for n in dir(mod) if n.startswith("test_"))
         for t in tests:
             full = name + "." + t
-            if selector and selector not in full:
+            # "module.test_name" picks that one case; anything else is a substring filter.
+            if selector and (full != selector if "." in selector else selector not in full):
                 continue
             fn = getattr(mod, t)
             if not callable(fn):
