@@ -44,7 +44,11 @@ async def wait_ms(aw, ms):
     try:
         if hasattr(asyncio, "wait_for_ms"):
             return await asyncio.wait_for_ms(aw, ms)  # type: ignore[attr-defined]
-        return await asyncio.wait_for(aw, ms / 1000)
+        # CPython 3.11's wait_for can swallow a cancellation that arrives as the awaited
+        # thing completes (fixed in 3.12): the task then runs on, e.g. a play that a test
+        # tone should have cut airs to its end. asyncio.timeout does not.
+        async with asyncio.timeout(ms / 1000):  # type: ignore[attr-defined]
+            return await aw
     except asyncio.TimeoutError:
         raise OSError(errno.ETIMEDOUT, "timeout")
 

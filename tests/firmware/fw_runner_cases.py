@@ -84,7 +84,7 @@ def test_node_follows_a_three_item_plan():
         assert [r["label"] for r in recs] == ["vov", "bul", "note"], recs
         vov, b, n = recs
         assert near(vov["start"], t + 20 * SEC) and near(vov["end"], t + 80 * SEC), (vov, t)
-        assert fwsim.pcm(vov)[:100] == b"\x50" * 100
+        assert fwsim.pcm(vov, 100) == b"\x50" * 100
         assert near(b["start"], t + 90 * SEC) and near(b["end"], t + 130 * SEC), (b, t)
         got = fwsim.pcm(b)
         assert got == bul[44:], (len(got), len(bul), b, t, got[:8], bul[44:52])  # whole, cached

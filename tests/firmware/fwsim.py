@@ -3,6 +3,7 @@
 # SimClock, and readers for what the simulated hardware recorded.
 import hashlib
 import json
+import os
 import random
 import struct
 from binascii import hexlify
@@ -201,9 +202,11 @@ def records(node, item_id=None):
             if item_id is None or r.get("item") == item_id or r.get("cmd") == item_id]
 
 
-def pcm(rec):
+def pcm(rec, n=None):
+    """The PCM a recording holds (its first n bytes): read at its known size, in one
+    allocation (an open-ended read grows its buffer by copies, on a small heap)."""
     with open(rec["file"], "rb") as f:
-        return f.read()
+        return f.read(os.stat(rec["file"])[6] if n is None else n)
 
 
 async def wait_done(node, ids, timeout_ms=20000):

@@ -25,8 +25,14 @@ CASE_MODULES = (
     "fw_plan_cases", "fw_cache_cases", "fw_runner_cases", "fw_ops_cases",
 )
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
-# Roughly an ESP32's free heap with the rest of the firmware loaded; the tests must fit in it.
-MP_HEAP = "256K"
+# The heap of one case's MicroPython process. In these tests the firmware's own bytecode is
+# compiled from source into this heap: about 82 KB with node health (issue 4), then the test
+# module and its fixtures (about 120 KB in all, measured with gc.mem_alloc() after the imports).
+# On an ESP32 that code is frozen in flash, not on the heap; so 320K leaves each case about the
+# 200 KB it has had since the firmware was smaller, rather than a heap that shrinks as features
+# land. The device's own bound (a simulated day at -X heapsize=96K with frozen-size code) is
+# issue 6's to measure.
+MP_HEAP = "320K"
 
 
 def _cases() -> list[object]:
