@@ -16,24 +16,14 @@ if TYPE_CHECKING:
     from headend.diary import NodeRow
 
 
-def _level(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"volume is 0 to 100, not {value}")
-    return value
-
-
-def _ranged(lo: int, hi: int) -> Any:
+def _ranged(lo: int, hi: int, what: str = "must be") -> Any:
     def parse(raw: str) -> int:
         try:
             value = int(raw)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be {lo} to {hi}, not {value}")
+            raise argparse.ArgumentTypeError(f"{what} {lo} to {hi}, not {value}")
         return value
     return parse
 
@@ -58,7 +48,8 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     tone = op("test-tone", "play a test tone on the node's loudspeakers")
     tone.add_argument("--seconds", type=_ranged(1, 60), default=5)
     tone.add_argument("--hz", type=_ranged(200, 4000), default=1000)
-    op("volume", "set the node's volume (0-100)").add_argument("level", type=_level)
+    volume = op("volume", "set the node's volume (0-100)")
+    volume.add_argument("level", type=_ranged(0, 100, "volume is"))
     op("amp", "switch the amplifier on or off by hand").add_argument("state",
                                                                      choices=("on", "off"))
     op("reboot", "restart the node")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Engine, func, or_, select
+from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
 from headend.diary import DAY_MS, DEFAULT_TZ, day_bounds_ms
@@ -256,13 +256,3 @@ def lines_for_days(engine: Engine, commune_id: str, first: date, last: date,
 
 def local_day(ms: int, tz: ZoneInfo) -> date:
     return datetime.fromtimestamp(ms / 1000, tz).date()
-
-
-def days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def count_records(engine: Engine, commune_id: str) -> int:
-    with Session(engine) as s:
-        return int(s.scalar(select(func.count()).select_from(AsRunRecord)
-                            .where(AsRunRecord.commune_id == commune_id)) or 0)

@@ -78,6 +78,13 @@ def commune_name(engine: Engine) -> str | None:
         return s.scalar(select(Commune.name).order_by(Commune.id).limit(1))
 
 
+def time_of_day(ms: int | None, tz: ZoneInfo) -> str:
+    """HH:MM:SS in the commune's zone, or a dash when there is no time."""
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M:%S")
+
+
 def first_commune_id(engine: Engine) -> str | None:
     with Session(engine) as s:
         return s.scalar(select(Commune.id).order_by(Commune.id).limit(1))

@@ -55,7 +55,8 @@ def _int(value: Any) -> int | None:
 
 def telemetry_alarms(conn: Connection, latest: dict[str, dict[str, Any]],
                      communes: dict[str, str], now: int, policy: HealthPolicy) -> None:
-    """Alarms from each node's newest telemetry of a batch. `_rx` is when it arrived."""
+    """Alarms from each node's newest telemetry of a batch, as stored (with the clock offset
+    seen on its arrival, `clock_offset_ms`)."""
     amp: dict[str, Decision] = {}
     signal: dict[str, Decision] = {}
     clock: dict[str, Decision] = {}
@@ -69,9 +70,8 @@ def telemetry_alarms(conn: Connection, latest: dict[str, dict[str, Any]],
             signal[node_id] = (True, f"{dbm} dBm ({tel.get('link', '?')})", commune)
         elif dbm is not None and dbm > policy.signal_clear_dbm:
             signal[node_id] = (False, "", commune)
-        at, rx = _int(tel.get("at")), _int(tel.get("_rx"))
-        if at is not None and rx is not None:
-            offset = at - rx
+        offset = _int(tel.get("clock_offset_ms"))
+        if offset is not None:
             if abs(offset) > policy.clock_offset_ms:
                 clock[node_id] = (True, f"node clock {offset:+d} ms off", commune)
             elif abs(offset) < policy.clock_offset_ms // 2:

@@ -68,17 +68,19 @@ def store_reports(engine: Engine, batch: Sequence[Report], now: int,
     for node_id, leaf, msg in batch:
         by_leaf[leaf].append((node_id, msg))
     with engine.begin() as conn:
-        known = set(conn.scalars(
-            select(Node.id).where(Node.id.in_({node_id for node_id, _, _ in batch}))))
+        # Every provisioned node is in a village: this finds the known ones and their commune.
+        communes = chain.node_communes(conn, [node_id for node_id, _, _ in batch])
+        known = set(communes)
         seen = [{"nid": n, "now": now} for n in known]
         if seen:
             conn.execute(update(Node).where(Node.id == bindparam("nid"))
                          .values(last_seen_ms=bindparam("now")), seen)
         _states(conn, [(n, m) for n, m in by_leaf[protocol.STATE] if n in known])
-        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known], now,
-                   policy)
+        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known],
+                   communes, now, policy)
         _acks(conn, [(n, m) for n, m in by_leaf[protocol.ACK] if n in known], now)
-        return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known], now)
+        return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known],
+                      communes, now)
 
 
 def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -106,16 +108,16 @@ def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
         conn.execute(stmt)
 
 
-def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int,
-               policy: HealthPolicy) -> None:
-    latest = {node_id: msg for node_id, msg in items}
-    rows = [{"nid": n, "tel": json.dumps(_reading(m)), "fw": _text(m.get("fw"), 32),
+def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]],
+               communes: dict[str, str], now: int, policy: HealthPolicy) -> None:
+    latest = {node_id: _reading(msg) for node_id, msg in items}
+    rows = [{"nid": n, "tel": json.dumps(m), "fw": _text(m.get("fw"), 32),
              "playing": _text(m.get("playing"), 64)} for n, m in latest.items()]
     if rows:
         conn.execute(update(Node).where(Node.id == bindparam("nid")).values(
             telemetry=bindparam("tel"), fw=bindparam("fw"), playing=bindparam("playing"),
             online=True), rows)
-        telemetry_alarms(conn, latest, chain.node_communes(conn, list(latest)), now, policy)
+        telemetry_alarms(conn, latest, communes, now, policy)
 
 
 def _reading(msg: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +173,7 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
 
 
 def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
-           now: int) -> dict[str, list[int]]:
+           communes: dict[str, str], now: int) -> dict[str, list[int]]:
     acks: dict[str, list[int]] = defaultdict(list)
     fresh: dict[tuple[str, int], dict[str, Any]] = {}
     for node_id, msg in items:
@@ -185,7 +187,6 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
     # Idempotent on (node, rid): a record resent after a lost ack is stored once.
     stored = {(n, r) for n, r in conn.execute(select(AsRunRecord.node_id, AsRunRecord.rid).where(
         tuple_(AsRunRecord.node_id, AsRunRecord.rid).in_(list(fresh))))}
-    communes = chain.node_communes(conn, [n for n, _ in fresh])
     rows, settle = [], []
     for (node_id, rid), msg in fresh.items():
         if (node_id, rid) in stored:

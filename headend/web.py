@@ -42,6 +42,7 @@ from headend.diary import (
     diary_for_day,
     first_commune_id,
     node_rows,
+    time_of_day,
 )
 from headend.monthly import STANDARD_SHARE, village_months
 from headend.plan import expand
@@ -68,12 +69,6 @@ ERROR_VI = {
           "trạng thái và tệp loaxa.db."),
 }
 DB_ERROR_VI = ERROR_VI[503][1]
-
-
-def _fmt_time(ms: int | None, tz: ZoneInfo) -> str:
-    if ms is None:
-        return "—"
-    return datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M:%S")
 
 
 def _fmt_seen(ms: int | None, tz: ZoneInfo, today: date) -> str:
@@ -290,8 +285,8 @@ def make_app(engine: Engine, media_dir: Path,
             "prev_day": _shift(d, -1), "next_day": _shift(d, 1),
             "online": sum(n.online for n in nodes),
             "nodes": [dict(asdict(n), seen=_fmt_seen(n.last_seen_ms, tz, now_day)) for n in nodes],
-            "diary": [dict(asdict(r), start=_fmt_time(r.start_ms, tz),
-                           end=_fmt_time(r.end_ms, tz), planned=_fmt_time(r.planned_ms, tz),
+            "diary": [dict(asdict(r), start=time_of_day(r.start_ms, tz),
+                           end=time_of_day(r.end_ms, tz), planned=time_of_day(r.planned_ms, tz),
                            duration=_fmt_duration(r.duration_s),
                            outcome_vi=OUTCOME_VI.get(r.outcome, r.outcome),
                            reason_vi=_reason_vi(r.reason))

@@ -30,7 +30,7 @@ from headend.commune_diary import (
     lines_for_days,
     session_of,
 )
-from headend.diary import commune_timezone, node_rows
+from headend.diary import commune_timezone, node_rows, time_of_day
 from headend.models import Alarm, Commune, DiaryHead, Node, Village
 
 PAGE_DAYS = 31  # the page shows at most a month; exports take up to a year
@@ -47,11 +47,6 @@ def _day(raw: str | None, default: date) -> date:
     except ValueError:
         raise HTTPException(400, f"Ngày không hợp lệ: {raw!r} (cần dạng NĂM-THÁNG-NGÀY)") \
             from None
-
-
-def _hhmm(ms: int | None, tz: Any) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M:%S") if ms is not None \
-        else "—"
 
 
 def diary_router(engine: Engine, clock: Callable[[], int],
@@ -80,9 +75,9 @@ def diary_router(engine: Engine, clock: Callable[[], int],
         rows = [{
             "day": datetime.fromtimestamp(line.sort_ms / 1000, info.tz).strftime("%d/%m"),
             "session": session_of(line.sort_ms, info.tz),
-            "planned": f"{_hhmm(line.planned_start_ms, info.tz)}–"
-                       f"{_hhmm(line.planned_end_ms, info.tz)}",
-            "actual": f"{_hhmm(line.start_ms, info.tz)}–{_hhmm(line.end_ms, info.tz)}",
+            "planned": f"{time_of_day(line.planned_start_ms, info.tz)}–"
+                       f"{time_of_day(line.planned_end_ms, info.tz)}",
+            "actual": f"{time_of_day(line.start_ms, info.tz)}–{time_of_day(line.end_ms, info.tz)}",
             "kind": KIND_VI.get(line.kind, line.kind), "kind_code": line.kind,
             "title": line.title, "source": line.source,
             "language": LANGUAGE_VI.get(line.language, line.language),
