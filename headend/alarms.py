@@ -49,6 +49,7 @@ class AlarmView:
     detail: str
     raised_ms: int
     cleared_ms: int | None
+    commune_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -117,5 +118,6 @@ def list_alarms(engine: Engine, open_only: bool = False) -> list[AlarmView]:
         q = select(Alarm).order_by(Alarm.raised_ms, Alarm.id)
         if open_only:
             q = q.where(Alarm.cleared_ms.is_(None))
-        return [AlarmView(a.id, a.kind, a.subject, a.detail, a.raised_ms, a.cleared_ms)
+        return [AlarmView(a.id, a.kind, a.subject, a.detail, a.raised_ms, a.cleared_ms,
+                          a.commune_id)
                 for a in s.scalars(q)]

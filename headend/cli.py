@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from headend.cli_diary import add_diary_parsers, run_diary
 from headend.cli_nodes import add_node_parsers, cmd_node, cmd_nodes
+from headend.cli_users import add_user_parsers, cmd_user
 from headend.home import Home, HomeError, default_home
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                       help="commune file (default: schedules/tan-lang.toml)")
 
     add_node_parsers(sub)
+    add_user_parsers(sub)
 
     diary = sub.add_parser("diary", help="the broadcast diary: a day's records (default), "
                                          "verify, items, export, report, correct")
@@ -315,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
         return cmd_nodes(Home.open(root), args)
     elif args.command == "node":
         return cmd_node(Home.open(root), args)
+    elif args.command == "user":
+        return cmd_user(Home.open(root), args)
     elif args.command == "diary" and args.diary:
         return run_diary(Home.open(root), args)
     elif args.command == "diary":
@@ -409,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from headend.auth import AuthError
     from headend.broker import BrokerError
     from headend.commune import CommuneFileError
     from headend.db import DatabaseBroken
@@ -418,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = run(args)
     except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError,
-            EmergencyError) as e:
+            EmergencyError, AuthError) as e:
         print(f"loaxa: error: {e}", file=sys.stderr)
         return 2
     except CommandError as e:

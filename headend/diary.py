@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -61,10 +62,13 @@ class NodeRow:
         return self.telemetry.get(key)
 
 
-def commune_timezone(engine: Engine) -> ZoneInfo:
+def commune_timezone(engine: Engine, commune_id: str | None = None) -> ZoneInfo:
     """The zone people read times in: the commune's (commune files are checked on load)."""
+    q = select(Commune.timezone).order_by(Commune.id).limit(1)
+    if commune_id is not None:
+        q = q.where(Commune.id == commune_id)
     with Session(engine) as s:
-        tz = s.scalar(select(Commune.timezone).order_by(Commune.id).limit(1))
+        tz = s.scalar(q)
     try:
         return ZoneInfo(tz or DEFAULT_TZ)
     except (ZoneInfoNotFoundError, ValueError):
@@ -72,10 +76,13 @@ def commune_timezone(engine: Engine) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TZ)
 
 
-def commune_name(engine: Engine) -> str | None:
+def commune_name(engine: Engine, commune_id: str | None = None) -> str | None:
     """The commune's name ("Xã Tân Lang"), or None before one is provisioned."""
+    q = select(Commune.name).order_by(Commune.id).limit(1)
+    if commune_id is not None:
+        q = q.where(Commune.id == commune_id)
     with Session(engine) as s:
-        return s.scalar(select(Commune.name).order_by(Commune.id).limit(1))
+        return s.scalar(q)
 
 
 def time_of_day(ms: int | None, tz: ZoneInfo) -> str:
@@ -83,6 +90,19 @@ def time_of_day(ms: int | None, tz: ZoneInfo) -> str:
     if ms is None:
         return "—"
     return datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M:%S")
+
+
+def commune_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every commune with its node counts, for the province's list."""
+    stmt = (select(Commune.id, Commune.name, Commune.province, func.count(Node.id),
+                   func.count(Node.id).filter(Node.online.is_(True)))
+            .outerjoin(Village, Village.commune_id == Commune.id)
+            .outerjoin(Node, Node.village_id == Village.id)
+            .group_by(Commune.id, Commune.name, Commune.province)
+            .order_by(Commune.province, Commune.name))
+    with Session(engine) as s:
+        return [{"id": cid, "name": name, "province": province, "nodes": n, "online": on}
+                for cid, name, province, n, on in s.execute(stmt)]
 
 
 def first_commune_id(engine: Engine) -> str | None:
@@ -101,8 +121,10 @@ def day_bounds_ms(day: date, tz: ZoneInfo) -> tuple[int, int]:
     return lo, hi
 
 
-def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list[DiaryRow]:
-    """What aired on `day` (the commune's local day), one line per node and item."""
+def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None,
+                  commune_id: str | None = None) -> list[DiaryRow]:
+    """What aired on `day` (the commune's local day), one line per node and item; of one
+    commune, or of all."""
     tz = tz or commune_timezone(engine)
     lo, hi = day_bounds_ms(day, tz)
     stmt = (
@@ -121,6 +143,8 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
         .order_by(func.coalesce(AsRunRecord.start_ms, AsRunRecord.received_ms),
                   AsRunRecord.node_id, AsRunRecord.rid)
     )
+    if commune_id is not None:
+        stmt = stmt.where(Village.commune_id == commune_id)
     with Session(engine) as s:
         return [
             DiaryRow(r.node_id, village, r.title, r.trigger, planned, r.start_ms, r.end_ms,
@@ -130,8 +154,9 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None) -> list
         ]
 
 
-def node_rows(engine: Engine) -> list[NodeRow]:
-    """Every node, ordered province, commune, village, node, with its newest telemetry."""
+def node_rows(engine: Engine, communes: Sequence[str] | None = None) -> list[NodeRow]:
+    """Every node (of `communes`, or all), ordered province, commune, village, node, with its
+    newest telemetry."""
     stmt = (
         select(Node, Village.name, Commune.name, Command.title, Commune.province, Commune.id)
         .join(Village, Village.id == Node.village_id)
@@ -139,6 +164,8 @@ def node_rows(engine: Engine) -> list[NodeRow]:
         .outerjoin(Command, Command.id == Node.playing)
         .order_by(Commune.province, Commune.name, Village.name, Node.id)
     )
+    if communes is not None:
+        stmt = stmt.where(Commune.id.in_(communes))
     out = []
     with Session(engine) as s:
         open_alarms: dict[str, list[str]] = {}
@@ -163,7 +190,8 @@ def _telemetry(raw: str | None) -> dict[str, Any]:
     return tel if isinstance(tel, dict) else {}
 
 
-def aired_between(engine: Engine, lo_ms: int, hi_ms: int) -> list[Aired]:
+def aired_between(engine: Engine, lo_ms: int, hi_ms: int,
+                  commune_id: str | None = None) -> list[Aired]:
     """What sounded in [lo, hi), from the as-run records, for the criterion 8.3 check: plan
     items by their occurrence (each node's record of it), emergencies and announcements too."""
     stmt = (select(AsRunRecord.item_id, AsRunRecord.command_id, AsRunRecord.kind,
@@ -171,6 +199,8 @@ def aired_between(engine: Engine, lo_ms: int, hi_ms: int) -> list[Aired]:
                    AsRunRecord.end_ms)
             .where(AsRunRecord.outcome.in_(("aired", "partial")),
                    AsRunRecord.start_ms < hi_ms, AsRunRecord.end_ms > lo_ms))
+    if commune_id is not None:
+        stmt = stmt.where(AsRunRecord.commune_id == commune_id)
     out = []
     with Session(engine) as s:
         for item, cmd, kind, trigger, lang, start, end in s.execute(stmt):

@@ -175,3 +175,126 @@ class Broadcast(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     nodes: Mapped[int] = mapped_column(Integer, default=0)
     started: Mapped[int] = mapped_column(Integer, default=0)  # nodes that acked "started"
+
+
+class User(Base):
+    """A person who logs in: admin (province), technician (listed communes or the province),
+    officer and approver (one commune). `communes` is a JSON list; ["*"] is the province."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    communes: Mapped[str] = mapped_column(Text, default="[]")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebSession(Base):
+    """A logged-in browser. Only the SHA-256 of the cookie is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ApiToken(Base):
+    """A token for the REST API (HTTTN and other tools); acts as its user. Only the SHA-256
+    of the token is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    last_used_ms: Mapped[int | None] = mapped_column(BigInteger)
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class AuditEntry(Base):
+    """Who did what, when, from where. Written with the action, never changed."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_commune_at", "commune_id", "at_ms"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    username: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), default="")
+    action: Mapped[str] = mapped_column(String(32))
+    commune_id: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Bulletin(Base):
+    """A locally produced item (bulletin, notice, emergency text), prepared for every node
+    profile. Drafts need an approver's approval before they can be scheduled."""
+
+    __tablename__ = "bulletins"
+    __table_args__ = (Index("ix_bulletins_commune_created", "commune_id", "created_ms"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"))
+    title: Mapped[str] = mapped_column(String(300))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(16), default="vi")
+    kind: Mapped[str] = mapped_column(String(24), default="local_bulletin")
+    origin: Mapped[str] = mapped_column(String(16))  # upload, record, tts, httttn
+    text: Mapped[str | None] = mapped_column(Text)  # what text-to-speech read
+    status: Mapped[str] = mapped_column(String(16), default="draft")  # approved, rejected
+    duration_ms: Mapped[int] = mapped_column(BigInteger)
+    lufs: Mapped[float | None] = mapped_column()
+    media: Mapped[str] = mapped_column(Text, default="{}")  # JSON: profile -> media file name
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_ms: Mapped[int | None] = mapped_column(BigInteger)
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(100))  # the HTTTN's id
+
+
+class CalendarItem(Base):
+    """An item an officer put on the calendar (a one-off slot on one day), added to the
+    schedule file's slots when plans are built."""
+
+    __tablename__ = "calendar_items"
+    __table_args__ = (Index("ix_calendar_commune_day", "commune_id", "day"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"))
+    bulletin_id: Mapped[int | None] = mapped_column(ForeignKey("bulletins.id"))
+    kind: Mapped[str] = mapped_column(String(24))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    language: Mapped[str] = mapped_column(String(16), default="vi")
+    title: Mapped[str] = mapped_column(String(300))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    villages: Mapped[str] = mapped_column(Text)  # JSON list of village ids
+    day: Mapped[str] = mapped_column(String(10))  # local date, ISO
+    start_min: Mapped[int] = mapped_column(Integer)  # minutes after local midnight
+    end_min: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(64))
+    approved_by: Mapped[str] = mapped_column(String(64), default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    removed: Mapped[bool] = mapped_column(default=False)
+
+
+class SlotChange(Base):
+    """One occurrence of a schedule-file slot moved or cancelled from the calendar."""
+
+    __tablename__ = "slot_changes"
+    __table_args__ = (UniqueConstraint("commune_id", "slot_id", "day", name="uq_slot_change"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"))
+    slot_id: Mapped[str] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(10))  # the occurrence's local date, ISO
+    action: Mapped[str] = mapped_column(String(8))  # "skip" or "move"
+    new_day: Mapped[str | None] = mapped_column(String(10))
+    start_min: Mapped[int | None] = mapped_column(Integer)
+    end_min: Mapped[int | None] = mapped_column(Integer)
+    changed_by: Mapped[str] = mapped_column(String(64))
+    changed_ms: Mapped[int] = mapped_column(BigInteger)

@@ -28,6 +28,7 @@ def programme_items(schedule: Schedule,
     """Occurrence -> programme row, from every node's plan entries (placeholders are not
     sent to nodes, so they are not programme items either)."""
     village_of = {n: v for v, nodes in schedule.village_nodes().items() for n in nodes}
+    slots = {s.id: s for s in schedule.slots}
     items: dict[str, dict[str, Any]] = {}
     for node_id, node_entries in entries.items():
         for e in node_entries:
@@ -42,7 +43,8 @@ def programme_items(schedule: Schedule,
                     "kind": e.kind, "priority": e.priority, "language": e.language,
                     "title": e.title, "summary": e.summary, "source": source[:300],
                     "start_ms": e.start_ms - e.offset_ms, "end_ms": e.end_ms,
-                    "villages": set(), "operator": "", "approver": ""}
+                    "villages": set(), "operator": slots[e.slot_id].operator,
+                    "approver": slots[e.slot_id].approver}
             row["start_ms"] = min(row["start_ms"], e.start_ms - e.offset_ms)
             row["end_ms"] = max(row["end_ms"], e.end_ms)
             if node_id in village_of:

@@ -109,6 +109,9 @@ class Slot:
     summary: str = ""
     allow_quiet: bool = False
     line: int = 0
+    # Items put on the calendar in the web app: who scheduled and who approved them.
+    operator: str = ""
+    approver: str = ""
 
     @property
     def klass(self) -> str:

@@ -1,7 +1,9 @@
-"""The web page (nodes and a day's diary, in Vietnamese), its JSON API, and media for nodes.
+"""The web app: the officer's pages (in Vietnamese), the JSON API, and media for nodes.
 
-People get HTML error pages in Vietnamese; /api/ and /media/ (read by programs and nodes) get
-JSON. A broken database answers 503 and the server keeps running.
+Everything but the log-in form, /healthz and /media/ (nodes hold no login) needs a logged-in
+user, and each page checks the user's role and communes (headend/auth.py). People get HTML
+error pages in Vietnamese; /api/, /metrics and /media/ (read by programs and nodes) get JSON.
+A broken database answers 503 and the server keeps running.
 """
 
 from __future__ import annotations
@@ -10,20 +12,28 @@ import http
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from headend.api import API_DESCRIPTION, api_router
+from headend.auth import VIEW, Forbidden, LoginLimiter, Principal
 from headend.commune_diary import LANGUAGE_VI, OUTCOME_VI, commune_info, commune_lines
 from headend.criterion import (
     REQUIRED_LOCAL_NEWS,
@@ -37,6 +47,7 @@ from headend.diary import (
     DiaryRow,
     aired_between,
     commune_name,
+    commune_rows,
     commune_timezone,
     day_bounds_ms,
     diary_for_day,
@@ -46,13 +57,28 @@ from headend.diary import (
 )
 from headend.monthly import STANDARD_SHARE, village_months
 from headend.plan import expand
-from headend.schedule import Schedule, ScheduleError, load_schedule
+from headend.schedule import ScheduleError, load_schedule
+from headend.web_bulletins import bulletin_router
+from headend.web_calendar import calendar_router
+from headend.web_context import (
+    CsrfFailed,
+    LoginRequired,
+    ScheduleFile,
+    WebContext,
+    auth_router,
+    home_path,
+    login_redirect,
+)
 from headend.web_diary import diary_router
+from headend.web_emergency import emergency_router
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
-MACHINE_PREFIXES = ("/api/", "/media/")
+MACHINE_PREFIXES = ("/api/", "/media/", "/metrics")
+LOGIN_VI = "Cần đăng nhập (hoặc mã truy cập API hợp lệ: Authorization: Bearer ...)."
+CSRF_VI = ("Biểu mẫu đã cũ hoặc phiên làm việc đã hết hạn. Hãy tải lại trang rồi làm lại "
+           "(không có gì bị thay đổi).")
 
 # Reasons the firmware writes into as-run records; others are shown as the node sent them.
 REASON_VI = {
@@ -62,6 +88,7 @@ REASON_VI = {
 }
 ERROR_VI = {
     400: ("Yêu cầu không hợp lệ", "Địa chỉ trang có chỗ không đúng."),
+    403: ("Không có quyền", "Tài khoản của bạn không được xem hoặc làm việc này."),
     404: ("Không tìm thấy trang", "Trang này không có. Hãy quay về trang chính."),
     405: ("Không thực hiện được", "Trang này không nhận thao tác đó."),
     503: ("Tạm thời không xem được",
@@ -166,63 +193,37 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
     }
 
 
-class ScheduleFile:
-    """The schedule file, read again only when it changes (the page reloads every 5 s)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._key: tuple[int, int] | None = None
-        self._loaded: Schedule | ScheduleError | None = None
-
-    def get(self) -> Schedule:
-        """The schedule; ScheduleError when the file is broken or gone."""
-        try:
-            st = self.path.stat()
-            key: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            key = None  # load_schedule says what is wrong
-        if key is None or key != self._key or self._loaded is None:
-            try:
-                self._loaded = load_schedule(self.path)
-            except ScheduleError as e:
-                self._loaded = e
-            self._key = key
-        if isinstance(self._loaded, ScheduleError):
-            raise self._loaded
-        return self._loaded
-
-
-def criterion_weeks(engine: Engine, schedule_file: ScheduleFile | None, day: date, tz: ZoneInfo,
-                    today: date, now_ms: int | None = None) -> dict[str, Any] | None:
+def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
+                    today: date) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
-    later ones, what the schedule plans. None for a week at the end of the calendar."""
+    later ones, what the schedule (with the calendar's edits) plans. None for a week at the
+    end of the calendar."""
     monday = day - timedelta(days=day.weekday())
     try:
         lo, _ = day_bounds_ms(monday, tz)
         hi, _ = day_bounds_ms(monday + timedelta(days=7), tz)
     except OverflowError:
         return None
-    (aired,) = judge(aired_between(engine, lo, hi), tz, monday, 1)
+    (aired,) = judge(aired_between(ctx.engine, lo, hi, commune_id), tz, monday, 1)
     out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None,
-                           "villages": _working_villages(engine, lo, hi, now_ms)}
-    if schedule_file is not None and monday + timedelta(days=6) >= today:
+                           "villages": _working_villages(ctx.engine, commune_id, lo, hi,
+                                                         ctx.now())}
+    if monday + timedelta(days=6) >= today:
         try:
-            schedule = schedule_file.get()
+            schedule = ctx.schedule(commune_id)
         except ScheduleError as e:
             out["plan_error"] = f"Lịch phát có lỗi: {e}"
         else:
-            (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
-            out["planned"] = _criterion_rows(planned)
+            if schedule is not None:
+                (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
+                out["planned"] = _criterion_rows(planned)
     return out
 
 
-def _working_villages(engine: Engine, lo: int, hi: int,
-                      now_ms: int | None) -> dict[str, Any] | None:
+def _working_villages(engine: Engine, commune_id: str, lo: int, hi: int,
+                      now_ms: int) -> dict[str, Any] | None:
     """The other half of 8.3: villages whose loudspeakers worked this week (aired at least
     90 % of the items due for them so far), against 2/3 of the commune's villages."""
-    commune_id = first_commune_id(engine)
-    if commune_id is None or now_ms is None:
-        return None
     info = commune_info(engine, commune_id)
     months = village_months(info, commune_lines(engine, info, lo, hi, now_ms))
     due = [v for v in months if v.due]
@@ -234,14 +235,36 @@ def _working_villages(engine: Engine, lo: int, hi: int,
             "silent": [v.name for v in due if not v.working]}
 
 
+def _schedule_files(engine: Engine, schedule_path: Path | None,
+                    schedule_paths: Mapping[str, Path] | None) -> dict[str, ScheduleFile]:
+    files = {cid: ScheduleFile(path) for cid, path in (schedule_paths or {}).items()}
+    if schedule_path is not None:
+        try:
+            cid: str | None = load_schedule(schedule_path).commune.id
+        except ScheduleError:
+            cid = first_commune_id(engine)  # broken now: the page says so
+        if cid is not None:
+            files.setdefault(cid, ScheduleFile(schedule_path))
+    return files
+
+
 def make_app(engine: Engine, media_dir: Path,
              clock: Callable[[], int] = _wall_clock_ms,
-             schedule_path: Path | None = None) -> FastAPI:
-    """The app over `engine`; `clock` (UTC ms) decides which day is "today"; with a schedule
-    file the page also shows what it plans against criterion 8.3."""
-    schedule_file = ScheduleFile(schedule_path) if schedule_path is not None else None
-    app = FastAPI(title="LoaXa", summary="Commune radio headend")
+             schedule_path: Path | None = None, *,
+             schedule_paths: Mapping[str, Path] | None = None,
+             emergency: Callable[..., Awaitable[Any]] | None = None,
+             limiter: LoginLimiter | None = None,
+             secure_cookies: bool = False) -> FastAPI:
+    """The web app over `engine`; `clock` (UTC ms) decides which day is "today"; the schedule
+    files (one per commune) give the calendar and the planned side of criterion 8.3;
+    `emergency` sends through the running headend."""
+    ctx = WebContext(engine, media_dir, TEMPLATES, clock, limiter or LoginLimiter(),
+                     secure_cookies, emergency,
+                     _schedule_files(engine, schedule_path, schedule_paths))
+    app = FastAPI(title="LoaXa", summary="Commune radio headend",
+                  description=API_DESCRIPTION, version="1")
     media_root = media_dir.resolve()
+    me_dep = Depends(ctx.user)
 
     def today(tz: ZoneInfo) -> date:
         return datetime.fromtimestamp(clock() / 1000, tz).date()
@@ -259,6 +282,25 @@ def make_app(engine: Engine, media_dir: Path,
         own = exc.detail if exc.detail and exc.detail != phrase else None
         return _error_page(request, exc.status_code, own)
 
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": LOGIN_VI}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return login_redirect(request)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": str(exc)}, status_code=403)
+        return _error_page(request, 403, str(exc))
+
+    @app.exception_handler(CsrfFailed)
+    async def csrf_failed(request: Request, exc: CsrfFailed) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": CSRF_VI}, status_code=403)
+        return _error_page(request, 403, CSRF_VI)
+
     @app.exception_handler(SQLAlchemyError)
     async def db_error(request: Request, exc: SQLAlchemyError) -> Response:
         log.error("database error on %s: %s", request.url.path, exc)
@@ -267,18 +309,31 @@ def make_app(engine: Engine, media_dir: Path,
         return _error_page(request, 503)
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request, day: str | None = None) -> Response:
-        tz = commune_timezone(engine)
+    def root(request: Request) -> Response:
+        return RedirectResponse(home_path(ctx.user(request)), status_code=303)
+
+    @app.get("/communes", response_class=HTMLResponse)
+    def communes(request: Request, me: Principal = me_dep) -> Response:
+        me.check(VIEW)
+        rows = [c for c in commune_rows(engine) if me.sees(c["id"])]
+        return ctx.page(request, "communes.html", me, communes=rows)
+
+    @app.get("/c/{commune_id}", response_class=HTMLResponse)
+    def overview(request: Request, commune_id: str, day: str | None = None,
+                 me: Principal = me_dep) -> Response:
+        me.check(VIEW, commune_id)
+        name = commune_name(engine, commune_id)
+        if name is None:
+            raise HTTPException(404, "Không có xã này.")
+        tz = commune_timezone(engine, commune_id)
         now_day = today(tz)
         d = _parse_day(day, now_day)
-        nodes = node_rows(engine)
-        diary = diary_for_day(engine, d, tz)
-        name = commune_name(engine)
-        commune_id = first_commune_id(engine)
-        criterion = criterion_weeks(engine, schedule_file, d, tz, now_day, clock())
-        return TEMPLATES.TemplateResponse(request, "index.html", {
+        nodes = node_rows(engine, [commune_id])
+        diary = diary_for_day(engine, d, tz, commune_id)
+        criterion = criterion_weeks(ctx, commune_id, d, tz, now_day)
+        return ctx.page(request, "index.html", me, {
             "criterion": criterion,
-            "commune": name or "", "commune_title": _commune_title(name),
+            "commune": name, "commune_title": _commune_title(name),
             "commune_id": commune_id,
             "day": d, "today": now_day, "tz": tz,
             "tz_label": "giờ Việt Nam" if tz.key == "Asia/Ho_Chi_Minh" else f"múi giờ {tz.key}",
@@ -293,20 +348,29 @@ def make_app(engine: Engine, media_dir: Path,
                       for r in diary],
         })
 
+    def scope(me: Principal) -> list[str] | None:
+        return None if me.province_wide else sorted(me.communes)
+
     @app.get("/api/nodes")
-    def api_nodes() -> list[dict[str, Any]]:
+    def api_nodes(me: Principal = me_dep) -> list[dict[str, Any]]:
+        me.check(VIEW)
         tz = commune_timezone(engine)
         return [dict(asdict(n), last_seen_local=_iso(n.last_seen_ms, tz))
-                for n in node_rows(engine)]
+                for n in node_rows(engine, scope(me))]
 
     @app.get("/api/diary")
-    def api_diary(day: str | None = None) -> list[dict[str, Any]]:
+    def api_diary(day: str | None = None, me: Principal = me_dep) -> list[dict[str, Any]]:
+        me.check(VIEW)
         tz = commune_timezone(engine)
         d = _parse_day(day, today(tz))
-        return [_diary_json(r, tz) for r in diary_for_day(engine, d, tz)]
+        visible = scope(me)
+        rows = diary_for_day(engine, d, tz) if visible is None else [
+            r for cid in visible for r in diary_for_day(engine, d, tz, cid)]
+        return [_diary_json(r, tz) for r in rows]
 
     @app.get("/media/{name}")
     def media(name: str) -> FileResponse:
+        # Open to nodes (they hold no login); names are content hashes, not guessable titles.
         # Names only: no directories, no dotfiles, nothing that resolves outside media_dir.
         if not MEDIA_NAME.match(name):
             raise HTTPException(404, "no such media")
@@ -315,7 +379,12 @@ def make_app(engine: Engine, media_dir: Path,
             raise HTTPException(404, "no such media")
         return FileResponse(path)
 
-    app.include_router(diary_router(engine, clock, TEMPLATES))
+    app.include_router(auth_router(ctx))
+    app.include_router(diary_router(ctx))
+    app.include_router(calendar_router(ctx))
+    app.include_router(bulletin_router(ctx))
+    app.include_router(emergency_router(ctx))
+    app.include_router(api_router(ctx))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

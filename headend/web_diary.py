@@ -11,16 +11,16 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
-from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from headend.alarms import list_alarms
+from headend.alarms import AlarmView, list_alarms
+from headend.auth import NODES, VIEW, Forbidden, Principal
 from headend.commune_diary import (
     KIND_VI,
     LANGUAGE_VI,
@@ -32,6 +32,7 @@ from headend.commune_diary import (
 )
 from headend.diary import commune_timezone, node_rows, time_of_day
 from headend.models import Alarm, Commune, DiaryHead, Node, Village
+from headend.web_context import WebContext
 
 PAGE_DAYS = 31  # the page shows at most a month; exports take up to a year
 EXPORT_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
@@ -49,21 +50,24 @@ def _day(raw: str | None, default: date) -> date:
             from None
 
 
-def diary_router(engine: Engine, clock: Callable[[], int],
-                 templates: Jinja2Templates) -> APIRouter:
+def diary_router(ctx: WebContext) -> APIRouter:
     r = APIRouter()
+    engine, clock = ctx.engine, ctx.clock
+    me_dep = Depends(ctx.user)
 
-    def today() -> date:
-        return datetime.fromtimestamp(clock() / 1000, commune_timezone(engine)).date()
+    def today(commune_id: str | None = None) -> date:
+        return datetime.fromtimestamp(clock() / 1000,
+                                      commune_timezone(engine, commune_id)).date()
 
-    def span(first: str | None, last: str | None) -> tuple[date, date]:
-        lo = _day(first, today())
+    def span(commune_id: str, first: str | None, last: str | None) -> tuple[date, date]:
+        lo = _day(first, today(commune_id))
         return lo, _day(last, lo)
 
     @r.get("/diary/{commune_id}")
     def commune_diary(request: Request, commune_id: str, first: str | None = None,
-                      last: str | None = None) -> Response:
-        lo, hi = span(first, last)
+                      last: str | None = None, me: Principal = me_dep) -> Response:
+        me.check(VIEW, commune_id)
+        lo, hi = span(commune_id, first, last)
         if (hi - lo).days + 1 > PAGE_DAYS:
             raise HTTPException(400, f"{RANGE_VI}: trang này xem tối đa {PAGE_DAYS} ngày; "
                                      "hãy tải tệp Excel hoặc PDF cho khoảng dài hơn.")
@@ -87,27 +91,31 @@ def diary_router(engine: Engine, clock: Callable[[], int],
             "silent": ", ".join(f"{v.village} ({OUTCOME_VI.get(v.outcome, v.outcome)})"
                                 for v in line.silent_villages) or "—",
             "notes": "; ".join(line.notes)} for line in lines]
-        return templates.TemplateResponse(request, "diary.html", {
-            "info": info, "rows": rows, "first": lo, "last": hi,
-            "aired": sum(1 for line in lines if line.aired_villages)})
+        return ctx.page(request, "diary.html", me, info=info, rows=rows, first=lo, last=hi,
+                        commune_id=commune_id,
+                        aired=sum(1 for line in lines if line.aired_villages))
 
     @r.get("/diary/{commune_id}/export")
     def export(commune_id: str, fmt: str = "pdf", first: str | None = None,
-               last: str | None = None) -> Response:
+               last: str | None = None, me: Principal = me_dep) -> Response:
         from headend.export import ExportError, export_diary
 
-        lo, hi = span(first, last)
+        me.check(VIEW, commune_id)
+        lo, hi = span(commune_id, first, last)
         return _download(fmt, f"so-nhat-ky-{commune_id}-{lo}-{hi}", "sổ nhật ký",
                          lambda out: export_diary(engine, commune_id, lo, hi, fmt, out,
                                                   clock()), ExportError)
 
     @r.get("/diary/{commune_id}/report")
-    def report(commune_id: str, month: str | None = None, fmt: str = "pdf") -> Response:
+    def report(commune_id: str, month: str | None = None, fmt: str = "pdf",
+               me: Principal = me_dep) -> Response:
         from headend.export import ExportError
         from headend.monthly import export_monthly, monthly_report
 
+        me.check(VIEW, commune_id)
         try:
-            year, mon = (int(x) for x in (month or today().strftime("%Y-%m")).split("-"))
+            year, mon = (int(x) for x in
+                         (month or today(commune_id).strftime("%Y-%m")).split("-"))
             date(year, mon, 1)
         except ValueError:
             raise HTTPException(400, f"Tháng không hợp lệ: {month!r} (cần dạng NĂM-THÁNG)") \
@@ -120,9 +128,11 @@ def diary_router(engine: Engine, clock: Callable[[], int],
                          lambda out: export_monthly(result, fmt, out), ExportError)
 
     @r.get("/health")
-    def health(request: Request) -> Response:
+    def health(request: Request, me: Principal = me_dep) -> Response:
+        me.check(NODES)
         tz = commune_timezone(engine)
-        nodes = node_rows(engine)
+        visible = None if me.province_wide else sorted(me.communes)
+        nodes = node_rows(engine, visible)
         tree: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
         for n in nodes:
             seen = datetime.fromtimestamp(n.last_seen_ms / 1000, tz).strftime(
@@ -132,23 +142,34 @@ def diary_router(engine: Engine, clock: Callable[[], int],
                                        "tel": n.telemetry, "alarms": n.alarms})
         alarms = [{"label": a.label, "subject": a.subject, "detail": a.detail,
                    "raised": datetime.fromtimestamp(a.raised_ms / 1000, tz)
-                   .strftime("%d/%m %H:%M")} for a in list_alarms(engine, open_only=True)]
-        return templates.TemplateResponse(request, "health.html", {
-            "tree": tree, "alarms": alarms, "online": sum(n.online for n in nodes),
-            "total": len(nodes)})
+                   .strftime("%d/%m %H:%M")} for a in list_alarms(engine, open_only=True)
+                  if _alarm_visible(a, me)]
+        return ctx.page(request, "health.html", me, tree=tree, alarms=alarms,
+                        online=sum(n.online for n in nodes), total=len(nodes))
 
     @r.get("/api/alarms")
-    def api_alarms(all: bool = False) -> list[dict[str, Any]]:
+    def api_alarms(all: bool = False, me: Principal = me_dep) -> list[dict[str, Any]]:
+        me.check(NODES)
         return [{"id": a.id, "kind": a.kind, "label_vi": a.label, "subject": a.subject,
-                 "detail": a.detail, "raised_ms": a.raised_ms, "cleared_ms": a.cleared_ms}
-                for a in list_alarms(engine, open_only=not all)]
+                 "commune_id": a.commune_id, "detail": a.detail, "raised_ms": a.raised_ms,
+                 "cleared_ms": a.cleared_ms}
+                for a in list_alarms(engine, open_only=not all) if _alarm_visible(a, me)]
 
     @r.get("/metrics")
-    def metrics() -> Response:
+    def metrics(me: Principal = me_dep) -> Response:
+        # Figures of the whole fleet: for the province's technicians and the admin.
+        me.check(NODES)
+        if not me.province_wide:
+            raise Forbidden("Số liệu toàn tỉnh chỉ dành cho kỹ thuật viên cấp tỉnh.")
         return PlainTextResponse(generate_latest(fleet_metrics(engine, clock())),
                                  media_type=CONTENT_TYPE_LATEST)
 
     return r
+
+
+def _alarm_visible(a: AlarmView, me: Principal) -> bool:
+    """Alarms of no commune (the broker, the headend) are the province's."""
+    return me.province_wide if a.commune_id is None else me.sees(a.commune_id)
 
 
 def _download(fmt: str, name: str, what: str, write: Callable[[Path], object],
