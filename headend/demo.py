@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import socket
+import time
 from pathlib import Path
 
+from sqlalchemy import Engine
+
+from headend import auth
 from headend.home import Home
 from headend.media import TEST_TONE, write_test_tone
 from headend.runtime import Runtime
@@ -45,6 +50,30 @@ def check_port_free(port: int) -> None:
             ) from None
 
 
+DEMO_LOGIN = "demo-login.txt"
+DEMO_USERS = (("admin", "admin", "Quản trị tỉnh"), ("canbo", "officer", "Cán bộ văn hóa xã"),
+              ("truongban", "approver", "Trưởng ban biên tập"),
+              ("kythuat", "technician", "Kỹ thuật viên"))
+
+
+def demo_users(engine: Engine, home: Home, commune_id: str) -> str:
+    """One user of each role for the demo, sharing a password kept in the state directory
+    (made once, readable by its owner only)."""
+    path = home.root / DEMO_LOGIN
+    if path.exists():
+        password = path.read_text().split()[-1]
+    else:
+        password = secrets.token_urlsafe(9)
+        path.touch(mode=0o600)
+        path.write_text(f"password {password}\n")
+    known = {u.username for u in auth.list_users(engine)}
+    now = time.time_ns() // 1_000_000
+    for username, role, name in DEMO_USERS:
+        if username not in known:
+            auth.add_user(engine, username, password, role, [commune_id], now, name)
+    return password
+
+
 async def run_demo(home: Home, commune_file: Path, duration: float | None, port: int) -> None:
     check_port_free(port)
     stations = Stations().start()
@@ -72,7 +101,11 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
         await runtime.start()
         await asyncio.to_thread(fleet.start)
         spec = runtime.schedule.commune
+        password = await asyncio.to_thread(demo_users, runtime.engine, home, spec.id)
         print(f"LoaXa demo: {len(secrets)} nodes of {spec.name}; open http://127.0.0.1:{port}",
+              flush=True)
+        print(f"LoaXa demo: log in as canbo (officer), truongban (approver), kythuat "
+              f"(technician) or admin, password {password} (also in {home.root / DEMO_LOGIN})",
               flush=True)
         announce = asyncio.create_task(
             _announce(runtime.headend, [s.id for s in secrets], port))

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.alarms import SOURCE_SILENT, SOURCE_UNREACHABLE, clear_alarm, raise_alarm
+from headend.calendar_items import effective
 from headend.models import Node, NodePlan
 from headend.plan import PlanEntry, expand
 from headend.programme import record_programme
@@ -147,6 +148,11 @@ class PlanPublisher:
     source_urls: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     schedule: Schedule | None = None
     _signers: dict[str, protocol.Signer] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        """The calendar changed: publish now rather than at the next check (loop thread)."""
+        self._changed.set()
 
     def load(self) -> Schedule:
         """Re-read the schedule file; a broken edit keeps the last good schedule in force."""
@@ -160,7 +166,7 @@ class PlanPublisher:
 
     def build(self, now: int) -> list[BuiltPlan]:
         """The plans that differ from what each node was last sent (signed, encoded)."""
-        schedule = self.load()
+        schedule = effective(self.engine, self.load(), self.library.media_dir)
         block = now - now % BLOCK_MS
         to_ms = block + HORIZON_MS
         entries = expand(schedule, block, to_ms)
@@ -245,11 +251,16 @@ class PlanPublisher:
 
     async def run(self) -> None:
         while True:
+            self._changed.clear()
             try:
                 await self.publish_due()
             except Exception:
                 log.exception("plan publishing failed; retrying at the next check")
-            await self.sleep_ms(CHECK_EVERY_MS)
+            nap = asyncio.ensure_future(self.sleep_ms(CHECK_EVERY_MS))
+            woken = asyncio.ensure_future(self._changed.wait())
+            await asyncio.wait((nap, woken), return_when=asyncio.FIRST_COMPLETED)
+            for t in (nap, woken):
+                t.cancel()
 
 
 @dataclass

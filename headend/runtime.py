@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session
 from headend import health
 from headend.broker import Broker, find_free_port
 from headend.db import open_db
+from headend.emergency import EmergencyResult, broadcast, find_target
 from headend.home import Home
-from headend.media import write_test_tone
+from headend.media import StoredMedia, write_test_tone
 from headend.models import Node
 from headend.plans import Media, MediaLibrary, PlanPublisher, SourceWatch, real_sleep
 from headend.registry import NodeSecrets, headend_password, provision_commune
@@ -100,8 +101,16 @@ class Runtime:
 
         self.broker.start()
         self._tasks.append(asyncio.create_task(self.headend.run()))
+        loop = asyncio.get_running_loop()
+
+        def replan() -> None:
+            loop.call_soon_threadsafe(self._replan)
+
         self._server = uvicorn.Server(uvicorn.Config(
-            make_app(self.engine, self.home.media_dir, self.clock, self.schedule_path),
+            make_app(self.engine, self.home.media_dir, self.clock,
+                     schedule_paths={self.schedule.commune.id: self.schedule_path},
+                     emergency=self.send_emergency,
+                     on_schedule_change=replan),
             host="127.0.0.1",
             port=self.web_port, log_level="warning"))
         self._tasks.append(asyncio.create_task(self._server.serve()))
@@ -120,6 +129,19 @@ class Runtime:
         self.home.running_path.write_text(json.dumps({
             "pid": os.getpid(), "broker_port": self.broker.port, "web_port": self.web_port,
             "media_base": self.media_base}))
+
+    def _replan(self) -> None:
+        if hasattr(self, "publisher"):
+            self.publisher.wake()
+
+    async def send_emergency(self, commune_id: str, villages: list[str], media: StoredMedia,
+                             title: str, text: str | None, sent_by: str,
+                             sent_from: str) -> EmergencyResult:
+        """The web app's emergency button: to every node of the villages (all when empty)."""
+        target = await asyncio.to_thread(find_target, self.engine, commune_id, villages or None)
+        wire = Media(f"{self.media_base}/media/{media.name}", media.sha256, media.size)
+        return await broadcast(self.headend, self.engine, target, wire, title, sent_by,
+                               sent_from, text)
 
     async def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -60,6 +60,7 @@ from headend.plan import expand
 from headend.schedule import ScheduleError, load_schedule
 from headend.web_bulletins import bulletin_router
 from headend.web_calendar import calendar_router
+from headend.web_commune import commune_router
 from headend.web_context import (
     CsrfFailed,
     LoginRequired,
@@ -254,13 +255,15 @@ def make_app(engine: Engine, media_dir: Path,
              schedule_paths: Mapping[str, Path] | None = None,
              emergency: Callable[..., Awaitable[Any]] | None = None,
              limiter: LoginLimiter | None = None,
-             secure_cookies: bool = False) -> FastAPI:
+             secure_cookies: bool = False,
+             on_schedule_change: Callable[[], None] | None = None) -> FastAPI:
     """The web app over `engine`; `clock` (UTC ms) decides which day is "today"; the schedule
     files (one per commune) give the calendar and the planned side of criterion 8.3;
     `emergency` sends through the running headend."""
     ctx = WebContext(engine, media_dir, TEMPLATES, clock, limiter or LoginLimiter(),
                      secure_cookies, emergency,
-                     _schedule_files(engine, schedule_path, schedule_paths))
+                     _schedule_files(engine, schedule_path, schedule_paths),
+                     on_schedule_change)
     app = FastAPI(title="LoaXa", summary="Commune radio headend",
                   description=API_DESCRIPTION, version="1")
     media_root = media_dir.resolve()
@@ -384,6 +387,7 @@ def make_app(engine: Engine, media_dir: Path,
     app.include_router(calendar_router(ctx))
     app.include_router(bulletin_router(ctx))
     app.include_router(emergency_router(ctx))
+    app.include_router(commune_router(ctx))
     app.include_router(api_router(ctx))
 
     @app.get("/healthz")

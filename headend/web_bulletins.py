@@ -1,11 +1,174 @@
-"""Placeholder while the pages are written."""
+"""Bulletin pages: the list, a new bulletin (upload a file, record from the microphone, or type
+text for Vietnamese speech), one bulletin with its audio, and the approver's decision."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from headend import bulletins
+from headend.auth import APPROVE, MAKE, SCHEDULE, VIEW, Principal
+from headend.bulletins import (
+    BULLETIN_KINDS,
+    KIND_VI,
+    LANGUAGES,
+    ORIGIN_VI,
+    STATUS_VI,
+    BulletinError,
+    Meta,
+)
+from headend.diary import commune_name
+from headend.uploads import TooLarge, received
 from headend.web_context import WebContext
+
+SOURCES = ("upload", "record", "tts")
+
+
+def bulletin_row(b: Any) -> dict[str, Any]:
+    minutes, seconds = divmod(round(b.duration_ms / 1000), 60)
+    return {"id": b.id, "title": b.title, "summary": b.summary, "status": b.status,
+            "status_vi": STATUS_VI.get(b.status, b.status), "kind_vi": KIND_VI.get(b.kind, b.kind),
+            "language_vi": LANGUAGES.get(b.language, b.language),
+            "origin_vi": ORIGIN_VI.get(b.origin, b.origin), "duration": f"{minutes}:{seconds:02d}",
+            "created_by": b.created_by, "decided_by": b.decided_by or "",
+            "note": b.decision_note or "", "lufs": b.lufs, "text": b.text}
 
 
 def bulletin_router(ctx: WebContext) -> APIRouter:
-    return APIRouter()
+    from headend.bulletin_audio import MAX_BYTES, AudioRejected, prepare_speech, prepare_upload
+
+    r = APIRouter()
+    me_dep = Depends(ctx.user)
+
+    def base(commune_id: str) -> dict[str, Any]:
+        name = commune_name(ctx.engine, commune_id)
+        if name is None:
+            raise HTTPException(404, "Không có xã này.")
+        return {"commune_id": commune_id, "commune": name, "languages": LANGUAGES,
+                "kinds": {k: KIND_VI[k] for k in BULLETIN_KINDS}}
+
+    @r.get("/c/{commune_id}/bulletins")
+    def listing(request: Request, commune_id: str, me: Principal = me_dep) -> Response:
+        me.check(VIEW, commune_id)
+        rows = [bulletin_row(b) for b in bulletins.listing(ctx.engine, commune_id)]
+        return ctx.page(request, "bulletins.html", me, base(commune_id), rows=rows)
+
+    def new_form(request: Request, me: Principal, commune_id: str, status_code: int = 200,
+                 **values: Any) -> Response:
+        form = {"title": "", "summary": "", "language": "vi", "kind": "local_bulletin",
+                "source": "upload", "text": "", "chime": True, **values}
+        return ctx.page(request, "bulletin_new.html", me, base(commune_id), form=form,
+                        max_mb=MAX_BYTES // (1024 * 1024), status_code=status_code)
+
+    @r.get("/c/{commune_id}/bulletins/new")
+    def new(request: Request, commune_id: str, me: Principal = me_dep) -> Response:
+        me.check(MAKE, commune_id)
+        return new_form(request, me, commune_id)
+
+    @r.post("/c/{commune_id}/bulletins")
+    def create(request: Request, commune_id: str, title: str = Form(""),
+               summary: str = Form(""), language: str = Form("vi"),
+               kind: str = Form("local_bulletin"), source: str = Form("upload"),
+               text: str = Form(""), chime: bool = Form(False), csrf: str = Form(""),
+               audio: Annotated[UploadFile | None, File()] = None,
+               me: Principal = me_dep) -> Response:
+        me.check(MAKE, commune_id)
+        ctx.check_csrf(request, me, csrf)
+        kept = {"title": title, "summary": summary, "language": language, "kind": kind,
+                "source": source, "text": text, "chime": chime}
+        try:
+            meta = Meta(title, summary, language, kind).checked()
+            if source == "tts":
+                prepared = prepare_speech(text, language, ctx.media_dir, chime=chime)
+            elif source in ("upload", "record"):
+                if audio is None or not audio.filename:
+                    raise BulletinError("Hãy chọn tệp âm thanh (hoặc ghi âm) trước khi gửi.")
+                with received(audio.file, audio.filename, MAX_BYTES) as path:
+                    prepared = prepare_upload(path, audio.filename, ctx.media_dir, chime=chime)
+            else:
+                raise BulletinError("Hãy chọn cách làm bản tin.")
+            bid = bulletins.create(ctx.engine, commune_id, ctx.actor(request, me), meta,
+                                   prepared, source, ctx.now(),
+                                   text=text if source == "tts" else None)
+        except TooLarge as e:
+            return new_form(request, me, commune_id, 413, error=str(e), **kept)
+        except (BulletinError, AudioRejected) as e:
+            return new_form(request, me, commune_id, 422, error=str(e), **kept)
+        return RedirectResponse(f"/c/{commune_id}/bulletins/{bid}?done=created",
+                                status_code=303)
+
+    @r.get("/c/{commune_id}/bulletins/{bulletin_id}")
+    def show(request: Request, commune_id: str, bulletin_id: int, done: str | None = None,
+             me: Principal = me_dep) -> Response:
+        me.check(VIEW, commune_id)
+        b = _get(commune_id, bulletin_id)
+        return ctx.page(request, "bulletin.html", me, base(commune_id), b=bulletin_row(b),
+                        done=DONE_VI.get(done or ""), error=None,
+                        can_approve=me.can(APPROVE) and b.status != "approved",
+                        can_delete=me.can(MAKE) and b.status != "approved",
+                        can_schedule=me.can(SCHEDULE) and b.status == "approved")
+
+    @r.get("/c/{commune_id}/bulletins/{bulletin_id}/audio")
+    def audio_file(commune_id: str, bulletin_id: int, me: Principal = me_dep) -> Response:
+        me.check(VIEW, commune_id)
+        names = bulletins.media_names(_get(commune_id, bulletin_id))
+        # The Raspberry Pi profile's MP3 is small: quick to listen to over a slow link.
+        name = names.get("rpi") or names.get("esp32")
+        path = ctx.media_dir / name if name else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, "Không tìm thấy tệp âm thanh của bản tin.")
+        return FileResponse(path, media_type="audio/mpeg" if path.suffix == ".mp3"
+                            else "audio/wav")
+
+    def decision(request: Request, me: Principal, commune_id: str, bulletin_id: int,
+                 csrf: str, approve: bool, note: str) -> Response:
+        me.check(APPROVE, commune_id)
+        ctx.check_csrf(request, me, csrf)
+        try:
+            bulletins.decide(ctx.engine, commune_id, bulletin_id, ctx.actor(request, me),
+                             approve, ctx.now(), note)
+        except BulletinError as e:
+            b = _get(commune_id, bulletin_id)
+            return ctx.page(request, "bulletin.html", me, base(commune_id), b=bulletin_row(b),
+                            done=None, error=str(e), can_approve=b.status != "approved",
+                            can_delete=me.can(MAKE) and b.status != "approved",
+                            can_schedule=False, status_code=422)
+        return RedirectResponse(f"/c/{commune_id}/bulletins/{bulletin_id}?done="
+                                f"{'approved' if approve else 'rejected'}", status_code=303)
+
+    @r.post("/c/{commune_id}/bulletins/{bulletin_id}/approve")
+    def approve(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+                me: Principal = me_dep) -> Response:
+        return decision(request, me, commune_id, bulletin_id, csrf, True, "")
+
+    @r.post("/c/{commune_id}/bulletins/{bulletin_id}/reject")
+    def reject(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+               note: str = Form(""), me: Principal = me_dep) -> Response:
+        return decision(request, me, commune_id, bulletin_id, csrf, False, note)
+
+    @r.post("/c/{commune_id}/bulletins/{bulletin_id}/delete")
+    def delete(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+               me: Principal = me_dep) -> Response:
+        me.check(MAKE, commune_id)
+        ctx.check_csrf(request, me, csrf)
+        try:
+            bulletins.delete(ctx.engine, commune_id, bulletin_id, ctx.actor(request, me),
+                             ctx.now())
+        except BulletinError as e:
+            raise HTTPException(409, str(e)) from None
+        return RedirectResponse(f"/c/{commune_id}/bulletins", status_code=303)
+
+    def _get(commune_id: str, bulletin_id: int) -> Any:
+        try:
+            return bulletins.get(ctx.engine, commune_id, bulletin_id)
+        except BulletinError as e:
+            raise HTTPException(404, str(e)) from None
+
+    return r
+
+
+DONE_VI = {"created": "Đã tạo bản tin. Bản tin chờ trưởng ban biên tập duyệt trước khi phát.",
+           "approved": "Đã duyệt. Bản tin có thể đưa vào lịch phát.",
+           "rejected": "Đã ghi ý kiến không duyệt."}

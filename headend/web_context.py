@@ -85,6 +85,8 @@ class WebContext:
     # Sends an emergency through the running headend (None when the web app runs alone).
     emergency: Callable[..., Awaitable[Any]] | None = None
     schedule_files: dict[str, ScheduleFile] = field(default_factory=dict)
+    # Called (from a worker thread) after the calendar changed, to publish plans at once.
+    on_schedule_change: Callable[[], None] | None = None
 
     def now(self) -> int:
         return self.clock()

@@ -3,15 +3,14 @@ them, a later command sees the same state, and stopping leaves no process behind
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
 from headend.broker import find_free_port
@@ -35,9 +34,14 @@ def processes_mentioning(text: str) -> list[str]:
     return out
 
 
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
+def logged_in(base: str, home: Path) -> httpx.Client:
+    """A client logged in as the demo's officer, with the password the demo made."""
+    login = wait_for(lambda: (home / "demo-login.txt").exists() and
+                     (home / "demo-login.txt").read_text().split(), 60, "demo login")
+    client = httpx.Client(base_url=base, timeout=5)
+    r = client.post("/login", data={"username": "canbo", "password": login[-1]})
+    assert r.status_code == 303, r.text
+    return client
 
 
 def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -45,7 +49,7 @@ def wait_for(cond, timeout: float, what: str):  # type: ignore[no-untyped-def]
     while time.monotonic() < deadline:
         try:
             value = cond()
-        except OSError:
+        except (OSError, httpx.HTTPError):
             value = None
         if value:
             return value
@@ -64,18 +68,22 @@ def test_demo_shows_nodes_and_diary_and_cleans_up(tmp_path: Path, stop_with: str
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
+        client = logged_in(base, home)
+
+        def get_json(path: str) -> object:
+            return client.get(path).raise_for_status().json()
+
         def online() -> list[str]:
-            nodes = get_json(f"{base}/api/nodes")
+            nodes = get_json("/api/nodes")
             assert isinstance(nodes, list)
             return [n["id"] for n in nodes if n["online"]]
 
         nodes = wait_for(lambda: len(online()) >= 5 and online(), 60, "5 online nodes")
-        diary = wait_for(lambda: get_json(f"{base}/api/diary"), 60, "a diary entry")
+        diary = wait_for(lambda: get_json("/api/diary"), 60, "a diary entry")
         assert time.monotonic() - started < 60
         assert nodes
         assert diary[0]["outcome"] == "aired"  # type: ignore[index]
-        with urllib.request.urlopen(base + "/", timeout=5) as r:
-            page = r.read().decode()
+        page = client.get("/c/tan-lang").text
         assert "Thôn Nà Pàn" in page and "Hoạt động" in page and "Thông báo thử nghiệm" in page
         # Another command, run while the demo runs, sees the same state directory.
         out = subprocess.run([LOAXA, "--home", str(home), "nodes"], capture_output=True,

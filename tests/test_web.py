@@ -16,12 +16,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 
+from headend.auth import add_user
 from headend.commune import load_commune
 from headend.db import open_db
 from headend.home import Home
 from headend.models import AsRunRecord, Command, Node
 from headend.registry import provision_commune
 from headend.web import make_app
+from web_site import PASSWORD, login
 
 REPO = Path(__file__).resolve().parent.parent
 COMMUNE = REPO / "schedules" / "tan-lang.toml"
@@ -40,6 +42,7 @@ MORNING_END = utc_ms(2026, 11, 22, 20, 33, 0)  # 03:33:00
 AFTER_MIDNIGHT = utc_ms(2026, 11, 22, 17, 30, 0)  # 00:30:00 on the 23rd, local
 LATE_YESTERDAY = utc_ms(2026, 11, 22, 16, 30, 0)  # 23:30:00 on the 22nd, local
 PLAYING_TITLE = "Bản tin thời sự sáng"
+HOME = "/c/tan-lang"  # the commune's front page
 
 
 @dataclass
@@ -99,8 +102,10 @@ def site(tmp_path: Path) -> Iterator[Site]:
     provision_commune(engine, home, load_commune(COMMUNE))
     fill(engine)
     (home.media_dir / "ban-tin.wav").write_bytes(b"RIFF-not-really-a-wav")
+    add_user(engine, "admin", PASSWORD, "admin", [], NOW_MS)
     app = make_app(engine, home.media_dir, clock=lambda: NOW_MS)
     with TestClient(app, raise_server_exceptions=False) as client:
+        login(client, "admin")
         yield Site(home, engine, client)
     engine.dispose()
 
@@ -124,7 +129,7 @@ def cells(row: str) -> list[str]:
 # --- the page ------------------------------------------------------------------------------
 
 def test_page_lists_every_village_with_state_last_seen_and_what_plays(site: Site) -> None:
-    r = site.client.get("/")
+    r = site.client.get(HOME)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     html = r.text
@@ -149,7 +154,7 @@ def test_page_lists_every_village_with_state_last_seen_and_what_plays(site: Site
 
 
 def test_todays_diary_is_in_the_commune_timezone(site: Site) -> None:
-    html = site.client.get("/").text
+    html = site.client.get(HOME).text
     assert "Nhật ký truyền thanh ngày 23/11/2026" in html
     diary = [cells(r) for r in rows(html, "diary")]
     # Ordered by actual start; the record that never started sits where it was reported.
@@ -171,7 +176,7 @@ def test_todays_diary_is_in_the_commune_timezone(site: Site) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "Ngày sau" not in html  # no link into the future
 
-    yesterday = site.client.get("/?day=2026-11-22").text
+    yesterday = site.client.get(HOME + "?day=2026-11-22").text
     assert "Nhật ký truyền thanh ngày 22/11/2026" in yesterday
     assert [cells(r)[:3] for r in rows(yesterday, "diary")] == [
         ["23:30:00", "23:31:00", "Chương trình tối qua"]]
@@ -193,7 +198,7 @@ def test_api_diary_gives_local_and_utc_times(site: Site) -> None:
 
 @pytest.mark.parametrize("day", ["0001-01-01", "1900-01-01", "9999-12-31"])
 def test_a_day_without_records_says_so(site: Site, day: str) -> None:
-    r = site.client.get(f"/?day={day}")
+    r = site.client.get(f"{HOME}?day={day}")
     assert r.status_code == 200
     assert "Không có buổi phát nào được ghi trong ngày này." in r.text
     assert rows(r.text, "diary") == []
@@ -217,7 +222,7 @@ def test_api_nodes(site: Site) -> None:
 
 
 def test_page_fits_a_phone(site: Site) -> None:
-    html = site.client.get("/").text
+    html = site.client.get(HOME).text
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     assert '<html lang="vi">' in html
     # Wide tables scroll sideways inside their box instead of widening the page.
@@ -229,7 +234,7 @@ def test_page_fits_a_phone(site: Site) -> None:
 
 @pytest.mark.parametrize("day", ["2026-13-45", "hôm qua", "22/11/2026", "x" * 500])
 def test_bad_day_is_400_in_vietnamese(site: Site, day: str) -> None:
-    page = site.client.get("/", params={"day": day})
+    page = site.client.get(HOME, params={"day": day})
     assert page.status_code == 400
     assert page.headers["content-type"].startswith("text/html")
     assert "Ngày không hợp lệ" in page.text
@@ -265,7 +270,7 @@ def test_unknown_page_is_404_in_vietnamese_and_api_stays_json(site: Site) -> Non
 def test_a_dropped_table_is_503_and_the_server_stays_up(site: Site) -> None:
     with site.engine.begin() as conn:
         conn.execute(text("DROP TABLE asrun"))
-    page = site.client.get("/")
+    page = site.client.get(HOME)
     assert page.status_code == 503
     assert page.headers["content-type"].startswith("text/html")
     assert "Không đọc được cơ sở dữ liệu" in page.text
@@ -282,7 +287,7 @@ def test_a_replaced_database_file_is_503(site: Site) -> None:
     for suffix in ("-wal", "-shm"):
         Path(f"{site.home.db_path}{suffix}").unlink(missing_ok=True)
     site.home.db_path.write_bytes(b"\x00garbage, not SQLite\xff" * 200)
-    for path in ("/", "/?day=2026-11-22"):
+    for path in (HOME, HOME + "?day=2026-11-22"):
         r = site.client.get(path)
         assert r.status_code == 503
         assert "Không đọc được cơ sở dữ liệu" in r.text
@@ -337,7 +342,8 @@ def _plan_record(node: str, rid: int, item: str, kind: str, start: int, minutes:
                        title=item, start_ms=start, end_ms=start + minutes * 60_000,
                        outcome="aired", reason=None, received_ms=start, item_id=item,
                        kind=kind, language=lang, planned_start_ms=start,
-                       planned_end_ms=start + minutes * 60_000, source="primary")
+                       planned_end_ms=start + minutes * 60_000, source="primary",
+                       commune_id="tan-lang")
 
 
 def test_criterion_8_3_shows_what_aired_and_what_the_schedule_plans(tmp_path: Path) -> None:
@@ -360,9 +366,11 @@ def test_criterion_8_3_shows_what_aired_and_what_the_schedule_plans(tmp_path: Pa
         for d in (0, 2):
             s.add(_plan_record("tl-napan-1", 100 + d, f"bt@{d}", "local_bulletin",
                                monday_6am + d * day + 7_200_000, 15, "tay"))
+    add_user(engine, "admin", PASSWORD, "admin", [], NOW_MS)
     app = make_app(engine, home.media_dir, clock=lambda: NOW_MS, schedule_path=COMMUNE)
     with TestClient(app, raise_server_exceptions=False) as client:
-        html = client.get("/", params={"day": "2026-11-25"}).text
+        login(client, "admin")
+        html = client.get(HOME, params={"day": "2026-11-25"}).text
     engine.dispose()
     table = html.split('<table id="criterion">', 1)[1].split("</table>", 1)[0]
     aired = cells(re.findall(r'<tr data-row="aired">.*?</tr>', table, re.S)[0])

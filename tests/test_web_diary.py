@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from test_commune_diary import DAY, rec, setup  # noqa: F401  (the fixture)
 from test_plan import ms
+from web_site import PASSWORD, login
 
+from headend.auth import add_user
 from headend.models import Node
 from headend.reports import store_reports
 from headend.schedule import Schedule
@@ -31,7 +33,10 @@ def client(setup: tuple[Engine, Schedule], tmp_path: Path) -> TestClient:  # noq
     ], six + 20 * 60_000)
     with engine.begin() as conn:
         conn.execute(update(Node).where(Node.id == "n0-b").values(online=False))
-    return TestClient(make_app(engine, tmp_path, clock=lambda: ms(DAY, 12 * 60)))
+    add_user(engine, "admin", PASSWORD, "admin", [], ms(DAY))
+    client = TestClient(make_app(engine, tmp_path, clock=lambda: ms(DAY, 12 * 60)))
+    login(client, "admin")
+    return client
 
 
 def test_the_diary_page_shows_each_item_with_its_villages(client: TestClient) -> None:
@@ -106,7 +111,7 @@ def test_metrics_for_prometheus(client: TestClient) -> None:
 
 
 def test_the_front_page_counts_villages_with_working_loudspeakers(client: TestClient) -> None:
-    html = client.get("/").text
+    html = client.get("/c/thu").text
     found = re.search(r'<p id="villages"[^>]*>(.*?)</p>', html, re.S)
     assert found is not None
     # Thôn 0 aired its relay; Thôn 1 has not reported, Bản 2 missed: 1 of 3, under 2/3.
