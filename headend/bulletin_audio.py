@@ -218,6 +218,21 @@ def _truncated(detail: str) -> AudioRejected:
         + _RETRY_VI, f"truncated audio file: {detail}", "truncated")
 
 
+# What ffmpeg 5.1 says when a file stops early: WebM, MP4/M4A, AAC, PCM.
+_CUT_MESSAGES = re.compile(r"ended prematurely|partial file|Input buffer exhausted|"
+                           r"Invalid PCM packet|truncat", re.IGNORECASE)
+
+
+def _damaged(errors: list[str], returncode: int) -> AudioRejected:
+    """The refusal for a file ffmpeg reports errors on while decoding it."""
+    why = errors[0] if errors else f"ffmpeg exit status {returncode}"
+    cut = [line for line in errors if _CUT_MESSAGES.search(line)]
+    if cut:
+        return _truncated(f"ffmpeg: {cut[0]}")
+    return AudioRejected("Tệp âm thanh bị hỏng hoặc bị cắt dở (giải mã gặp lỗi). " + _RETRY_VI,
+                         f"damaged or truncated audio: {why}", "damaged")
+
+
 def _too_long(seconds: float) -> AudioRejected:
     return AudioRejected(
         f"Tệp dài {_vi_duration(seconds)}, quá giới hạn {MAX_SECONDS // 60} phút. "
@@ -329,7 +344,7 @@ def _decode_start(path: Path) -> None:
         raise _not_audio("decoding timed out") from e
     errors = _error_lines(proc.stderr)
     if proc.returncode != 0 or errors:
-        raise _not_audio(errors[0] if errors else f"ffmpeg exit status {proc.returncode}")
+        raise _damaged(errors, proc.returncode)
 
 
 def _structure_problem(path: Path, container: str) -> str | None:
@@ -500,10 +515,7 @@ def decode_upload(path: Path, probe: Probe) -> tuple[Samples, int]:
             and decoded_s < declared - TRUNCATION_SLACK_S:
         raise _truncated(f"{decoded_s:.2f} s decoded where the file declares {declared:.2f} s")
     if proc.returncode != 0 or errors:
-        why = errors[0] if errors else f"ffmpeg exit status {proc.returncode}"
-        raise AudioRejected(
-            "Tệp âm thanh bị hỏng hoặc bị cắt dở (giải mã gặp lỗi). " + _RETRY_VI,
-            f"damaged or truncated audio: {why}", "damaged")
+        raise _damaged(errors, proc.returncode)
     if len(samples) == 0:
         raise _not_audio("no audio samples decoded")
     if not np.isfinite(samples).all():
