@@ -60,6 +60,19 @@ within 0.3 LU of the target (at most four rounds).
 ``SILENCE_FLOOR_DBFS`` (-70 dBFS), are silence (after removing any DC offset); the speech keeps
 ``TRIM_PADDING_MS`` (150 ms) of it on each side so no syllable is clipped.
 
+**Profiles** (``PROFILES``), each encoded once from the finished signal by ffmpeg:
+
+| name    | file | format                                 | kbit/s | MB/hour | why                          |
+| ------- | ---- | -------------------------------------- | ------ | ------- | ---------------------------- |
+| `esp32` | .wav | PCM 16 kHz, 16-bit, mono (44-byte hdr) | 256    | ~115    | stock MicroPython has no MP3 |
+|         |      |                                        |        |         | decoder: PCM straight to I2S |
+| `rpi`   | .mp3 | MP3 CBR 32 kbit/s, 22.05 kHz, mono     | 32     | ~14     | metered 4G; any player plays |
+|         |      | (LAME, with its Info tag)              |        |         | MP3                          |
+
+LAME at 32 kbit/s CBR comes out 0.4-0.5 dB quieter than what it is given (tones and speech,
+by ffmpeg's ebur128 and by LAME's own decoder), so the MP3 is encoded with +0.4 dB
+(``OutputProfile.makeup_db``) and both nodes play at the target.
+
 **Chime** (optional): a three-note bell (G5, E5, C5, falling before the bulletin and rising
 after it, about 1.5 s) made in numpy, at the same loudness target, joined by ``CHIME_GAP_MS``.
 """
@@ -122,6 +135,7 @@ class OutputProfile:
     channels: int
     kbit_per_s: int
     why: str
+    makeup_db: float = 0.0  # what the encoder loses in level, given back when encoding
 
     @property
     def mb_per_hour(self) -> float:
@@ -134,7 +148,10 @@ ESP32 = OutputProfile(
     why="stock MicroPython has no MP3 decoder, so the ESP32 streams 16-bit PCM straight to I2S")
 RPI = OutputProfile(
     name="rpi", suffix=".mp3", codec="mp3", rate=22050, channels=1, kbit_per_s=32,
-    why="a Pi plays MP3 with any player; 32 kbit/s CBR mono speech is ~14 MB an hour on 4G")
+    why="a Pi plays MP3 with any player; 32 kbit/s CBR mono speech is ~14 MB an hour on 4G",
+    # LAME in CBR mode comes out 0.4-0.5 dB quieter than its input (speech and tones, measured
+    # with ffmpeg's ebur128 and with LAME's own decoder), so the Pi would play below the target.
+    makeup_db=0.4)
 PROFILES: Final[tuple[OutputProfile, ...]] = (ESP32, RPI)
 
 
@@ -728,6 +745,8 @@ def _encode(work: Path, rate: int, profile: OutputProfile) -> bytes:
     cmd = [_ffmpeg(), "-v", "error", "-nostdin", "-hide_banner",
            "-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", str(work),
            "-ar", str(profile.rate), "-ac", str(profile.channels), "-map_metadata", "-1"]
+    if profile.makeup_db:
+        cmd += ["-af", f"volume={profile.makeup_db}dB"]
     if profile.codec == "pcm_s16le":
         _run_ffmpeg([*cmd, "-c:a", "pcm_s16le", "-f", "s16le", "-y", str(out)])
         segment = AudioSegment(data=out.read_bytes(), sample_width=2, frame_rate=profile.rate,
