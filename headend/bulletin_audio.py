@@ -62,12 +62,12 @@ within 0.3 LU of the target (at most four rounds).
 
 **Profiles** (``PROFILES``), each encoded once from the finished signal by ffmpeg:
 
-| name    | file | format                                 | kbit/s | MB/hour | why                          |
-| ------- | ---- | -------------------------------------- | ------ | ------- | ---------------------------- |
-| `esp32` | .wav | PCM 16 kHz, 16-bit, mono (44-byte hdr) | 256    | ~115    | stock MicroPython has no MP3 |
-|         |      |                                        |        |         | decoder: PCM straight to I2S |
-| `rpi`   | .mp3 | MP3 CBR 32 kbit/s, 22.05 kHz, mono     | 32     | ~14     | metered 4G; any player plays |
-|         |      | (LAME, with its Info tag)              |        |         | MP3                          |
+| name  | file | format                                  | kbit/s | MB/h | why                     |
+| ----- | ---- | --------------------------------------- | ------ | ---- | ----------------------- |
+| esp32 | .wav | PCM 16 kHz 16-bit mono, 44-byte header  | 256    | 115  | no MP3 decoder in stock |
+|       |      |                                         |        |      | MicroPython: PCM to I2S |
+| rpi   | .mp3 | MP3 CBR 32 kbit/s 22.05 kHz mono (LAME, | 32     | 14   | metered 4G; any player  |
+|       |      | with its Info tag)                      |        |      | on a Pi plays MP3       |
 
 LAME at 32 kbit/s CBR comes out 0.4-0.5 dB quieter than what it is given (tones and speech,
 by ffmpeg's ebur128 and by LAME's own decoder), so the MP3 is encoded with +0.4 dB
