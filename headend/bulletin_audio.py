@@ -779,14 +779,33 @@ def prepare_samples(x: Samples, rate: int, media_dir: Path, *, chime: bool = Fal
         work = Path(tmp) / "bulletin.f32"
         y.astype("<f4", copy=False).tofile(work)
         futures = [(p, pool.submit(_encode, work, rate, p)) for p in PROFILES]
+        lufs, peak = integrated_lufs(y, rate), peak_dbfs(y)  # while the encoders run
         encoded = {p.name: (f.result(), p.suffix) for p, f in futures}
-    files = {name: store_media(media_dir, data, suffix) for name, (data, suffix) in encoded.items()}
+    files = _store_all(media_dir, encoded)
     return PreparedAudio(
         duration_ms=round(len(y) * 1000 / rate), source_lufs=round(source_lufs, 2),
-        lufs=round(integrated_lufs(y, rate), 2), peak_dbfs=round(peak_dbfs(y), 2),
+        lufs=round(lufs, 2), peak_dbfs=round(peak, 2),
         gain_db=round(gain_db, 2), limited=limited,
         trimmed_ms=(round(start * 1000 / rate), round((len(x) - stop) * 1000 / rate)),
         chime=chime, files=files)
+
+
+def _store_all(media_dir: Path, encoded: Mapping[str, tuple[bytes, str]]
+               ) -> dict[str, StoredMedia]:
+    """Every profile's file stored, or (on an error such as a full disk) none that is new."""
+    files: dict[str, StoredMedia] = {}
+    created: list[Path] = []
+    before = set(media_dir.iterdir()) if media_dir.exists() else set()
+    try:
+        for name, (data, suffix) in encoded.items():
+            files[name] = store_media(media_dir, data, suffix)
+            if files[name].path not in before:
+                created.append(files[name].path)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    return files
 
 
 def prepare(segment: AudioSegment, media_dir: Path, *, chime: bool = False) -> PreparedAudio:
