@@ -85,15 +85,12 @@ from headend.api import (
     ErrorOut,
     PlanItemOut,
     day_range,
-    declared_too_large,
     diary_lines,
     iso,
     known_commune,
     plan_items,
     store_bulletin,
-    temp_dir,
     today,
-    too_large_vi,
 )
 from headend.auth import MAKE, VIEW, Principal
 from headend.bulletin_audio import MAX_BYTES
@@ -111,6 +108,7 @@ from headend.commune_diary import (
 from headend.commune_diary import MAX_DAYS as DIARY_MAX_DAYS
 from headend.diary import NodeRow, commune_timezone, node_rows
 from headend.models import Bulletin
+from headend.uploads import declared_too_large, temp_dir, too_large_vi
 from headend.web_context import WebContext
 
 PREFIX: Final = "/api/httttn/v1"

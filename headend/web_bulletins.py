@@ -3,9 +3,11 @@ text for Vietnamese speech), one bulletin with its audio, and the approver's dec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from headend import bulletins
@@ -20,7 +22,7 @@ from headend.bulletins import (
     Meta,
 )
 from headend.diary import commune_name
-from headend.uploads import TooLarge, received
+from headend.uploads import FormRefused, read_form
 from headend.web_context import WebContext
 
 SOURCES = ("upload", "record", "tts")
@@ -67,37 +69,43 @@ def bulletin_router(ctx: WebContext) -> APIRouter:
         me.check(MAKE, commune_id)
         return new_form(request, me, commune_id)
 
-    @r.post("/c/{commune_id}/bulletins")
-    def create(request: Request, commune_id: str, title: str = Form(""),
-               summary: str = Form(""), language: str = Form("vi"),
-               kind: str = Form("local_bulletin"), source: str = Form("upload"),
-               text: str = Form(""), chime: bool = Form(False), csrf: str = Form(""),
-               audio: Annotated[UploadFile | None, File()] = None,
-               me: Principal = me_dep) -> Response:
-        me.check(MAKE, commune_id)
-        ctx.check_csrf(request, me, csrf)
-        kept = {"title": title, "summary": summary, "language": language, "kind": kind,
-                "source": source, "text": text, "chime": chime}
+    def make(request: Request, me: Principal, commune_id: str, f: dict[str, str],
+             file: Path | None, filename: str) -> Response:
+        source, text = f.get("source", "upload"), f.get("text", "")
+        chime = f.get("chime", "") in ("true", "on", "1")
+        kept: dict[str, Any] = {
+            "title": f.get("title", ""), "summary": f.get("summary", ""), "text": text,
+            "language": f.get("language", "vi"), "kind": f.get("kind", "local_bulletin"),
+            "source": source, "chime": chime}
         try:
-            meta = Meta(title, summary, language, kind).checked()
+            meta = Meta(kept["title"], kept["summary"], kept["language"], kept["kind"]).checked()
             if source == "tts":
-                prepared = prepare_speech(text, language, ctx.media_dir, chime=chime)
+                prepared = prepare_speech(text, meta.language, ctx.media_dir, chime=chime)
             elif source in ("upload", "record"):
-                if audio is None or not audio.filename:
+                if file is None or not filename:
                     raise BulletinError("Hãy chọn tệp âm thanh (hoặc ghi âm) trước khi gửi.")
-                with received(audio.file, audio.filename, MAX_BYTES) as path:
-                    prepared = prepare_upload(path, audio.filename, ctx.media_dir, chime=chime)
+                prepared = prepare_upload(file, filename, ctx.media_dir, chime=chime)
             else:
                 raise BulletinError("Hãy chọn cách làm bản tin.")
             bid = bulletins.create(ctx.engine, commune_id, ctx.actor(request, me), meta,
                                    prepared, source, ctx.now(),
                                    text=text if source == "tts" else None)
-        except TooLarge as e:
-            return new_form(request, me, commune_id, 413, error=str(e), **kept)
         except (BulletinError, AudioRejected) as e:
             return new_form(request, me, commune_id, 422, error=str(e), **kept)
         return RedirectResponse(f"/c/{commune_id}/bulletins/{bid}?done=created",
                                 status_code=303)
+
+    @r.post("/c/{commune_id}/bulletins")
+    async def create(request: Request, commune_id: str, me: Principal = me_dep) -> Response:
+        me.check(MAKE, commune_id)
+        try:
+            async with read_form(request, "audio", MAX_BYTES) as form:
+                ctx.check_csrf(request, me, form.fields.get("csrf"))
+                return await run_in_threadpool(make, request, me, commune_id, form.fields,
+                                               form.file, form.filename)
+        except FormRefused as e:
+            return await run_in_threadpool(new_form, request, me, commune_id, e.status,
+                                           error=str(e))
 
     @r.get("/c/{commune_id}/bulletins/{bulletin_id}")
     def show(request: Request, commune_id: str, bulletin_id: int, done: str | None = None,

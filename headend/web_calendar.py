@@ -66,7 +66,7 @@ def week_view(schedule: Schedule, monday: date, now_ms: int,
         for o in calendar_items.occurrences(schedule, day, day):
             ahead = (day - today).days * DAY_MINUTES + o.start - minute
             items.append(_item(o, ahead >= LOCK_MIN, everyone, village_names))
-        days.append({"day": day, "name": WEEKDAY_VI[i], "today": day == today, "items": items})
+        days.append({"day": day, "name": WEEKDAY_VI[i], "today": day == today, "entries": items})
     return days
 
 
@@ -134,7 +134,10 @@ def calendar_router(ctx: WebContext) -> APIRouter:
         me.check(SCHEDULE, commune_id)
         ctx.check_csrf(request, me, csrf)
         load(commune_id)  # a clear page when the commune has no usable schedule
-        week = parse_day(back, date.min) if back else None
+        try:
+            week: date | None = date.fromisoformat(back)  # the week to show afterwards
+        except ValueError:
+            week = None
         try:
             change(ctx.schedule_files[commune_id].get())
         except CalendarError as e:

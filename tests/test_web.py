@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
+from web_site import PASSWORD, login
 
 from headend.auth import add_user
 from headend.commune import load_commune
@@ -23,7 +24,6 @@ from headend.home import Home
 from headend.models import AsRunRecord, Command, Node
 from headend.registry import provision_commune
 from headend.web import make_app
-from web_site import PASSWORD, login
 
 REPO = Path(__file__).resolve().parent.parent
 COMMUNE = REPO / "schedules" / "tan-lang.toml"

@@ -81,7 +81,8 @@ class WebSite:
 
 
 def login(client: TestClient, username: str, password: str = PASSWORD) -> None:
-    r = client.post("/login", data={"username": username, "password": password})
+    r = client.post("/login", data={"username": username, "password": password},
+                    follow_redirects=False)
     assert r.status_code == 303, r.text
     assert "loaxa_session" in client.cookies
 
