@@ -481,6 +481,8 @@ def test_speech_errors_become_rejections(tmp_path: Path) -> None:
 def test_measure_upload_smoke(tmp_path: Path) -> None:
     fig = measure_upload(tmp_path, minutes=0.2, runs=1)
     assert fig.bare_s > 0 and fig.pipeline_s > 0 and fig.runs == 1
+    assert fig.bare_runs == (fig.bare_s,) and fig.pipeline_runs == (fig.pipeline_s,)
+    assert fig.bare_cpu_s > 0 and fig.pipeline_cpu_s > 0
     assert fig.ratio == pytest.approx(fig.pipeline_s / fig.bare_s)
     assert fig.within_time == (fig.pipeline_s <= 60)
     assert fig.within_ratio == (fig.ratio <= 1.5)
