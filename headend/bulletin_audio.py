@@ -11,8 +11,9 @@ restricted to the demuxers of those formats (``-format_whitelist``, so a playlis
 cannot make ffmpeg open other files) and to local files, must find an audio stream; the
 duration the container declares must be at most ``MAX_SECONDS`` (a 2-hour file is refused from
 its header, without decoding it); then a truncation check from the file's own structure; and
-the first seconds are decoded. The suffix only picks what is accepted: the content is what
-ffmpeg decodes, so a text file renamed .mp3 is refused.
+the first seconds are decoded (``prepare_upload`` skips that step: its one full decode follows at
+once and checks more). The suffix only picks what is accepted: the content is what ffmpeg
+decodes, so a text file renamed .mp3 is refused.
 
 **Truncation** (a download or a copy that stopped early). Measured with ffmpeg 5.1 on MP3s cut
 in half and cut mid-frame: ffmpeg decodes such a file without any error-level message (the
