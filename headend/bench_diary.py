@@ -47,6 +47,7 @@ FIRST_DAY = date(2016, 1, 1)
 PAGE_TARGET_S = 0.3
 EXPORT_TARGET_S = 2.0
 PROVINCE = "Lạng Sơn"
+BENCH_PASSWORD = "bench-diary-password"
 PAGE_ENDPOINT = "commune_diary"  # headend.web_diary: GET /diary/{commune_id}?first=&last=
 _MIN = 60_000
 _BATCH = 250_000  # rows per executemany / commit while loading
@@ -491,6 +492,12 @@ def _web_page(engine: Engine, now_ms: int) -> Callable[[str, date], float] | Non
     except NoMatchFound:
         return None
     client = TestClient(app)
+    # Pages need a log-in (issue 5): a province technician for the bench, made once.
+    from headend import auth
+
+    if "bench" not in {u.username for u in auth.list_users(engine)}:
+        auth.add_user(engine, "bench", BENCH_PASSWORD, auth.TECHNICIAN, [auth.PROVINCE], now_ms)
+    client.post("/login", data={"username": "bench", "password": BENCH_PASSWORD})
 
     def timed(cid: str, day: date) -> float:
         url = app.url_path_for(PAGE_ENDPOINT, commune_id=cid)

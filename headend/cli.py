@@ -106,9 +106,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         # These modules take half a second to import: only for a `bench` command line.
         from headend.bench_diary import add_parser as add_bench_diary
         from headend.bench_ingest import add_parser as add_bench_ingest
+        from headend.bench_web import add_parser as add_bench_web
 
         add_bench_ingest(bench_sub)
         add_bench_diary(bench_sub)
+        add_bench_web(bench_sub)
     return p
 
 
@@ -343,6 +345,10 @@ def run(args: argparse.Namespace) -> int:
         from headend.bench_diary import run_diary as run_bench_diary
 
         return run_bench_diary(args)
+    elif args.command == "bench" and args.bench == "web":
+        from headend.bench_web import run_web
+
+        return run_web(args)
     elif args.command == "bench":
         from headend.bench import run_fanout
 

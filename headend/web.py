@@ -195,10 +195,11 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
 
 
 def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
-                    today: date) -> dict[str, Any] | None:
+                    today: date, villages: bool = True) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
-    later ones, what the schedule (with the calendar's edits) plans. None for a week at the
-    end of the calendar."""
+    later ones, what the schedule (with the calendar's edits) plans; with `villages`, the
+    villages whose loudspeakers worked (the slow part: every village's records). None for a
+    week at the end of the calendar."""
     monday = day - timedelta(days=day.weekday())
     try:
         lo, _ = day_bounds_ms(monday, tz)
@@ -208,7 +209,7 @@ def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
     (aired,) = judge(aired_between(ctx.engine, lo, hi, commune_id), tz, monday, 1)
     out: dict[str, Any] = {"aired": _criterion_rows(aired), "planned": None, "plan_error": None,
                            "villages": _working_villages(ctx.engine, commune_id, lo, hi,
-                                                         ctx.now())}
+                                                         ctx.now()) if villages else None}
     if monday + timedelta(days=6) >= today:
         try:
             schedule = ctx.schedule(commune_id)

@@ -108,7 +108,7 @@ def calendar_router(ctx: WebContext) -> APIRouter:
         approved = bulletins.listing(ctx.engine, commune_id, "approved")
         badges = []
         for label, d in (("Tuần này", today), ("Tuần sau", today + timedelta(days=7))):
-            c = criterion_weeks(ctx, commune_id, d, tz, today)
+            c = criterion_weeks(ctx, commune_id, d, tz, today, villages=False)
             if c is not None:
                 badges.append({"label": label, **c})
         return ctx.page(request, "calendar.html", me, {
