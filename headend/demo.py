@@ -60,17 +60,17 @@ def demo_users(engine: Engine, home: Home, commune_id: str) -> str:
     """One user of each role for the demo, sharing a password kept in the state directory
     (made once, readable by its owner only)."""
     path = home.root / DEMO_LOGIN
-    if path.exists():
-        password = path.read_text().split()[-1]
-    else:
-        password = secrets.token_urlsafe(9)
-        path.touch(mode=0o600)
-        path.write_text(f"password {password}\n")
+    password = path.read_text().split()[-1] if path.exists() else secrets.token_urlsafe(9)
     known = {u.username for u in auth.list_users(engine)}
     now = time.time_ns() // 1_000_000
     for username, role, name in DEMO_USERS:
         if username not in known:
             auth.add_user(engine, username, password, role, [commune_id], now, name)
+    if not path.exists():  # written once the users exist: whoever reads it can log in
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(f"password {password}\n")
+        tmp.replace(path)
     return password
 
 

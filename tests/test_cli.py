@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from headend import auth
 from headend.broker import find_free_port
 from headend.cli import main
 from headend.commune import load_commune
@@ -429,6 +430,10 @@ def test_nodes_on_an_empty_state_directory(capsys: pytest.CaptureFixture[str],
 
 
 def test_web_serves_an_existing_state_directory(home: Path) -> None:
+    engine = open_db(Home.open(home).db_url)
+    auth.add_user(engine, "kythuat", "mat-khau-thu-nghiem", "technician", ["*"], START_MS)
+    token = auth.new_token(engine, "kythuat", "test", START_MS)
+    engine.dispose()
     port = find_free_port()
     proc = subprocess.Popen([str(LOAXA), "--home", str(home), "web", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -436,8 +441,9 @@ def test_web_serves_an_existing_state_directory(home: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/nodes",
-                                            timeout=2) as r:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/nodes",
+                                             headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(req, timeout=2) as r:
                     body = r.read().decode()
                 break
             except OSError:
