@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Engine, or_, select
@@ -164,18 +165,22 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
                 p.occurrence, p.kind, p.title, p.summary, p.language, p.priority, "plan",
                 p.source, p.start_ms, p.end_ms, operator=p.operator, approver=p.approver)
             targets[p.occurrence] = [v for v in json.loads(p.villages) if v in info.villages]
+        # Plain rows of the columns used, not ORM objects: a week of a commune is thousands
+        # of records, and building entities was most of the page's time.
         records = s.execute(
-            select(AsRunRecord, Node.village_id, Command.operator, Command.issued_ms)
+            select(*_RECORD_COLUMNS, Node.village_id, Command.operator.label("cmd_operator"),
+                   Command.issued_ms)
             .join(Node, Node.id == AsRunRecord.node_id)
             .outerjoin(Command, Command.id == AsRunRecord.command_id)
             .where(_in_range(info.id, lo_ms, hi_ms))
             .order_by(AsRunRecord.chain_seq)).all()
-    corrected: dict[int, AsRunRecord] = {}
-    for r, _, _, _ in records:
+    corrected: dict[int, Any] = {}
+    for r in records:
         if r.corrects_id is not None:
             corrected[r.corrects_id] = r  # the newest correction wins (chain order)
     per_village: dict[str, dict[str, VillageOutcome]] = defaultdict(dict)
-    for r, village_id, operator, issued in records:
+    for r in records:
+        village_id, operator, issued = r.village_id, r.cmd_operator, r.issued_ms
         if r.corrects_id is not None:
             continue
         fix = corrected.get(r.id)
@@ -237,9 +242,17 @@ def _in_range(commune_id: str, lo_ms: int, hi_ms: int) -> ColumnElement[bool]:
         & (planned | AsRunRecord.received_ms.between(lo_ms, hi_ms + LATE_MS)))
 
 
-def _line_key(r: AsRunRecord, issued: int | None) -> str:
+_RECORD_COLUMNS = (
+    AsRunRecord.id, AsRunRecord.corrects_id, AsRunRecord.outcome, AsRunRecord.item_id,
+    AsRunRecord.trigger, AsRunRecord.media, AsRunRecord.start_ms, AsRunRecord.end_ms,
+    AsRunRecord.planned_start_ms, AsRunRecord.planned_end_ms, AsRunRecord.received_ms,
+    AsRunRecord.kind, AsRunRecord.title, AsRunRecord.language, AsRunRecord.priority,
+    AsRunRecord.reason, AsRunRecord.operator, AsRunRecord.note)
+
+
+def _line_key(r: Any, issued: int | None) -> str:
     if r.item_id:
-        return r.item_id.split("#")[0]  # the segments of a cut item are one programme item
+        return str(r.item_id).split("#")[0]  # a cut item's segments are one programme item
     # One broadcast sends one command per node; they share the media and the moment.
     return f"{r.trigger}:{r.media}:{issued if issued is not None else r.start_ms}"
 

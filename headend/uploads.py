@@ -63,9 +63,11 @@ class _Reader:
         self._name = ""
         self._data = bytearray()
         self._out: IO[bytes] | None = None
+        self._in_file = False  # the part being read is the file (fields may follow it)
 
     def on_part_begin(self) -> None:
         self._disposition, self._name, self._data = b"", "", bytearray()
+        self._in_file = False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header += data[start:end]
@@ -92,9 +94,10 @@ class _Reader:
         suffix = PurePath(self.form.filename).suffix.lower()[:8]
         self.form.file = self.tmp / f"upload{suffix if suffix.isascii() else ''}"
         self._out = self.form.file.open("wb")
+        self._in_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._out is None:
+        if not self._in_file or self._out is None:
             if len(self._data) + end - start > FIELD_MAX_BYTES:
                 raise FormRefused(413, f"Trường “{self._name[:40]}” dài quá.")
             self._data += data[start:end]
@@ -105,7 +108,7 @@ class _Reader:
         self._out.write(data[start:end])
 
     def on_part_end(self) -> None:
-        if self._out is not None and self.form.file is not None and not self._out.closed:
+        if self._in_file and self._out is not None:
             self._out.close()
         elif self._name:
             self.form.fields[self._name] = self._data.decode("utf-8", "replace")

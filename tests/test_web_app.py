@@ -476,3 +476,30 @@ def test_loaxa_user_add_checks_roles_and_scopes(site: WebSite) -> None:
     listed = subprocess.run([LOAXA, "--home", home, "user", "list"], capture_output=True,
                             text=True, check=True).stdout
     assert re.search(r"canbo2\s+officer", listed)
+
+
+def test_fields_after_the_file_are_read_as_browsers_send_them(site: WebSite) -> None:
+    """Browsers send the form in page order: the file part, then more fields after it."""
+    import io
+
+    officer = site.client("canbo")
+    wav = io.BytesIO()
+    Sine(440).to_audio_segment(duration=3000, volume=-20).export(wav, format="wav")
+    boundary = "----loaxa-test"
+    parts = [("csrf", csrf_of(officer)), ("title", "Tin có tệp trước"), ("source", "upload")]
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in parts)
+    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
+             f'filename="tin.wav"\r\nContent-Type: audio/wav\r\n\r\n').encode()
+    body += wav.getvalue() + b"\r\n"
+    body += "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                    for k, v in (("text", ""), ("chime", "true"))).encode()
+    body += f"--{boundary}--\r\n".encode()
+    r = officer.post(f"/c/{C}/bulletins", content=body, headers={
+        "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 303, r.text
+    with Session(site.engine) as s:
+        b = s.scalars(select(Bulletin)).one()
+    assert b.title == "Tin có tệp trước"
+    assert b.duration_ms > 3000  # the chime asked for after the file is there
