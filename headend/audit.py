@@ -19,6 +19,7 @@ ACTION_VI = {
     "calendar_add": "Thêm vào lịch", "calendar_move": "Dời giờ phát",
     "calendar_remove": "Bỏ khỏi lịch", "emergency": "Phát khẩn cấp",
     "user_add": "Thêm người dùng", "token_add": "Cấp mã truy cập API",
+    "token_revoke": "Thu hồi mã truy cập API",
 }
 
 

@@ -221,6 +221,18 @@ def new_token(engine: Engine, username: str, label: str, now_ms: int) -> str:
     return token
 
 
+def revoke_tokens(engine: Engine, username: str, label: str | None = None) -> int:
+    """Revoke the user's API tokens (those with `label`, or all); returns how many."""
+    with Session(engine) as s, s.begin():
+        user_id = s.scalar(select(User.id).where(User.username == username))
+        if user_id is None:
+            raise AuthError(f"Không có người dùng '{username}' (no such user).")
+        q = update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked.is_(False))
+        if label is not None:
+            q = q.where(ApiToken.label == label)
+        return int(s.execute(q.values(revoked=True)).rowcount or 0)  # type: ignore[attr-defined]
+
+
 def token_principal(engine: Engine, token: str, now_ms: int) -> Principal | None:
     with Session(engine) as s, s.begin():
         row = s.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)

@@ -34,6 +34,9 @@ def add_user_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     tok = ops.add_parser("token", help="a new API token for a user (printed once)")
     tok.add_argument("username")
     tok.add_argument("--label", default="", help="what the token is for, e.g. HTTTN")
+    rev = ops.add_parser("revoke", help="revoke a user's API tokens (all, or those of --label)")
+    rev.add_argument("username")
+    rev.add_argument("--label", default=None)
 
 
 def _password(from_stdin: bool) -> str:
@@ -78,6 +81,11 @@ def cmd_user(home: Home, args: argparse.Namespace) -> int:
             audit.record(engine, actor, "token_add", now, None, args.username, args.label)
             print(token)
             print("Giữ mã này cẩn thận: LoaXa không lưu lại nó (shown once).", file=sys.stderr)
+        elif args.user_op == "revoke":
+            n = auth.revoke_tokens(engine, args.username, args.label)
+            audit.record(engine, actor, "token_revoke", now, None, args.username,
+                         args.label or "")
+            print(f"Đã thu hồi {n} mã truy cập của {args.username}.")
     finally:
         engine.dispose()
     return 0

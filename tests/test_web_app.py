@@ -503,3 +503,22 @@ def test_fields_after_the_file_are_read_as_browsers_send_them(site: WebSite) -> 
         b = s.scalars(select(Bulletin)).one()
     assert b.title == "Tin có tệp trước"
     assert b.duration_ms > 3000  # the chime asked for after the file is there
+
+
+def test_a_revoked_api_token_no_longer_works(site: WebSite) -> None:
+    home = str(site.home.root)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LOAXA, "--home", home, "user", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    made = run("token", "kt-tinh", "--label", "HTTTN")
+    assert made.returncode == 0 and "không lưu lại" in made.stderr
+    token = made.stdout.strip()
+    client = site.client(None)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/communes", headers=headers).status_code == 200
+    revoked = run("revoke", "kt-tinh", "--label", "HTTTN")
+    assert revoked.returncode == 0 and "Đã thu hồi 1 mã" in revoked.stdout
+    assert client.get("/api/v1/communes", headers=headers).status_code == 401
+    assert run("revoke", "khong-co").returncode == 2
