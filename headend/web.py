@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from headend import i18n
 from headend.api import API_DESCRIPTION, api_router
 from headend.auth import VIEW, Forbidden, LoginLimiter, Principal
 from headend.commune_diary import LANGUAGE_VI, OUTCOME_VI, commune_info, commune_lines
@@ -177,7 +178,8 @@ def _wants_json(request: Request) -> bool:
 def _error_page(request: Request, status: int, message: str | None = None) -> Response:
     title, default = ERROR_VI.get(status, ("Có lỗi xảy ra", "Hãy thử lại sau ít phút."))
     return TEMPLATES.TemplateResponse(
-        request, "error.html", {"status": status, "title": title, "message": message or default},
+        request, "error.html", {"status": status, "title": title, "message": message or default,
+                                **i18n.page_values(request)},
         status_code=status,
     )
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
-from headend import audit, auth
+from headend import audit, auth, i18n
 from headend.auth import Forbidden, LoginLimiter, Principal
 from headend.calendar_items import effective
 from headend.schedule import Schedule, ScheduleError, load_schedule
@@ -129,10 +129,12 @@ class WebContext:
     def page(self, request: Request, template: str, me: Principal | None,
              values: Mapping[str, Any] | None = None, status_code: int = 200,
              **more: Any) -> Response:
-        """A page; every template gets the user (`me`) and the CSRF token for its forms."""
+        """A page; every template gets the user (`me`), the CSRF token for its forms and the
+        chosen language (`lang`, `_`, `lang_switch`: headend/i18n.py)."""
         return self.templates.TemplateResponse(
-            request, template, {"me": me, "csrf": me.csrf if me else "", **(values or {}),
-                                **more}, status_code=status_code)
+            request, template, {"me": me, "csrf": me.csrf if me else "",
+                                **i18n.page_values(request), **(values or {}), **more},
+            status_code=status_code)
 
 
 def home_path(me: Principal) -> str:
@@ -193,6 +195,17 @@ def auth_router(ctx: WebContext) -> APIRouter:
         audit.record(ctx.engine, ctx.actor(request, me), "logout", ctx.now())
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    @r.get("/lang/{code}")
+    def choose_language(code: str, next: str | None = None) -> Response:
+        """Pages in this language from now on (a cookie, for everyone, logged in or not),
+        then back to the page the switch was on."""
+        if code not in i18n.LANGUAGES:
+            raise HTTPException(404, i18n.unknown_language(code))
+        resp = RedirectResponse(_safe_next(next) or "/", status_code=303)
+        resp.set_cookie(i18n.COOKIE, code, max_age=i18n.COOKIE_MAX_AGE, httponly=True,
+                        samesite="lax", secure=ctx.secure_cookies, path="/")
         return resp
 
     return r
