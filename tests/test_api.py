@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
-from web_site import NOW_MS, OTHER, USERS, WebSite, csrf_of, make_site, utc_ms
+from web_site import NOW_MS, OTHER, USERS, WebSite, app_routes, csrf_of, make_site, utc_ms
 
 from headend import auth
 from headend.api import PlanItemOut
@@ -166,20 +166,8 @@ def media_files(site: WebSite) -> set[str]:
 
 # --- Who may call what --------------------------------------------------------------------------
 
-def app_routes(site: WebSite) -> list[tuple[str, set[str]]]:
-    """(path, methods) of every route, with included routers flattened (FastAPI >= 0.165
-    keeps them as lazily resolved `_IncludedRouter` entries in app.routes)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes is already flat
-        return [(str(getattr(r, "path", "")), set(getattr(r, "methods", None) or {"*"}))
-                for r in site.app.routes]
-    return [(str(rc.path), set(rc.methods or {"*"})) for rc in iter_route_contexts(
-        site.app.routes)]
-
-
 def test_every_api_route_is_in_the_table(site: WebSite) -> None:
-    routes = {(m, path) for path, methods in app_routes(site)
+    routes = {(m, path) for path, methods in app_routes(site.app)
               if path.startswith(("/api/v1", "/api/httttn")) for m in methods - {"HEAD"}}
     assert routes == {(e.method, e.route) for e in ENDPOINTS}
 

@@ -115,3 +115,11 @@ def make_site(tmp_path: Path, **app_args: object) -> WebSite:
     app = make_app(engine, home.media_dir, clock, schedule_paths=schedules,
                    **app_args)  # type: ignore[arg-type]
     return WebSite(home, engine, app, clock, schedules)
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, set[str]]]:
+    """(path, methods) of every route, included routers flattened (FastAPI 0.165 keeps them as
+    lazily resolved entries in app.routes)."""
+    from fastapi.routing import iter_route_contexts
+
+    return [(str(rc.path), set(rc.methods or {"*"})) for rc in iter_route_contexts(app.routes)]
