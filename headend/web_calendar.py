@@ -18,6 +18,7 @@ from headend.commune_diary import KIND_VI, LANGUAGE_VI
 from headend.diary import commune_name, commune_timezone
 from headend.schedule import DAY_MINUTES, Schedule, ScheduleError, hhmm
 from headend.web_context import WebContext
+from headend.web_criterion import criterion_weeks
 
 WEEKDAY_VI = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật")
 KLASS_VI = {"normal": "", "priority": "ưu tiên", "emergency": "khẩn cấp"}
@@ -97,8 +98,6 @@ def calendar_router(ctx: WebContext) -> APIRouter:
     def render(request: Request, me: Principal, commune_id: str, week: date | None,
                error: str | None = None, done: str | None = None,
                status_code: int = 200) -> Response:
-        from headend.web import criterion_weeks
-
         schedule = load(commune_id)
         tz = commune_timezone(ctx.engine, commune_id)
         today = datetime.fromtimestamp(ctx.now() / 1000, tz).date()
