@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from headend import bulletins
 from headend.auth import APPROVE, MAKE, SCHEDULE, VIEW, Principal
+from headend.bulletin_audio import MAX_BYTES, AudioRejected, prepare_speech, prepare_upload
 from headend.bulletins import (
     BULLETIN_KINDS,
     KIND_VI,
@@ -39,8 +40,6 @@ def bulletin_row(b: Any) -> dict[str, Any]:
 
 
 def bulletin_router(ctx: WebContext) -> APIRouter:
-    from headend.bulletin_audio import MAX_BYTES, AudioRejected, prepare_speech, prepare_upload
-
     r = APIRouter()
     me_dep = Depends(ctx.user)
 

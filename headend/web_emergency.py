@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,17 +17,14 @@ from sqlalchemy.orm import Session
 
 from headend import audit, bulletins
 from headend.auth import EMERGENCY, Principal
+from headend.bulletin_audio import AudioRejected, prepare_speech
 from headend.diary import commune_name, commune_timezone
+from headend.media import StoredMedia
 from headend.models import Broadcast, Village
 from headend.web_context import WebContext
 
-WAIT_S = 15.0  # how long the page waits for the nodes to say they started
-
 
 def emergency_router(ctx: WebContext) -> APIRouter:
-    from headend.bulletin_audio import AudioRejected, prepare_speech
-    from headend.media import StoredMedia
-
     r = APIRouter()
     me_dep = Depends(ctx.user)
 
@@ -143,8 +139,7 @@ def emergency_router(ctx: WebContext) -> APIRouter:
         return ctx.page(request, "emergency_done.html", me, {
             "commune_id": commune_id, "commune": commune_name(ctx.engine, commune_id),
             "title": title, "result": result, "total": len(result.nodes),
-            "where": ", ".join(names[v] for v in chosen) or "Toàn xã",
-            "villages_json": json.dumps(chosen)})
+            "where": ", ".join(names[v] for v in chosen) or "Toàn xã"})
 
     return r
 
