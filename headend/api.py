@@ -281,10 +281,6 @@ def iso(ms: int | None, tz: ZoneInfo) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz).isoformat()
 
 
-def today(ctx: WebContext, tz: ZoneInfo) -> date:
-    return datetime.fromtimestamp(ctx.now() / 1000, tz).date()
-
-
 def parse_day(raw: str | None, name: str) -> date | None:
     if raw is None or raw == "":
         return None
@@ -495,7 +491,7 @@ def api_router(ctx: WebContext) -> APIRouter:
              me: Principal = me_dep) -> PlanOut:
         me.check(VIEW, commune_id)
         tz = commune_timezone(ctx.engine, commune_id)
-        d0, d1 = day_range(first, last, today(ctx, tz), PLAN_MAX_DAYS, ahead=True)
+        d0, d1 = day_range(first, last, ctx.today(tz), PLAN_MAX_DAYS, ahead=True)
         tz, items = plan_items(ctx, commune_id, d0, d1)
         return PlanOut(commune_id=commune_id, timezone=tz.key, first=d0, last=d1, items=items)
 
@@ -506,7 +502,7 @@ def api_router(ctx: WebContext) -> APIRouter:
               me: Principal = me_dep) -> DiaryOut:
         me.check(VIEW, commune_id)
         tz = commune_timezone(ctx.engine, commune_id)
-        d0, d1 = day_range(first, last, today(ctx, tz), DIARY_MAX_DAYS, ahead=False)
+        d0, d1 = day_range(first, last, ctx.today(tz), DIARY_MAX_DAYS, ahead=False)
         info, lines = diary_lines(ctx, commune_id, d0, d1)
         return DiaryOut(commune_id=commune_id, commune_name=info.name, timezone=info.tz.key,
                         first=d0, last=d1, lines=[diary_line_out(line, info.tz) for line in lines])

@@ -90,7 +90,6 @@ from headend.api import (
     known_commune,
     plan_items,
     store_bulletin,
-    today,
 )
 from headend.auth import MAKE, VIEW, Principal
 from headend.bulletin_audio import MAX_BYTES
@@ -508,7 +507,7 @@ def httttn_router(ctx: WebContext) -> APIRouter:
              me: Principal = me_dep) -> LichPhat:
         me.check(VIEW, maXa)
         tz = commune_timezone(ctx.engine, maXa)
-        d0, d1 = day_range(tuNgay, denNgay, today(ctx, tz), PLAN_MAX_DAYS, ahead=True)
+        d0, d1 = day_range(tuNgay, denNgay, ctx.today(tz), PLAN_MAX_DAYS, ahead=True)
         tz, items = plan_items(ctx, maXa, d0, d1)
         return lich_phat(maXa, d0, d1, tz.key, items)
 
@@ -517,7 +516,7 @@ def httttn_router(ctx: WebContext) -> APIRouter:
               me: Principal = me_dep) -> ThongKe:
         me.check(VIEW, maXa)
         tz = commune_timezone(ctx.engine, maXa)
-        d0, d1 = day_range(tuNgay, denNgay, today(ctx, tz), DIARY_MAX_DAYS, ahead=False)
+        d0, d1 = day_range(tuNgay, denNgay, ctx.today(tz), DIARY_MAX_DAYS, ahead=False)
         info, lines = diary_lines(ctx, maXa, d0, d1)
         return thong_ke(info, d0, d1, lines)
 

@@ -12,7 +12,6 @@ import gc
 import http
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
@@ -59,6 +58,8 @@ from headend.web_context import (
     auth_router,
     home_path,
     login_redirect,
+    parse_day,
+    wall_clock_ms,
 )
 from headend.web_criterion import criterion_weeks
 from headend.web_diary import diary_router
@@ -139,22 +140,6 @@ def _shift(day: date, days: int) -> date | None:
         return None
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _parse_day(raw: str | None, today: date) -> date:
-    if raw is None or raw == "":
-        return today
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(
-            400, f"Ngày không hợp lệ: “{raw[:40]}”. Hãy ghi ngày theo dạng NĂM-THÁNG-NGÀY, "
-                 "ví dụ 2026-11-22."
-        ) from None
-
-
 def _diary_json(r: DiaryRow, tz: ZoneInfo) -> dict[str, Any]:
     return dict(asdict(r), duration_s=r.duration_s, start_local=_iso(r.start_ms, tz),
                 end_local=_iso(r.end_ms, tz), planned_local=_iso(r.planned_ms, tz))
@@ -187,7 +172,7 @@ def _schedule_files(engine: Engine, schedule_path: Path | None,
 
 
 def make_app(engine: Engine, media_dir: Path,
-             clock: Callable[[], int] = _wall_clock_ms,
+             clock: Callable[[], int] = wall_clock_ms,
              schedule_path: Path | None = None, *,
              schedule_paths: Mapping[str, Path] | None = None,
              emergency: Callable[..., Awaitable[Any]] | None = None,
@@ -205,9 +190,6 @@ def make_app(engine: Engine, media_dir: Path,
                   description=API_DESCRIPTION, version="1")
     media_root = media_dir.resolve()
     me_dep = Depends(ctx.user)
-
-    def today(tz: ZoneInfo) -> date:
-        return datetime.fromtimestamp(clock() / 1000, tz).date()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -266,11 +248,12 @@ def make_app(engine: Engine, media_dir: Path,
         if name is None:
             raise HTTPException(404, "Không có xã này.")
         tz = commune_timezone(engine, commune_id)
-        now_day = today(tz)
-        d = _parse_day(day, now_day)
+        now_day = ctx.today(tz)
+        d = parse_day(day, now_day)
         nodes = node_rows(engine, [commune_id])
         diary = diary_for_day(engine, d, tz, commune_id)
-        criterion = criterion_weeks(ctx, commune_id, d, tz, now_day)
+        criterion = criterion_weeks(ctx, commune_id, d, tz, now_day,
+                                    ctx.schedule_or_error(commune_id))
         return ctx.page(request, "index.html", me, {
             "criterion": criterion,
             "commune": name, "commune_title": _commune_title(name),
@@ -302,7 +285,7 @@ def make_app(engine: Engine, media_dir: Path,
     def api_diary(day: str | None = None, me: Principal = me_dep) -> list[dict[str, Any]]:
         me.check(VIEW)
         tz = commune_timezone(engine)
-        d = _parse_day(day, today(tz))
+        d = parse_day(day, ctx.today(tz))
         visible = scope(me)
         rows = diary_for_day(engine, d, tz) if visible is None else [
             r for cid in visible for r in diary_for_day(engine, d, tz, cid)]

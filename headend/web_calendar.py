@@ -17,21 +17,11 @@ from headend.calendar_items import LOCK_MIN, CalendarError, Occurrence
 from headend.commune_diary import KIND_VI, LANGUAGE_VI
 from headend.diary import commune_name, commune_timezone
 from headend.schedule import DAY_MINUTES, Schedule, ScheduleError, hhmm
-from headend.web_context import WebContext
+from headend.web_context import WebContext, parse_day
 from headend.web_criterion import criterion_weeks
 
 WEEKDAY_VI = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ Nhật")
 KLASS_VI = {"normal": "", "priority": "ưu tiên", "emergency": "khẩn cấp"}
-
-
-def parse_day(raw: str | None, default: date) -> date:
-    if not raw:
-        return default
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(400, f"Ngày không hợp lệ: “{raw[:40]}” (cần dạng NĂM-THÁNG-NGÀY, "
-                                 "ví dụ 2026-11-23).") from None
 
 
 def parse_time(raw: str) -> int:
@@ -85,29 +75,38 @@ def calendar_router(ctx: WebContext) -> APIRouter:
     r = APIRouter()
     me_dep = Depends(ctx.user)
 
-    def load(commune_id: str) -> Schedule:
-        try:
-            schedule = ctx.schedule(commune_id)
-        except ScheduleError as e:
+    def usable(loaded: Schedule | ScheduleError | None) -> Schedule:
+        """The schedule, or a clear page when the commune has no usable one."""
+        if isinstance(loaded, ScheduleError):
             raise HTTPException(503, f"Lịch phát của xã có lỗi, kỹ thuật viên cần sửa tệp "
-                                     f"lịch: {e}") from None
-        if schedule is None:
+                                     f"lịch: {loaded}")
+        if loaded is None:
             raise HTTPException(404, "Xã này chưa có lịch phát trên máy chủ này.")
-        return schedule
+        return loaded
+
+    def file_schedule(commune_id: str) -> Schedule:
+        """The schedule file alone: calendar edits are checked against it plus the edits."""
+        f = ctx.schedule_files.get(commune_id)
+        try:
+            loaded: Schedule | ScheduleError | None = f.get() if f is not None else None
+        except ScheduleError as e:
+            loaded = e
+        return usable(loaded)
 
     def render(request: Request, me: Principal, commune_id: str, week: date | None,
                error: str | None = None, done: str | None = None,
                status_code: int = 200) -> Response:
-        schedule = load(commune_id)
+        loaded = ctx.schedule_or_error(commune_id)
+        schedule = usable(loaded)
         tz = commune_timezone(ctx.engine, commune_id)
-        today = datetime.fromtimestamp(ctx.now() / 1000, tz).date()
+        today = ctx.today(tz)
         day = week or today
         monday = day - timedelta(days=day.weekday())
         names = {v.id: v.name for v in schedule.commune.villages}
         approved = bulletins.listing(ctx.engine, commune_id, "approved")
         badges = []
         for label, d in (("Tuần này", today), ("Tuần sau", today + timedelta(days=7))):
-            c = criterion_weeks(ctx, commune_id, d, tz, today, villages=False)
+            c = criterion_weeks(ctx, commune_id, d, tz, today, loaded, villages=False)
             if c is not None:
                 badges.append({"label": label, **c})
         return ctx.page(request, "calendar.html", me, {
@@ -125,20 +124,20 @@ def calendar_router(ctx: WebContext) -> APIRouter:
     def calendar(request: Request, commune_id: str, week: str | None = None,
                  done: str | None = None, me: Principal = me_dep) -> Response:
         me.check(VIEW, commune_id)
-        return render(request, me, commune_id, parse_day(week, date.min) if week else None,
+        return render(request, me, commune_id, parse_day(week, None),
                       done=DONE_VI.get(done or ""))
 
     def edit(request: Request, me: Principal, commune_id: str, csrf: str, back: str,
              change: Any, what: str) -> Response:
         me.check(SCHEDULE, commune_id)
         ctx.check_csrf(request, me, csrf)
-        load(commune_id)  # a clear page when the commune has no usable schedule
+        schedule = file_schedule(commune_id)
         try:
             week: date | None = date.fromisoformat(back)  # the week to show afterwards
         except ValueError:
             week = None
         try:
-            change(ctx.schedule_files[commune_id].get())
+            change(schedule)
         except CalendarError as e:
             return render(request, me, commune_id, week, error=str(e), status_code=422)
         if ctx.on_schedule_change is not None:

@@ -12,9 +12,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -27,6 +29,7 @@ from headend.calendar_items import effective
 from headend.schedule import Schedule, ScheduleError, load_schedule
 
 SESSION_COOKIE = "loaxa_session"
+D = TypeVar("D")
 LOGIN_ERROR_VI = "Sai tên đăng nhập hoặc mật khẩu."
 
 
@@ -38,8 +41,19 @@ class CsrfFailed(Exception):
     """A form sent without the session's CSRF token (or with another session's)."""
 
 
-def _wall_clock_ms() -> int:
+def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def parse_day(raw: str | None, default: D) -> date | D:
+    """A YYYY-MM-DD query parameter; `default` when absent; 400 in Vietnamese when wrong."""
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, f"Ngày không hợp lệ: “{raw[:40]}”. Hãy ghi ngày theo dạng "
+                                 "NĂM-THÁNG-NGÀY, ví dụ 2026-11-22.") from None
 
 
 def client_ip(request: Request) -> str:
@@ -79,7 +93,7 @@ class WebContext:
     engine: Engine
     media_dir: Path
     templates: Jinja2Templates
-    clock: Callable[[], int] = _wall_clock_ms
+    clock: Callable[[], int] = wall_clock_ms
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     secure_cookies: bool = False
     # Sends an emergency through the running headend (None when the web app runs alone).
@@ -91,6 +105,9 @@ class WebContext:
     def now(self) -> int:
         return self.clock()
 
+    def today(self, tz: ZoneInfo) -> date:
+        return datetime.fromtimestamp(self.clock() / 1000, tz).date()
+
     def schedule(self, commune_id: str) -> Schedule | None:
         """The commune's schedule with the calendar's edits; None when it has no schedule
         file here; ScheduleError when the file is broken."""
@@ -98,6 +115,13 @@ class WebContext:
         if f is None:
             return None
         return effective(self.engine, f.get(), self.media_dir)
+
+    def schedule_or_error(self, commune_id: str) -> Schedule | ScheduleError | None:
+        """`schedule()`, with a broken file's error returned for the page to show."""
+        try:
+            return self.schedule(commune_id)
+        except ScheduleError as e:
+            return e
 
     def user(self, request: Request) -> Principal:
         """The principal of this request, or LoginRequired."""

@@ -21,7 +21,7 @@ from headend.criterion import (
 from headend.diary import aired_between, day_bounds_ms
 from headend.monthly import STANDARD_SHARE, village_months
 from headend.plan import expand
-from headend.schedule import ScheduleError
+from headend.schedule import Schedule, ScheduleError
 from headend.web_context import WebContext
 
 
@@ -39,11 +39,13 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
 
 
 def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
-                    today: date, villages: bool = True) -> dict[str, Any] | None:
+                    today: date, schedule: Schedule | ScheduleError | None,
+                    villages: bool = True) -> dict[str, Any] | None:
     """Criterion 8.3 for the week of `day`: what aired (the diary) and, for this week and
-    later ones, what the schedule (with the calendar's edits) plans; with `villages`, the
-    villages whose loudspeakers worked (the slow part: every village's records). None for a
-    week at the end of the calendar."""
+    later ones, what `schedule` (the commune's, with the calendar's edits, as
+    `ctx.schedule_or_error` gives it) plans; with `villages`, the villages whose loudspeakers
+    worked (the slow part: every village's records). None for a week at the end of the
+    calendar."""
     monday = day - timedelta(days=day.weekday())
     try:
         lo, _ = day_bounds_ms(monday, tz)
@@ -55,14 +57,11 @@ def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
                            "villages": _working_villages(ctx.engine, commune_id, lo, hi,
                                                          ctx.now()) if villages else None}
     if monday + timedelta(days=6) >= today:
-        try:
-            schedule = ctx.schedule(commune_id)
-        except ScheduleError as e:
-            out["plan_error"] = f"Lịch phát có lỗi: {e}"
-        else:
-            if schedule is not None:
-                (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
-                out["planned"] = _criterion_rows(planned)
+        if isinstance(schedule, ScheduleError):
+            out["plan_error"] = f"Lịch phát có lỗi: {schedule}"
+        elif schedule is not None:
+            (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
+            out["planned"] = _criterion_rows(planned)
     return out
 
 

@@ -32,7 +32,7 @@ from headend.commune_diary import (
 )
 from headend.diary import commune_timezone, node_rows, time_of_day
 from headend.models import Alarm, Commune, DiaryHead, Node, Village
-from headend.web_context import WebContext
+from headend.web_context import WebContext, parse_day
 
 PAGE_DAYS = 31  # the page shows at most a month; exports take up to a year
 EXPORT_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
@@ -40,28 +40,17 @@ EXPORT_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
 RANGE_VI = "Khoảng ngày không hợp lệ"
 
 
-def _day(raw: str | None, default: date) -> date:
-    if not raw:
-        return default
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(400, f"Ngày không hợp lệ: {raw!r} (cần dạng NĂM-THÁNG-NGÀY)") \
-            from None
-
-
 def diary_router(ctx: WebContext) -> APIRouter:
     r = APIRouter()
     engine, clock = ctx.engine, ctx.clock
     me_dep = Depends(ctx.user)
 
-    def today(commune_id: str | None = None) -> date:
-        return datetime.fromtimestamp(clock() / 1000,
-                                      commune_timezone(engine, commune_id)).date()
+    def today(commune_id: str) -> date:
+        return ctx.today(commune_timezone(engine, commune_id))
 
     def span(commune_id: str, first: str | None, last: str | None) -> tuple[date, date]:
-        lo = _day(first, today(commune_id))
-        return lo, _day(last, lo)
+        lo = parse_day(first, today(commune_id))
+        return lo, parse_day(last, lo)
 
     @r.get("/diary/{commune_id}")
     def commune_diary(request: Request, commune_id: str, first: str | None = None,
