@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := mosquitto mosquitto-clients ffmpeg espeak-ng fonts-dejavu-core \
-	poppler-utils tesseract-ocr tesseract-ocr-vie chromium lame
+	poppler-utils tesseract-ocr tesseract-ocr-vie chromium lame mpv
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-deps clean

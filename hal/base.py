@@ -137,6 +137,53 @@ class Link:
         """Register callback() to run when the link drops, so open sockets are abandoned at once."""
         raise NotImplementedError
 
+    def info(self):
+        """What the technician should see about the link, for telemetry: a small dict (a 4G
+        link gives sim, reg, dbm, operator, apn), or None."""
+        return None
+
+
+class Watchdog:
+    """The hardware watchdog. Once started it resets the board unless fed within timeout_ms.
+    It cannot be stopped. Boards without one keep this no-op."""
+
+    def start(self, timeout_ms):
+        pass
+
+    def feed(self):
+        pass
+
+
+class Ota:
+    """The firmware slot not running now (the ESP32's other app partition, the Pi's other
+    install directory, a directory in the simulator). An image is written into it, then made
+    to boot next on trial: until the new firmware calls confirm(), any restart goes back to
+    the old image."""
+
+    def running(self):
+        """Label of the running image (slot name or partition), for telemetry."""
+        return None
+
+    def begin(self, size):
+        """Prepare the inactive slot for an image of size bytes (erase, truncate)."""
+        raise NotImplementedError
+
+    def write(self, data):
+        """Append image bytes to the inactive slot."""
+        raise NotImplementedError
+
+    def finish(self):
+        """The whole image is written and verified: boot it next time, on trial."""
+        raise NotImplementedError
+
+    def on_trial(self):
+        """True while the running image has not been confirmed yet."""
+        return False
+
+    def confirm(self):
+        """The running image works: keep it (cancels the rollback)."""
+        pass
+
 
 class Board:
     """Everything a node's firmware gets from its hardware."""
@@ -156,6 +203,19 @@ class Board:
 
     def temperature_c(self):
         """Board (or enclosure) temperature in whole degrees Celsius, or None if not sensed."""
+        return None
+
+    # Set by boards that have them; None where there is none.
+    watchdog = None  # type: Watchdog | None
+    ota = None  # type: Ota | None
+
+    def on_test_button(self, callback):
+        """Register callback() to run when the local "test" button is pressed (a technician at
+        the pole checks the loudspeakers without the network). Boards without one ignore it."""
+        pass
+
+    def reset_cause(self):
+        """Why the board last started: 'power', 'watchdog', 'soft', 'crash' or None."""
         return None
 
     def reboot(self):

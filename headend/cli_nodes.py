@@ -8,6 +8,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from headend.cli_device import DEVICE_OPS, add_device_parsers, cmd_device
 from headend.home import Home
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                                                                      choices=("on", "off"))
     op("reboot", "restart the node")
     op("report", "ask the node for a full report now")
+    add_device_parsers(ops)
 
 
 def _fmt(ms: int | None, tz: ZoneInfo) -> str:
@@ -119,6 +121,8 @@ def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_node(home: Home, args: argparse.Namespace) -> int:
+    if args.node_op in DEVICE_OPS:
+        return cmd_device(home, args)
     from rich.progress import Progress
 
     from headend import emergency as em
