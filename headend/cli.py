@@ -318,7 +318,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "nodes":
         return cmd_nodes(Home.open(root), args)
     elif args.command == "node":
-        return cmd_node(Home.open(root), args)
+        # A node can be provisioned before the headend first runs; flashing needs no state.
+        opener = {"provision": Home.create, "flash": Home}.get(args.node_op, Home.open)
+        return cmd_node(opener(root), args)
     elif args.command == "user":
         return cmd_user(Home.open(root), args)
     elif args.command == "diary" and args.diary:

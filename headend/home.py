@@ -63,6 +63,12 @@ class Home:
         such as `loaxa broadcast` can reach its broker and media server."""
         return self.root / "running.json"
 
+    @property
+    def communes_path(self) -> Path:
+        """Commune id -> the schedule file `loaxa serve` was given, so `loaxa node provision`
+        finds the file to add a node to."""
+        return self.root / "communes.json"
+
     @classmethod
     def create(cls, root: Path) -> Home:
         """Create (or reuse) a state directory; refuse a file or someone else's directory."""

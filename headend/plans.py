@@ -38,6 +38,7 @@ BLOCK_MS = 12 * HOUR_MS  # plans are computed for blocks starting on this UTC gr
 HORIZON_MS = 72 * HOUR_MS  # a plan covers its block start + 72 h, so always >= 60 h ahead
 MIN_AHEAD_MS = 48 * HOUR_MS  # never publish a plan that covers less than this ahead
 CHECK_EVERY_MS = 10 * 60_000  # how often the publisher looks for changes and new blocks
+FILE_CHECK_S = 3.0  # how often the schedule file's time stamp is looked at
 PROBE_LEAD_MS = 10 * 60_000  # relay sources are probed this long before their slot
 
 Clock = Callable[[], int]
@@ -249,7 +250,29 @@ class PlanPublisher:
             row.updated_ms = now
             s.add(row)
 
+    async def watch_file(self, every_s: float = FILE_CHECK_S) -> None:
+        """Wake the publisher when the schedule file changes (an edited schedule, a node added
+        by `loaxa node provision`), rather than at the next check up to 10 minutes later."""
+        last = None
+        while True:
+            try:
+                st = self.schedule_path.stat()
+                seen = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                seen = None
+            if last is not None and seen != last:
+                self.wake()
+            last = seen
+            await asyncio.sleep(every_s)  # real time: the file is edited in real time
+
     async def run(self) -> None:
+        watch = asyncio.ensure_future(self.watch_file())
+        try:
+            await self._publish_loop()
+        finally:
+            watch.cancel()
+
+    async def _publish_loop(self) -> None:
         while True:
             self._changed.clear()
             try:

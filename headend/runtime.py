@@ -81,12 +81,22 @@ class Runtime:
         self.schedule = load_schedule(self.schedule_path)
         self.engine = open_db(self.home.db_url)
         self.secrets = provision_commune(self.engine, self.home, self.schedule.commune)
+        self._remember_schedule()
         self.library = MediaLibrary(self.home.media_dir, self.media_base)
         password = headend_password(self.home)
         self.broker = Broker(self.home.broker_dir, port=find_free_port(),
                              headend_password=password)
         self.broker.write_config({s.id: s.password for s in self.secrets})
         self.headend = Headend(self.engine, self.broker.port, password, clock=self.clock)
+
+    def _remember_schedule(self) -> None:
+        path = self.home.communes_path
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        known[self.schedule.commune.id] = str(self.schedule_path.resolve())
+        path.write_text(json.dumps(known, indent=1))
 
     @property
     def media_host(self) -> str:
