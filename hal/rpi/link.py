@@ -191,9 +191,12 @@ def make_link(cfg: dict[str, Any]) -> base.Link:
     if kind == "net":
         return NetLink(cfg.get("check_host"))
     if kind == "4g":
-        # The modem's pyserial adapter (hal/rpi/serial_port.py) drives firmware/modem.py.
-        from hal.rpi.serial_port import Modem  # type: ignore[attr-defined,unused-ignore]
-        modem = Modem(cfg.get("port", "/dev/ttyUSB2"), apn=cfg.get("apn", "v-internet"))
+        # firmware/modem.py (AT commands) over pyserial (hal/rpi/serial_port.py) on the AT
+        # port; pppd dials on the data port (SIM7600/EC25: ttyUSB2 and ttyUSB3).
+        from firmware.modem import Modem
+        from hal.rpi.serial_port import SerialPort
+        modem = Modem(SerialPort(cfg.get("port", "/dev/ttyUSB2"), cfg.get("baud", 115200)),
+                      apn=cfg.get("apn", "v-internet"))
         argv = cfg.get("pppd_argv") or ppp_argv(cfg.get("data_port", "/dev/ttyUSB3"),
                                                 cfg.get("baud", 115200))
         return PppLink(modem, argv)
