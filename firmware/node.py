@@ -6,9 +6,9 @@ import json
 import random
 import struct
 
-from firmware import http, plan as planlib, protocol, wav
+from firmware import http, ota as otalib, plan as planlib, protocol, wav
 from firmware.cache import CacheFull, MediaCache
-from firmware.mqtt import MQTTClient, sleep_ms
+from firmware.mqtt import MQTTClient, sleep_ms, ticks_diff, ticks_ms
 from firmware.player import LEAD_MS, RELAY_TIMEOUT_MS, Airing, Player
 from firmware.session import Session
 
@@ -44,6 +44,10 @@ AMP_MIN_MA = 100  # an amplifier switched on that draws less is faulty (config "
 AMP_SENSE_MS = 100  # after switching by hand, the current is read this much later
 HEALTH_CHECK_MS = 2000  # real ms: how often the amplifier's current is looked at
 REBOOT_DELAY_MS = 200  # real ms between the reboot's ack and the reset, so the ack leaves
+# Heartbeats (firmware/device.py feeds the watchdog only while every loop beats in time): a
+# loop may be silent for its own period plus this (config "device": {"beat_slack_ms"}).
+BEAT_SLACK_MS = 30000
+LOCAL_TEST = "local test"  # as-run trigger of the test tone played by the local button
 # Config keys a full report may show (never the key, never the broker password)
 REPORT_CONFIG_KEYS = ("media_hosts", "telemetry_s", "cache_bytes", "relay_timeout_ms",
                       "item_lead_ms", "amp_min_ma")
@@ -131,6 +135,18 @@ class Node:
         self.amp_fault = False  # the last verdict while the amplifier was on
         self.rebooting = False
         self._tasks = []  # long-lived tasks, cancelled by halt()
+        # Device life (firmware/device.py sets these): safe mode, heartbeats, OTA
+        ota = board.ota
+        self.fw = (ota.version() if ota is not None else None) or FW_VERSION
+        self.safe_mode = None  # why the node started in safe mode (no plan, no playback)
+        self.reset_why = None  # what the watchdog saw before the last reset, if it bit
+        self.beats = {}  # loop name -> (ticks_ms of its last beat, ms it may stay silent)
+        self.beat_slack_ms = config.get("device", {}).get("beat_slack_ms", BEAT_SLACK_MS)
+        self.reported = False  # birth and telemetry out on the current connection
+        self.on_reboot = None  # called just before an intended reset
+        self.installing = False  # an OTA image is being downloaded
+        self.ota_last = otalib.last(board.storage)
+        board.on_test_button(self._test_button)
         board.audio.set_volume(self.volume)
         self.session = Session(self._make_client, board.link, self._on_connected,
                                **config.get("session", {}))
@@ -162,7 +178,7 @@ class Node:
         self.session_no += 1
         self._save_state()
         b = self.config["broker"]
-        will = protocol.state(self.id, False, self.session_no, self.clock.time_ms(), FW_VERSION)
+        will = protocol.state(self.id, False, self.session_no, self.clock.time_ms(), self.fw)
         c = MQTTClient(self.id, b["host"], b["port"], user=self.id, password=b["password"],
                        keepalive=b.get("keepalive", 30), clean=False,
                        will=(self._t(protocol.STATE), protocol.encode(will), True, 1),
@@ -172,12 +188,13 @@ class Node:
         return c
 
     async def _on_connected(self, client):
+        self.reported = False
         for leaf in (protocol.CMD, protocol.ASRUN_ACK, protocol.ECHO, protocol.PLAN):
             await client.subscribe(self._t(leaf), 1)
-        birth = protocol.state(self.id, True, self.session_no, self.clock.time_ms(), FW_VERSION)
+        birth = protocol.state(self.id, True, self.session_no, self.clock.time_ms(), self.fw)
         await client.publish(self._t(protocol.STATE), protocol.encode(birth), 1, True)
         self.board.led.set("on")
-        await self._send_telemetry()
+        self.reported = await self._send_telemetry()
         for rec in self.pending:
             await self._publish(protocol.ASRUN, rec)
 
@@ -241,7 +258,10 @@ class Node:
         # (also for a command refused below for the node's state: it must not air later).
         self.seq.set(cmd["seq"])
         op = cmd["op"]
-        if op in ("play", "test_tone", "reboot") and self.emergency is not None:
+        if op in ("play", "test_tone", "emergency", "amp") and self.safe_mode:
+            self._reject(protocol.Rejected(protocol.R_SAFE_MODE, cmd["id"], self.safe_mode))
+            return
+        if op in ("play", "test_tone", "reboot", "ota") and self.emergency is not None:
             self._reject(protocol.Rejected(protocol.R_BUSY, cmd["id"], self.emergency))
             return
         if op in ("play", "test_tone"):
@@ -278,6 +298,13 @@ class Node:
             elif at is not None and (not isinstance(at, int) or isinstance(at, bool)
                                    or not cmd["iat"] - protocol.CLOCK_SKEW_MS <= at < cmd["exp"]):
                 bad = "at"
+        elif op == "ota" and isinstance(args.get("url"), str) \
+                and not self._allowed_url(args["url"]):
+            try:
+                host = http.parse_url(args["url"])[0]
+            except ValueError:
+                raise protocol.Rejected(protocol.R_BAD_ARGS, cmd["id"], "url")
+            raise protocol.Rejected(protocol.R_HOST, cmd["id"], host)
         elif op == "volume":
             level = args.get("level")
             if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 100:
@@ -343,6 +370,29 @@ class Node:
         elif op == "reboot":
             await self._ack(cid, protocol.DONE)
             asyncio.create_task(self._reboot())
+        elif op == "ota":
+            await self._ota(cmd)
+
+    async def _ota(self, cmd):
+        """op ota: install the image in the inactive slot (firmware/ota.py), ack, reboot into
+        it on trial. Any refusal leaves the running image as it is."""
+        args, cid = cmd["args"], cmd["id"]
+        if self.installing:
+            await self._ack(cid, protocol.FAILED, protocol.R_OTA_BUSY, "installing")
+            return
+        self.installing = True
+        try:
+            await otalib.install(self.board, self.signer, args, self.fw)
+        except otalib.Refused as e:
+            self.ota_last = otalib.record(self.board.storage, args["version"], self.fw,
+                                          otalib.FAILED, e.reason, e.detail)
+            await self._ack(cid, protocol.FAILED, e.reason, e.detail)
+            return
+        finally:
+            self.installing = False
+        self.ota_last = otalib.last(self.board.storage)
+        await self._ack(cid, protocol.DONE, extra={"version": args["version"], "reboot": True})
+        asyncio.create_task(self._reboot())
 
     async def _ack(self, cid, status, reason=None, detail=None, extra=None):
         msg = protocol.ack(self.id, cid, status, self.clock.time_ms(), reason, detail, extra)
@@ -454,9 +504,28 @@ class Node:
                                       extra={"start": start, "end": end, "outcome": outcome}))
         self._wake.set()  # the plan resumes
 
-    async def _tone(self, cmd):
+    def _test_button(self):
+        """The local test button: the test tone as op test_tone plays it (and refuses it:
+        in safe mode, during an emergency, in quiet hours), recorded with trigger
+        "local test"; a press while that tone plays is ignored."""
+        if self.safe_mode or self.emergency is not None or self.rebooting \
+                or planlib.in_quiet(self.quiet, self.clock.time_ms()):
+            return
+        if self.playing is not None and self.playing.startswith("local-"):
+            return
+        asyncio.create_task(self._local_tone())
+
+    async def _local_tone(self):
+        await self._stop_item("pre-empted by local test")
+        await self._stop_playback("pre-empted by local test")
+        cmd = {"id": "local-%d" % self.clock.time_ms(), "args": {}}
+        self._play_task = asyncio.create_task(self._tone(cmd, LOCAL_TEST))
+
+    async def _tone(self, cmd, trigger="manual"):
         """test_tone: a sine generated here (no download: works with the media host down),
-        with the usual amplifier pre-roll and post-roll, recorded in the diary."""
+        with the usual amplifier pre-roll and post-roll, recorded in the diary. From the
+        local button (trigger "local test") there is no command to ack."""
+        local = trigger == LOCAL_TEST
         args = cmd["args"]
         hz = args.get("hz", protocol.TONE_HZ_DEFAULT)
         seconds = args.get("seconds", protocol.TONE_SECONDS_DEFAULT)
@@ -474,7 +543,8 @@ class Node:
             board.audio.open(TONE_RATE, 16, 1, cmd["id"])
             start = self.clock.time_ms()
             self._check_amp()
-            await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
+            if not local:
+                await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
             for _ in range(seconds * 1000 // TONE_BLOCK_MS):
                 await board.audio.write(block)
             await board.audio.drain()
@@ -488,11 +558,14 @@ class Node:
         finally:
             await self._playback_ended(cmd)
             self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
-                         "cmd": cmd["id"], "trigger": "manual", "kind": "test",
-                         "media": "tone:%dHz" % hz, "title": "Thử loa: âm thử %d Hz" % hz,
-                         "planned": None, "start": start, "end": end, "outcome": outcome,
-                         "reason": reason})
-            self._final_ack(cmd, start, end, outcome, reason)
+                         "cmd": None if local else cmd["id"], "trigger": trigger,
+                         "kind": "test", "media": "tone:%dHz" % hz,
+                         "title": "Thử loa: âm thử %d Hz" % hz, "planned": None,
+                         "start": start, "end": end, "outcome": outcome, "reason": reason})
+            if local:
+                self._wake.set()  # the plan resumes
+            else:
+                self._final_ack(cmd, start, end, outcome, reason)
 
     async def _postroll(self):
         try:
@@ -503,6 +576,8 @@ class Node:
     # --- the plan ---------------------------------------------------------------------
 
     def _on_plan(self, payload):
+        if self.safe_mode:
+            return  # no plan runner in safe mode: the retained plan is taken after it
         now = self.clock.time_ms()
         cur = self.plan["ver"] if self.plan else 0
         try:
@@ -598,6 +673,7 @@ class Node:
 
     async def _run_plan(self):
         while True:
+            self.beat("plan", NAP_MAX_MS)
             try:
                 await self._plan_step()
             except Exception as e:  # a bug must not stop the node from following its plan
@@ -788,9 +864,11 @@ class Node:
 
     async def _resend_asrun(self):
         while True:
+            self.beat("asrun", ASRUN_RESEND_MS + 10000)
             await sleep_ms(ASRUN_RESEND_MS)  # transport timer: real time, not the board clock
             if self.session.connected:
                 for rec in list(self.pending):
+                    self.beat("asrun", 10000)  # a publish times out after 10 s
                     await self._publish(protocol.ASRUN, rec)
 
     # --- health -----------------------------------------------------------------------
@@ -814,6 +892,7 @@ class Node:
 
     async def _health_loop(self):
         while True:
+            self.beat("health", HEALTH_CHECK_MS)
             await sleep_ms(HEALTH_CHECK_MS)  # real time, like the other transport timers
             self._check_amp()
 
@@ -822,7 +901,7 @@ class Node:
         board = self.board
         link = board.link
         return {"v": protocol.VERSION, "t": "telemetry", "node": self.id,
-                "at": self.clock.time_ms(), "fw": FW_VERSION, "board": self.board.name,
+                "at": self.clock.time_ms(), "fw": self.fw, "board": self.board.name,
                 "uptime_s": (self.clock.time_ms() - self.boot_ms) // 1000,
                 "heap_free": self.board.heap_free(), "link": link.kind,
                 "signal_dbm": link.signal_dbm(), "volume": self.volume,
@@ -835,7 +914,10 @@ class Node:
                 "cache_used": self.cache.used(), "cache_full": self.cache.full,
                 "cache_error": self.cache_error, "clock": self.clock.time_ms(),
                 "temp_c": board.temperature_c(), "amp_ma": board.amp.current_ma(),
-                "amp_fault": self.amp_fault}
+                "amp_fault": self.amp_fault, "safe_mode": bool(self.safe_mode),
+                "safe_why": self.safe_mode, "reset": board.reset_cause(),
+                "reset_why": self.reset_why, "ota": otalib.summary(board, self.ota_last),
+                "link_info": link.info()}
 
     def full_report(self):
         """Telemetry plus what a technician asks for (op "report"): the media cache, the
@@ -857,10 +939,32 @@ class Node:
         return msg
 
     async def _send_telemetry(self):
-        await self._publish(protocol.TELEMETRY, self.telemetry(), 0)
+        return await self._publish(protocol.TELEMETRY, self.telemetry(), 0)
+
+    # --- heartbeats (the watchdog, firmware/device.py) -------------------------------------
+
+    def beat(self, name, period_ms):
+        """Loop name is alive; it beats again within period_ms (+ beat_slack_ms), real time."""
+        self.beats[name] = (ticks_ms(), period_ms + self.beat_slack_ms)
+
+    def silent_loop(self):
+        """The first long-lived loop that missed its heartbeat, or None."""
+        now = ticks_ms()
+        for name in self.beats:
+            t, within = self.beats[name]
+            if ticks_diff(now, t) > within:
+                return name
+        return None
+
+    def healthy(self):
+        """Connected, birth and telemetry out, every loop beating, the plan runner among them
+        (so never in safe mode): what a new image must reach to be kept."""
+        return (self.session.connected and self.reported and "plan" in self.beats
+                and self.silent_loop() is None)
 
     async def _telemetry_loop(self):
         while True:
+            self.beat("telemetry", self.telemetry_ms + 10000)
             await sleep_ms(self.telemetry_ms)  # transport timer: real time
             if self.session.connected:
                 await self._send_telemetry()
@@ -884,6 +988,8 @@ class Node:
         self._save_pending()
         self._save_done()
         await sleep_ms(REBOOT_DELAY_MS)  # real time: the network gets the ack out first
+        if self.on_reboot is not None:
+            self.on_reboot()
         self.board.reboot()
 
     def halt(self):
@@ -907,7 +1013,8 @@ class Node:
 
     async def run(self):
         self.board.led.set("blink")
-        self.start_plan()
+        if not self.safe_mode:  # safe mode: network, telemetry and OTA only
+            self.start_plan()
         for loop in (self._telemetry_loop(), self._resend_asrun(), self._health_loop()):
             self._tasks.append(asyncio.create_task(loop))
         await self.session.run()

@@ -24,7 +24,8 @@ ECHO = "echo"  # headend -> node, transport diagnostic (unsigned, echoed verbati
 ECHO_REPLY = "echo/r"  # node -> headend
 PLAN = "plan"  # headend -> node, QoS 1, RETAINED: the node's signed plan
 
-OPS = ("play", "stop", "volume", "ping", "report", "emergency", "test_tone", "amp", "reboot")
+OPS = ("play", "stop", "volume", "ping", "report", "emergency", "test_tone", "amp", "reboot",
+       "ota")
 
 # test_tone arguments: a locally generated sine, no media download (works with the media host
 # down). The node generates whole periods in a 100 ms block, so hz is aired to the nearest 10 Hz.
@@ -65,6 +66,18 @@ R_HOST = "host_not_allowed"
 R_QUIET = "quiet_hours"  # a play command during the node's quiet hours
 R_BUSY = "busy_emergency"  # a play / test_tone / reboot while an emergency is on air
 R_ON_AIR = "on_air"  # amp off while something is on air
+R_SAFE_MODE = "safe_mode"  # playback refused: the node started in safe mode (boot loop)
+# Why an "ota" command failed (ack "failed"; the running image is untouched in every case)
+R_OTA_UNSUPPORTED = "ota_unsupported"  # the board has no OTA slot
+R_OTA_BUSY = "ota_busy"  # another image is being installed
+R_WRONG_BOARD = "wrong_board"  # the manifest is for another kind of board
+R_NOT_NEWER = "not_newer"  # the image's version is not newer than the running one
+R_DOWNLOAD = "download_failed"  # connect, HTTP status, cut or stalled download
+R_BAD_SIZE = "bad_size"  # the image is not the size the manifest says
+R_BAD_HASH = "bad_hash"  # its SHA-256 is not the manifest's
+R_OTA_WRITE = "write_failed"  # the board could not write or switch its inactive slot
+R_NOT_HEALTHY = "not_healthy"  # (telemetry) the new image was rolled back: not healthy in time
+# (a manifest whose signature does not verify fails with R_SIGNATURE, "bad_signature")
 
 # As-run outcomes
 AIRED = "aired"
@@ -374,8 +387,8 @@ def _unknown_arg(args, allowed):
 
 
 def args_error(op, args):
-    """The first bad argument of a test_tone / amp / reboot command (these are strict about
-    unknown arguments), or None. Shared by the node and the headend (which can refuse before
+    """The first bad argument of a test_tone / amp / reboot / ota command (these are strict
+    about unknown arguments), or None. Shared by the node and the headend (which can refuse before
     sending). The other ops' arguments are checked by the node (some need its allow-list)."""
     if op == "test_tone":
         if not _arg_int(args, "seconds", TONE_SECONDS_MIN, TONE_SECONDS_MAX,
@@ -390,7 +403,72 @@ def args_error(op, args):
         return _unknown_arg(args, ("on",))
     if op == "reboot":
         return _unknown_arg(args, ())
+    if op == "ota":
+        return _ota_error(args)
     return None
+
+
+# --- OTA images ---------------------------------------------------------------------------
+# An "ota" command's args: the image's url plus its manifest {version, board, size, sha256}
+# and "sig", HMAC-SHA256 under the node's key over ota_manifest_bytes(). docs/protocol.md, "OTA".
+
+OTA_FIELDS = ("version", "board", "size", "sha256")
+OTA_MAX_SIZE = 16 * 1024 * 1024  # bytes; an ESP32 app slot is 1.5-4 MB, a Pi tarball < 1 MB
+
+
+def ota_manifest_bytes(manifest):
+    """What an image manifest's signature covers: "t": "ota" (so it can never pass for a
+    command or a plan, which are signed with the same key) and the four fields."""
+    body = {"t": "ota"}
+    for k in OTA_FIELDS:
+        body[k] = manifest[k]
+    return canonical(body)
+
+
+def sign_ota_manifest(signer, version, board, size, sha256):
+    m = {"version": version, "board": board, "size": size, "sha256": sha256}
+    m["sig"] = signer.sign(ota_manifest_bytes(m))
+    return m
+
+
+def parse_version(v):
+    """'1.2.10' -> (1, 2, 10); None if not 1-4 dot-separated decimal numbers."""
+    if not isinstance(v, str) or not 0 < len(v) <= 32:
+        return None
+    out = []
+    for part in v.split("."):
+        if not part or not part.isdigit() or len(part) > 6:
+            return None
+        out.append(int(part))
+    if len(out) > 4:
+        return None
+    return tuple(out)
+
+
+def _hex64(v):
+    if not isinstance(v, str) or len(v) != 64:
+        return False
+    for ch in v:
+        if ch not in _HEX:
+            return False
+    return True
+
+
+def _ota_error(args):
+    if not isinstance(args.get("url"), str) or not args["url"]:
+        return "url"
+    if parse_version(args.get("version")) is None:
+        return "version"
+    if not _str(args.get("board"), 32) or not args["board"]:
+        return "board"
+    size = args.get("size")
+    if not _int(size) or not 0 < size <= OTA_MAX_SIZE:
+        return "size"
+    if not _hex64(args.get("sha256")):
+        return "sha256"
+    if not _hex64(args.get("sig")):
+        return "sig"
+    return _unknown_arg(args, ("url", "sig") + OTA_FIELDS)
 
 
 # --- plans ----------------------------------------------------------------------------------

@@ -184,6 +184,17 @@ class Ota:
         """The running image works: keep it (cancels the rollback)."""
         pass
 
+    def describe(self, manifest):
+        """The verified manifest ({version, board, size, sha256}) of the image just written,
+        called before finish(). Boards that keep it beside the slot may; others ignore it."""
+        pass
+
+    def version(self):
+        """Version of the running image where the board knows it apart from the code it runs
+        (the simulator: its slots hold no code it runs, so the slot's manifest says), else
+        None, and the firmware's own FW_VERSION is the version."""
+        return None
+
 
 class Board:
     """Everything a node's firmware gets from its hardware."""
@@ -211,7 +222,10 @@ class Board:
 
     def on_test_button(self, callback):
         """Register callback() to run when the local "test" button is pressed (a technician at
-        the pole checks the loudspeakers without the network). Boards without one ignore it."""
+        the pole checks the loudspeakers without the network). Boards without one ignore it.
+        callback() must run on the event loop's thread (it starts asyncio tasks): a board whose
+        presses arrive elsewhere (gpiozero's thread, a pin IRQ) hands them over first
+        (loop.call_soon_threadsafe, micropython.schedule plus an asyncio flag)."""
         pass
 
     def reset_cause(self):

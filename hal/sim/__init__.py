@@ -304,6 +304,162 @@ class SimLink(base.Link):
                     pass
 
 
+class SimWatchdog(base.Watchdog):
+    """The hardware watchdog on real time (it is hardware: the simulator's fast clock does not
+    speed it up). Not fed within timeout_ms, it resets the board (Board reboot with cause
+    "watchdog"; hw-sim then restarts the node in place). A task checks it; a feed that comes
+    too late (the event loop was blocked, so the task could not run either) bites instead, as
+    the real one would have bitten during the block. A block that never ends hangs the
+    simulator's process: unlike hardware it cannot pre-empt MicroPython."""
+
+    def __init__(self, board):
+        self.board = board
+        self.timeout_ms = None
+        self.fired = False
+        self._last = 0
+        self._task = None
+
+    def start(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self._last = _real_ms()
+        if self._task is None:
+            self._task = asyncio.create_task(self._watch())
+
+    def feed(self):
+        if not self._bites():
+            self._last = _real_ms()
+
+    def _bites(self):
+        if self.fired or self.board.off:
+            return True
+        if self.timeout_ms is None:
+            return False
+        late = _real_ms() - self._last
+        if late <= self.timeout_ms:
+            return False
+        self.fired = True
+        self.board.events.add("watchdog", silent_ms=late)
+        self.board.reset("watchdog")
+        return True
+
+    async def _watch(self):
+        while not self._bites():
+            await _sleep_ms(max(5, (self.timeout_ms or 1000) // 8))
+
+    def stop(self):
+        """The board is off (the simulator only; a real watchdog cannot be stopped)."""
+        t = self._task
+        self._task = None
+        if t is not None:
+            try:
+                t.cancel()
+            except RuntimeError:  # (cancelling the running task itself)
+                pass
+
+
+def _other(slot):
+    return "b" if slot == "a" else "a"
+
+
+class SimOta(base.Ota):
+    """Two slots, <node>/ota/a.img and b.img, each beside its manifest (a.json). Which slot
+    runs, which boots next and whether the running one is on trial are kept in the flash
+    (otaboot.json), so a reboot in hw-sim (a new SimBoard on the same directory) boots the new
+    image on trial or, reset again before confirm(), goes back to the old one, as an ESP32's
+    bootloader does. Slot "a" starts as the factory image: no manifest, the firmware's own
+    version. The simulator keeps running the same code: the slot's manifest gives the version."""
+
+    def __init__(self, node_dir, flash_dir, log):
+        self.dir = node_dir + "/ota"
+        _makedirs(self.dir)
+        self._path = flash_dir + "/otaboot.json"
+        self.log = log
+        self._f = None
+        self._target = None
+        self._size = 0
+        self._n = 0
+        st = {"run": "a", "boot": "a", "trial": False}
+        try:
+            with open(self._path) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            pass
+        self.state = st  # type: dict
+        if st["boot"] != st["run"]:  # finish() switched the next boot: boot it, on trial
+            self._save({"run": st["boot"], "boot": st["boot"], "trial": True})
+            log.add("ota_boot", slot=st["boot"], version=self.version())
+        elif st["trial"]:  # reset on trial before confirm(): back to the previous image
+            failed = self.version()
+            back = _other(st["run"])
+            self._save({"run": back, "boot": back, "trial": False})
+            log.add("ota_rollback", slot=back, failed=failed, version=self.version())
+
+    def _save(self, st):
+        with open(self._path + ".tmp", "w") as f:
+            f.write(json.dumps(st))
+        os.rename(self._path + ".tmp", self._path)
+        self.state = st
+
+    def _manifest(self, slot):
+        try:
+            with open("%s/%s.json" % (self.dir, slot)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def running(self):
+        return "slot-%s" % self.state["run"]
+
+    def version(self):
+        m = self._manifest(self.state["run"])
+        return m.get("version") if m else None
+
+    def begin(self, size):
+        self._target = _other(self.state["run"])
+        if self._f is not None:
+            self._f.close()
+        try:
+            os.remove("%s/%s.json" % (self.dir, self._target))
+        except OSError:
+            pass
+        if self.state["boot"] != self.state["run"]:  # an earlier staged image is overwritten
+            self._save({"run": self.state["run"], "boot": self.state["run"],
+                        "trial": self.state["trial"]})
+        self._f = open("%s/%s.img" % (self.dir, self._target), "wb")
+        self._size = size
+        self._n = 0
+
+    def write(self, data):
+        if self._f is None:
+            raise OSError("ota: begin() first")
+        self._f.write(data)
+        self._n += len(data)
+
+    def describe(self, manifest):
+        with open("%s/%s.json" % (self.dir, self._target), "w") as f:
+            f.write(json.dumps(manifest))
+
+    def finish(self):
+        if self._f is None:
+            raise OSError("ota: begin() first")
+        self._f.close()
+        self._f = None
+        if self._n != self._size:
+            raise OSError("ota: %d bytes written, %d expected" % (self._n, self._size))
+        self._save({"run": self.state["run"], "boot": self._target,
+                    "trial": self.state["trial"]})
+        m = self._manifest(self._target)
+        self.log.add("ota_staged", slot=self._target, version=m.get("version") if m else None)
+
+    def on_trial(self):
+        return bool(self.state["trial"])
+
+    def confirm(self):
+        if self.state["trial"]:
+            self._save({"run": self.state["run"], "boot": self.state["boot"], "trial": False})
+            self.log.add("ota_confirm", slot=self.state["run"], version=self.version())
+
+
 class SimBoard(base.Board):
     name = "sim"
 
@@ -322,6 +478,32 @@ class SimBoard(base.Board):
         self.temp_c = 38
         # Set by a simulator host that can restart the node in place (hw-sim/simnode.py)
         self.on_reboot = None
+        self.off = False  # reset: this board object is gone (its node is restarted anew)
+        # Why it started: written by the reset that ended the previous board on this dir
+        self._cause_path = node_dir + "/reset_cause"
+        self._cause = "power"
+        try:
+            with open(self._cause_path) as f:
+                self._cause = f.read().strip() or "power"
+            os.remove(self._cause_path)
+        except OSError:
+            pass
+        self.sim_watchdog = SimWatchdog(self)
+        self.watchdog = self.sim_watchdog
+        self.ota = SimOta(node_dir, self.storage.dir, self.events)
+        self.test_button = None  # the callback the firmware registered
+
+    def on_test_button(self, callback):
+        self.test_button = callback
+
+    def press_test_button(self):
+        """A technician presses the local test button."""
+        self.events.add("test_button")
+        if self.test_button is not None:
+            self.test_button()
+
+    def reset_cause(self):
+        return self._cause
 
     def heap_free(self):
         try:
@@ -357,9 +539,19 @@ class SimBoard(base.Board):
                 "temp_c": self.temp_c}
 
     def reboot(self):
-        # A reset drops the relay; then the host (if any) starts the firmware again.
+        self.reset("soft")
+
+    def reset(self, cause):
+        """A reset: the relay drops, the watchdog stops with the board, the next board on this
+        directory learns the cause; then the host (if any) starts the firmware again."""
+        if self.off:
+            return
+        self.off = True
+        with open(self._cause_path, "w") as f:
+            f.write(cause)
+        self.sim_watchdog.stop()
         self.sim_amp.off()
         self.reboots += 1
-        self.events.add("reboot")
+        self.events.add("reboot", cause=cause)
         if self.on_reboot is not None:
             self.on_reboot()
