@@ -52,6 +52,7 @@ class SimNode:
     clock_offset_ms: int = 0
     link_up: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # more node config (overrides Fleet's)
+    profile: str | None = None  # "sim" or "esp32" (hal.esp32 over hw-sim/mpsim); None: Fleet's
 
 
 @dataclass
@@ -97,6 +98,12 @@ class Fleet:
     cache_bytes: int | None = None  # each node's media cache (firmware default when None)
     real_lead_ms: int = 60  # under a fast clock, items start at least this long (real) ahead
     extra: dict[str, Any] = field(default_factory=dict)  # more config for every node
+    # The board every node gets unless its SimNode says: "sim" (hal.sim) or "esp32" (hal.esp32
+    # over hw-sim/mpsim's machine/network/esp32, as on the board).
+    profile: str = "sim"
+    # Run compiled .mpy (mpy-cross, as on the board) instead of compiling the sources in the
+    # node process: what a small heap (heapsize="96K") needs, since compiling takes heap.
+    precompile: bool = False
     _procs: list[_Proc] = field(default_factory=list)
 
     @staticmethod
@@ -130,6 +137,7 @@ class Fleet:
             "clock_offset_ms": n.clock_offset_ms,
             "link_up": n.link_up,
             "session": self.session,
+            "profile": n.profile or self.profile,
         }
         if self.clock:
             cfg["clock"] = self.clock
@@ -144,10 +152,32 @@ class Fleet:
         cfg.update(n.extra)
         return cfg
 
+    def _compile(self) -> Path:
+        """mpy-cross every module a node process imports into root/mpy; returns that dir."""
+        out = self.root / "mpy"
+        cross = Path(micropython_binary()).parent / "mpy-cross"
+        here = HOST_SCRIPT.parent
+        sources = [(p, p.relative_to(REPO)) for d in ("firmware", "hal")
+                   for p in sorted((REPO / d).rglob("*.py"))]
+        sources += [(p, p.relative_to(here)) for p in sorted((here / "mpsim").rglob("*.py"))]
+        sources.append((HOST_SCRIPT, Path(HOST_SCRIPT.name)))
+        for src, rel in sources:
+            if "__pycache__" in rel.parts:
+                continue
+            dst = (out / rel).with_suffix(".mpy")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([str(cross), "-o", str(dst), str(src)], check=True,
+                           capture_output=True)
+        return out
+
     def start(self, timeout: float = 30.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
         mp = micropython_binary()
+        script = [str(HOST_SCRIPT)]
+        if self.precompile:
+            env["MICROPYPATH"] = f"{self._compile()}:.frozen"
+            script = ["-m", "simnode"]
         for i in range(0, len(self.nodes), self.per_process):
             group = self.nodes[i : i + self.per_process]
             cfg_path = self.root / f"host-{i // self.per_process}.json"
@@ -157,7 +187,7 @@ class Fleet:
             log = self.root / f"host-{i // self.per_process}.log"
             with log.open("wb") as out:
                 popen = subprocess.Popen(
-                    [mp, "-X", f"heapsize={self.heapsize}", str(HOST_SCRIPT), str(cfg_path)],
+                    [mp, "-X", f"heapsize={self.heapsize}", *script, str(cfg_path)],
                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.root,
                     start_new_session=True,
                 )
@@ -244,6 +274,15 @@ class Fleet:
                                      ev["channels"], ev["volume"], Path(ev["file"])))
             elif ev["event"] == "audio_close" and out:
                 out[-1].end_ms = ev["at"]
+        return out
+
+    def heap_base(self) -> list[int]:
+        """Heap each node process used before its nodes started (its 'HEAP base' line)."""
+        out: list[int] = []
+        for p in self._procs:
+            for line in p.log.read_text(errors="replace").splitlines():
+                if line.startswith("HEAP base "):
+                    out.append(int(line.split()[2]))
         return out
 
     def pids(self) -> list[int]:

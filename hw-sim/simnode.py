@@ -3,7 +3,11 @@
 # A line-based control port lets the controller cut and restore each node's link and set
 # hardware faults. A node that reboots (op "reboot") is restarted in place: its flash stays,
 # its RAM state goes, and it connects again with the next session counter.
+# A node's "profile" picks its board: "sim" (hal.sim, the default) or "esp32" (hal.esp32, the
+# board code that runs on the ESP32, over per-node stand-ins for machine/network/esp32/ntptime
+# from hw-sim/mpsim). The host samples gc.mem_alloc() (status: heap_peak), for the heap budget.
 import asyncio
+import gc
 import json
 import os
 import random
@@ -21,6 +25,25 @@ def make_clock(nc):
 
 
 BOOT_MS = 300  # real ms a rebooting node is gone before its firmware starts again
+HEAP_SAMPLE_MS = 200  # real ms between heap samples
+
+
+def run_firmware(board, nc):
+    """The coroutine that runs a node's firmware.
+    TODO(device.py): once firmware/device.py (watchdog, safe mode, OTA confirm) is committed,
+    this becomes `device.run(board, nc)`; until then the core alone, and for an esp32 board
+    with config "wdt_ms" the watchdog fed from the event loop (feed_watchdog below)."""
+    node = Node(board, nc)
+    if nc.get("wdt_ms") and board.watchdog is not None:
+        asyncio.create_task(feed_watchdog(board, nc["wdt_ms"]))
+    return node, node.run()
+
+
+async def feed_watchdog(board, timeout_ms):
+    board.watchdog.start(timeout_ms)
+    while True:
+        board.watchdog.feed()
+        await asyncio.sleep(timeout_ms / 4000)
 
 
 class Host:
@@ -29,21 +52,66 @@ class Host:
         self.nodes = {}
         self.tasks = {}  # node id -> the task running Node.run()
         self.boots = {}  # node id -> times started (1 + reboots)
+        self.hw = {}  # node id -> its mpsim.Node (esp32 profile)
+        self.heap_peak = 0
+
+    def sample_heap(self):
+        used = gc.mem_alloc()  # type: ignore[attr-defined]
+        if used > self.heap_peak:
+            self.heap_peak = used
+        return used
 
     def start_nodes(self):
         for nc in self.cfg["nodes"]:
-            self._boot(nc, make_clock(nc), SimLink(nc.get("link_up", True)), None)
+            if nc.get("profile", "sim") == "esp32":
+                self._boot_esp32(nc, make_clock(nc), nc.get("link_up", True), None, 1)
+            else:
+                self._boot(nc, make_clock(nc), SimLink(nc.get("link_up", True)), None)
 
     def _boot(self, nc, clock, link, faults):
-        nid = nc["id"]
         board = SimBoard(nc["dir"], clock=clock, link=link)
         if faults:  # hardware faults survive a reboot
             board.set_fault(log=False, **faults)
         board.on_reboot = lambda: asyncio.create_task(self._restart(nc))
-        node = Node(board, nc)
+        self._run(nc, board)
+
+    def _boot_esp32(self, nc, clock, link_up, faults, cause):
+        import mpsim
+
+        from hal.esp32 import Esp32Board
+
+        nid = nc["id"]
+        hw = mpsim.Node(nc["dir"], clock, nc, cause,
+                        lambda c: asyncio.create_task(self._restart_esp32(nc, c)))
+        hw.link_up = link_up
+        if faults:
+            hw.set_fault(log=False, **faults)
+        self.hw[nid] = hw
+        board = Esp32Board(nc, hw=hw, clock=clock, storage_root=nc["dir"] + "/flash",
+                           trace=hw.trace)
+        self._run(nc, board)
+
+    def _run(self, nc, board):
+        nid = nc["id"]
+        node, run = run_firmware(board, nc)
         self.nodes[nid] = node
         self.boots[nid] = self.boots.get(nid, 0) + 1
-        self.tasks[nid] = asyncio.create_task(node.run())
+        self.tasks[nid] = asyncio.create_task(run)
+
+    async def _restart_esp32(self, nc, cause):
+        """The board reset (machine.reset, the watchdog): RAM and tasks gone, flash kept."""
+        nid = nc["id"]
+        old = self.nodes[nid]
+        hw = self.hw[nid]
+        self.tasks[nid].cancel()
+        old.halt()
+        link = old.board.link
+        if link._task is not None:
+            link._task.cancel()
+        old.board.led.set("off")
+        old.board.audio.close()
+        await asyncio.sleep(BOOT_MS / 1000)
+        self._boot_esp32(nc, hw.clock, hw.link_up, hw.faults(), cause)
 
     async def _restart(self, nc):
         nid = nc["id"]
@@ -73,7 +141,11 @@ class Host:
         if verb in ("down", "up") and len(words) == 2:
             targets = self._targets(words[1])
             for n in targets:
-                n.board.link.set_up(verb == "up")
+                hw = self.hw.get(n.id)
+                if hw is not None:
+                    hw.set_link(verb == "up")  # what network.WLAN/LAN/PPP see
+                else:
+                    n.board.link.set_up(verb == "up")
             return "OK %d" % len(targets)
         if verb == "fault" and len(words) >= 3:
             # fault <node|*> {"amp_fault": true, "signal_dbm": -95, "temp_c": 70, ...}
@@ -81,12 +153,19 @@ class Host:
                 kw = json.loads(line.split(None, 2)[2])
                 targets = self._targets(words[1])
                 for n in targets:
-                    n.board.set_fault(kw.get("amp_fault"), kw.get("signal_dbm"),
-                                      kw.get("temp_c"), kw.get("clock_offset_ms"))
+                    hw = self.hw.get(n.id)
+                    if hw is not None:
+                        hw.set_fault(kw.get("amp_fault"), kw.get("signal_dbm"),
+                                     kw.get("temp_c"), kw.get("clock_offset_ms"),
+                                     kw.get("wdt_hold"))
+                    else:
+                        n.board.set_fault(kw.get("amp_fault"), kw.get("signal_dbm"),
+                                          kw.get("temp_c"), kw.get("clock_offset_ms"))
             except (ValueError, TypeError, AttributeError) as e:
                 return "ERR fault: %r" % e
             return "OK %d" % len(targets)
         if verb == "status":
+            heap = self.sample_heap()
             out = {}
             for nid, n in self.nodes.items():
                 out[nid] = {"connected": n.session.connected, "connects": n.session.connects,
@@ -95,7 +174,9 @@ class Host:
                             "plan": n.plan["ver"] if n.plan else None, "on_air": n.on_air,
                             "emergency": n.emergency, "clock": n.clock.time_ms(),
                             "session": n.session_no, "boots": self.boots.get(nid, 1),
-                            "amp": n.board.amp.is_on(), "amp_fault": n.amp_fault}
+                            "amp": n.board.amp.is_on(), "amp_fault": n.amp_fault,
+                            "profile": n.board.name, "heap_used": heap,
+                            "heap_peak": self.heap_peak}
             return "OK " + json.dumps(out)
         return "ERR unknown command"
 
@@ -110,6 +191,12 @@ class Host:
                 await writer.drain()
         finally:
             writer.close()
+
+
+async def sample_heap(host):
+    while True:
+        host.sample_heap()
+        await asyncio.sleep(HEAP_SAMPLE_MS / 1000)
 
 
 async def watch_parent(pid):
@@ -140,13 +227,18 @@ async def main(path):
     with open(path) as f:
         cfg = json.load(f)
     host = Host(cfg)
+    gc.collect()
+    host.sample_heap()
+    base = gc.mem_alloc()  # type: ignore[attr-defined]
     host.start_nodes()
+    asyncio.create_task(sample_heap(host))
     if cfg.get("parent_pid"):
         asyncio.create_task(watch_parent(cfg["parent_pid"]))
     port = await serve_control(host)
+    print("HEAP base", base)
     print("READY", len(host.nodes), port)
     while True:
         await asyncio.sleep(3600)
 
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[-1]))  # `simnode.py CFG`, or `-m simnode CFG` (precompiled)

@@ -160,7 +160,7 @@ class I2sAudioOut(base.AudioOut):
                 for j in range(k):
                     self._buf[j] = 0
             else:
-                piece[:] = buf[i:i + k]
+                piece[:] = buf if k == n else memoryview(buf)[i:i + k]  # no copy of buf
                 if self._shift:
                     self._m.I2S.shift(buf=piece, bits=self._bits, shift=self._shift)
             w.write(piece)
