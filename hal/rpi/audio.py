@@ -185,8 +185,9 @@ class MpvAudioOut(base.AudioOut):
         if self._proc is not None and self._proc.poll() is None:
             self._ipc({"command": ["set_property", "volume", self.volume]})
 
-    def _ipc(self, msg: dict[str, Any]) -> bool:
-        """One command over mpv's JSON IPC socket (short timeouts: never stalls playback)."""
+    def _ipc(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """One command over mpv's JSON IPC socket (short timeouts: never stalls playback);
+        mpv's reply ({"error": "success", "data": ...}) or None."""
         for _ in range(20):  # mpv creates the socket shortly after it starts
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -196,12 +197,14 @@ class MpvAudioOut(base.AudioOut):
                     reply = s.recv(4096)
                 for line in reply.splitlines():
                     r = json.loads(line)
-                    if "error" in r:
-                        return bool(r["error"] == "success")
-                return False
+                    if "error" in r:  # (lines without are events)
+                        if r["error"] != "success":
+                            log.warning("mpv IPC %s: %s", msg, r["error"])
+                        return dict(r)
+                return None
             except (FileNotFoundError, ConnectionRefusedError):
                 time.sleep(0.01)
             except (OSError, ValueError) as e:
                 log.warning("mpv IPC: %s", e)
-                return False
-        return False
+                return None
+        return None
