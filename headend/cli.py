@@ -106,11 +106,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         # These modules take half a second to import: only for a `bench` command line.
         from headend.bench_diary import add_parser as add_bench_diary
         from headend.bench_ingest import add_parser as add_bench_ingest
+        from headend.bench_node import add_parser as add_bench_node
         from headend.bench_web import add_parser as add_bench_web
 
         add_bench_ingest(bench_sub)
         add_bench_diary(bench_sub)
         add_bench_web(bench_sub)
+        add_bench_node(bench_sub)
     return p
 
 
@@ -347,6 +349,10 @@ def run(args: argparse.Namespace) -> int:
         from headend.bench_diary import run_diary as run_bench_diary
 
         return run_bench_diary(args)
+    elif args.command == "bench" and args.bench == "node-day":
+        from headend.bench_node import run_node_day
+
+        return run_node_day(args)
     elif args.command == "bench" and args.bench == "web":
         from headend.bench_web import run_web
 

@@ -157,8 +157,10 @@ class Fleet:
         out = self.root / "mpy"
         cross = Path(micropython_binary()).parent / "mpy-cross"
         here = HOST_SCRIPT.parent
-        sources = [(p, p.relative_to(REPO)) for d in ("firmware", "hal")
+        # The MicroPython side only (hal/rpi is CPython on a Pi).
+        sources = [(p, p.relative_to(REPO)) for d in ("firmware", "hal/sim", "hal/esp32")
                    for p in sorted((REPO / d).rglob("*.py"))]
+        sources += [(p, p.relative_to(REPO)) for p in sorted((REPO / "hal").glob("*.py"))]
         sources += [(p, p.relative_to(here)) for p in sorted((here / "mpsim").rglob("*.py"))]
         sources.append((HOST_SCRIPT, Path(HOST_SCRIPT.name)))
         for src, rel in sources:
@@ -181,7 +183,7 @@ class Fleet:
         for i in range(0, len(self.nodes), self.per_process):
             group = self.nodes[i : i + self.per_process]
             cfg_path = self.root / f"host-{i // self.per_process}.json"
-            cfg = {"parent_pid": os.getpid(),
+            cfg = {"parent_pid": os.getpid(), "heap_collect": self.precompile,
                    "nodes": [self._node_config(n) for n in group]}
             cfg_path.write_text(json.dumps(cfg))
             log = self.root / f"host-{i // self.per_process}.log"
