@@ -115,7 +115,8 @@ def printable(raw):
 
 class Modem:
     def __init__(self, port, apn="v-internet", pin=None, timeout_ms=5000, sync_ms=1000,
-                 sync_tries=5, reg_timeout_ms=60000, reg_poll_ms=2000, dial_timeout_ms=30000):
+                 sync_tries=5, reg_timeout_ms=60000, reg_poll_ms=2000, dial_timeout_ms=30000,
+                 guard_ms=1000):
         self._port = port
         self.apn = apn
         self.pin = pin
@@ -125,6 +126,7 @@ class Modem:
         self.reg_timeout_ms = reg_timeout_ms  # start() waits this long for the network
         self.reg_poll_ms = reg_poll_ms
         self.dial_timeout_ms = dial_timeout_ms
+        self.guard_ms = guard_ms  # silence around "+++" (the modem's escape guard time)
         self.state = "off"
         self.sim = None  # type: Any
         self.creg = None  # type: Any  # CS <stat>
@@ -139,6 +141,7 @@ class Modem:
         self._skipping = False  # inside an over-long run: drop up to the next line end
         self._inited = False  # echo off, verbose errors, registration URCs on
         self._reset_seen = False
+        self._escape = False  # the modem may still be in data mode after PPP
 
     # -- what telemetry sees
 
@@ -249,6 +252,7 @@ class Modem:
         self._skipping = False
         if self.state == "dialled":
             self.state = "off"
+            self._escape = True
 
     # -- steps
 
@@ -297,13 +301,26 @@ class Modem:
     async def _sync(self):
         # A bare AT until OK: gets past autobaud, boot noise, a half-sent command, stale
         # answers to a command that timed out. A reboot (RDY) here is expected, not a failure.
-        for _ in range(self.sync_tries):
+        for n in range(self.sync_tries):
+            if n == 1 and self._escape:
+                # No answer after PPP: still in data mode. "+++" between two guard silences
+                # (the unanswered AT was the first) gets back to commands.
+                self._port.write(b"+++")
+                await sleep_ms(self.guard_ms)
             try:
                 await self._cmd("AT", timeout_ms=self.sync_ms, on_reset=False)
-                return
             except ModemError as e:
                 if e.reason not in ("no_response", "error"):
                     raise
+                continue
+            if self._escape:
+                self._escape = False
+                try:
+                    await self._cmd("ATH")  # end the data call that PPP left behind
+                except ModemError as e:
+                    if e.reason != "error":
+                        raise
+            return
         raise ModemError("no_response", "no OK to AT after %d tries" % self.sync_tries)
 
     async def _drain(self):

@@ -166,6 +166,9 @@ class FakeModem:
     def _feed(self, data: bytes) -> None:
         if self.ppp:
             self.ppp_bytes = (self.ppp_bytes + data)[-4096:]
+            if data.endswith(b"+++"):  # the escape (guard times are not checked)
+                self.ppp = False
+                self.send_line("OK")
             return
         self._inbuf += data
         while b"\r" in self._inbuf:
@@ -273,6 +276,8 @@ class FakeModem:
             return ["+COPS: 0"], "OK"
         if cmd.startswith('AT+CGDCONT=1,"IP","'):
             self.apn = line[len('AT+CGDCONT=1,"IP","'):].rstrip('"')
+            return [], "OK"
+        if cmd == "ATH":
             return [], "OK"
         if cmd == "ATD*99#":
             registered = self.creg in REGISTERED or self.cereg in REGISTERED

@@ -25,6 +25,7 @@ FAST: dict[str, Any] = {
     "reg_timeout_ms": 600,
     "reg_poll_ms": 50,
     "dial_timeout_ms": 1000,
+    "guard_ms": 100,
 }
 
 
@@ -452,6 +453,25 @@ def test_dial_connect(fake: FakeModem) -> None:
     assert fake.ppp
     assert fake.ppp_bytes == b""  # the driver wrote nothing after CONNECT
     assert fake.commands()[-1] == "ATD*99#"
+
+
+def test_back_to_commands_after_ppp(fake: FakeModem) -> None:
+    seen: list[Any] = []
+
+    async def scenario(m: Modem) -> None:
+        await m.start()
+        await m.dial()
+        # PPP (network.PPP / pppd) let go of the line, but the modem is still in data mode
+        m.ppp_closed()
+        fake.csq = 9
+        seen.append(dict(await m.poll()))
+        seen.append(await m.dial())  # and it can dial again
+
+    run(fake, scenario)
+    assert seen[0]["state"] == "ready" and seen[0]["dbm"] == -95 and seen[0]["error"] is None
+    assert seen[1].startswith("CONNECT")
+    assert fake.ppp_bytes.startswith(b"AT\r+++")  # one AT went into the data call first
+    assert "ATH" in fake.commands()
 
 
 def test_dial_no_carrier(fake: FakeModem) -> None:
