@@ -33,6 +33,9 @@ class ModemError(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __str__(self):
+        return "%s: %s" % (self.reason, self.detail) if self.detail else self.reason
+
 
 def csq_to_dbm(rssi):
     """+CSQ <rssi> 0..31 to dBm (0 is -113 dBm or less, 31 is -51 or more); 99 is unknown."""
@@ -189,7 +192,7 @@ class Modem:
         await self._init()
         await self._check_sim()
         await self._query()
-        await self._cmd('AT+CGDCONT=1,"IP","%s"' % self.apn)
+        await self._set_apn()
         t0 = ticks_ms()
         while not self.registered():
             stat = self.reg_stat()
@@ -213,9 +216,10 @@ class Modem:
             return self.status()  # the port is PPP's now; keep the last known values
         for attempt in (0, 1):
             try:
-                if not self._inited:
+                if not self._inited:  # first poll, or the modem rebooted or stopped answering
                     await self._init()
                     await self._check_sim()
+                    await self._set_apn()
                 elif self.sim != "ready":
                     await self._check_sim()
                 await self._query()
@@ -257,7 +261,7 @@ class Modem:
     # -- steps
 
     def _fail(self, e):
-        self.error = "%s: %s" % (e.reason, e.detail) if e.detail else e.reason
+        self.error = str(e)
         if e.reason in ("no_response", "reset", "port"):
             self.state = "no_response" if e.reason != "reset" else "reset"
             self._inited = False
@@ -373,6 +377,9 @@ class Modem:
                 continue
             raise ModemError("sim_error", "SIM state %s" % self.sim)
         raise ModemError("sim_error", "SIM not ready (%s)" % self.sim)
+
+    async def _set_apn(self):
+        await self._cmd('AT+CGDCONT=1,"IP","%s"' % self.apn)
 
     async def _query(self):
         lines = await self._cmd("AT+CSQ", "+CSQ:")

@@ -384,10 +384,12 @@ def test_modem_resets_during_poll_with_pin(fake: FakeModem) -> None:
     async def scenario(m: Modem) -> None:
         await m.start()
         fake.reset_on = "AT+CREG?"  # reboots: echo on, PIN needed again
+        fake.apn = None  # and (on some firmwares) the PDP context forgotten
         fake.csq = 12
         seen.append(dict(await m.poll()))
 
     m = run(fake, scenario, pin="1234")
+    assert fake.apn == "v-internet"  # set again after the reboot
     assert seen[0]["state"] == "ready" and seen[0]["sim"] == "ready"
     assert seen[0]["dbm"] == -89 and seen[0]["reg"] == "home"
     assert m.resets == 1
