@@ -62,9 +62,13 @@ class Device:
         self.board.storage.write(F_BOOT, json.dumps({"quick": quick, "hung": hung}).encode())
 
     def _intended_reboot(self):
-        """op reboot, an OTA switch or a rollback: neither a boot loop nor a sign of health
-        (the count stays as it was before this boot)."""
-        if not self.stable:
+        """op reboot or a rollback: neither a boot loop nor a sign of health (the count stays
+        as it was before this boot). Into a new image: it starts counting afresh (so an image
+        sent to a node in safe mode to fix it is not started in safe mode and rolled back)."""
+        last = self.node.ota_last
+        if last and last.get("state") == otalib.STAGED:
+            self._save_boot(0, None)
+        elif not self.stable:
             self._save_boot(self.quick, None)
 
     # --- the watchdog -------------------------------------------------------------------
@@ -91,7 +95,7 @@ class Device:
                 told = silent
                 print("watchdog: %s loop silent, not feeding" % silent)
                 self._save_boot(0 if self.stable else self.quick + 1, silent)
-            await sleep_ms(max(10, self.wdt_ms // 4))
+            await sleep_ms(max(10, min(1000, self.wdt_ms // 4)))
 
     # --- the OTA trial ------------------------------------------------------------------
 

@@ -145,6 +145,7 @@ class Node:
         self.reported = False  # birth and telemetry out on the current connection
         self.on_reboot = None  # called just before an intended reset
         self.installing = False  # an OTA image is being downloaded
+        self.local_tone = False  # the local button's tone is starting or playing
         self.ota_last = otalib.last(board.storage)
         board.on_test_button(self._test_button)
         board.audio.set_volume(self.volume)
@@ -511,15 +512,22 @@ class Node:
         if self.safe_mode or self.emergency is not None or self.rebooting \
                 or planlib.in_quiet(self.quiet, self.clock.time_ms()):
             return
-        if self.playing is not None and self.playing.startswith("local-"):
+        if self.local_tone:
             return
+        self.local_tone = True
         asyncio.create_task(self._local_tone())
 
     async def _local_tone(self):
-        await self._stop_item("pre-empted by local test")
-        await self._stop_playback("pre-empted by local test")
-        cmd = {"id": "local-%d" % self.clock.time_ms(), "args": {}}
-        self._play_task = asyncio.create_task(self._tone(cmd, LOCAL_TEST))
+        try:
+            await self._stop_item("pre-empted by local test")
+            await self._stop_playback("pre-empted by local test")
+            cmd = {"id": "local-%d" % self.clock.time_ms(), "args": {}}
+            self._play_task = asyncio.create_task(self._tone(cmd, LOCAL_TEST))
+            await self._play_task
+        except BaseException:  # noqa: B036 - stopped like a test_tone; nothing more to do
+            pass
+        finally:
+            self.local_tone = False
 
     async def _tone(self, cmd, trigger="manual"):
         """test_tone: a sine generated here (no download: works with the media host down),

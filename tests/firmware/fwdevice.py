@@ -21,7 +21,7 @@ SEC = 1000
 class Host:
     """One node, restarted in place after each reset. link_up: the link of the next board."""
 
-    def __init__(self, name, media_port=1, device=None, **extra):
+    def __init__(self, name, media_port=1, device=None, rate=1, **extra):
         self.id = fwtest.uid(name)
         self.dir = fwsim.tmpdir(name)
         host, port = fwtest.broker()
@@ -35,7 +35,7 @@ class Host:
             self.cfg[k] = extra[k]
         self.link_up = True
         # One clock for every boot (the RTC keeps time), at noon: outside quiet hours
-        self.clock = SimClock(sim_epoch_ms=fwsim.day_noon_utc())
+        self.clock = SimClock(rate=rate, sim_epoch_ms=fwsim.day_noon_utc())
         self.dev = None
         self.board = None
         self.task = None
@@ -144,6 +144,13 @@ class Observer:
                              protocol.encode_command(cmd), 1)
         return cid
 
+    async def publish_plan(self, payload):
+        """Retained, as the headend publishes plans."""
+        await self.c.publish(protocol.topic(self.node_id, protocol.PLAN), payload, 1, True)
+
+    async def clear_plan(self):
+        await self.c.publish(protocol.topic(self.node_id, protocol.PLAN), b"", 1, True)
+
     async def final(self, cid, timeout_ms=15000):
         def done():
             for m in self.acks(cid):
@@ -160,10 +167,7 @@ async def reported(host, obs, fw=None, timeout_ms=15000, after=0):
     def ok():
         if not (host.node.session.connected and host.node.reported):
             return False
-        for t in obs.of(protocol.TELEMETRY)[after:]:
-            if fw is None or t.get("fw") == fw:
-                return True
-        return False
+        return any(fw is None or t.get("fw") == fw for t in obs.of(protocol.TELEMETRY)[after:])
     assert await fwtest.until(ok, timeout_ms, 20), ("not reported", fw, obs.telemetry())
 
 
