@@ -21,7 +21,7 @@ from headend.home import Home
 
 DEVICE_OPS = ("provision", "flash")
 PROFILES = ("esp32", "rpi")
-LINKS = ("wlan", "lan", "ppp")
+LINKS = ("4g", "wifi", "ethernet")
 DEFAULT_APN = "v-internet"  # Viettel's; VinaPhone uses m3-world, MobiFone m-wap
 # Where MicroPython's own image starts on an ESP32 (the bootloader sits at 0x1000 in it).
 ESP32_IMAGE_OFFSET = "0x1000"
@@ -43,11 +43,12 @@ def add_device_parsers(ops: argparse._SubParsersAction[Any]) -> None:
                       help="node id (default: <village>-<n>, the next free number)")
     prov.add_argument("--profile", choices=PROFILES, default="esp32",
                       help="the node's board (default: esp32)")
-    prov.add_argument("--link", choices=LINKS, default="ppp",
-                      help="how it reaches the headend: WiFi, Ethernet or 4G (default: ppp)")
+    prov.add_argument("--link", choices=LINKS, default="4g",
+                      help="how it reaches the headend (default: 4g); a Raspberry Pi on WiFi "
+                           "or Ethernet uses the network Raspberry Pi OS sets up")
     prov.add_argument("--apn", default=DEFAULT_APN, help="4G access point name")
     prov.add_argument("--wifi", default=None, metavar="SSID:PASSWORD",
-                      help="WiFi network, for --link wlan")
+                      help="WiFi network, for an ESP32 with --link wifi")
     prov.add_argument("--broker", default=None, metavar="HOST[:PORT]",
                       help="address the node uses for the headend's MQTT broker (default: "
                            "this computer's address and the running broker's port)")
@@ -216,8 +217,8 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
     if args.village not in villages:
         raise DeviceError(f"no village {args.village!r} in {args.commune}; its villages: "
                           f"{', '.join(sorted(villages))}")
-    if args.link == "wlan" and (not args.wifi or ":" not in args.wifi):
-        raise DeviceError("--link wlan needs --wifi SSID:PASSWORD")
+    if args.link == "wifi" and args.profile == "esp32" and (not args.wifi or ":" not in args.wifi):
+        raise DeviceError("--link wifi needs --wifi SSID:PASSWORD on an ESP32")
     running = _running(home)
     broker = _split_host(args.broker or _host_address(),
                          int(running["broker_port"]) if running else None, "--broker")
@@ -255,7 +256,7 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
         "profile": args.profile,
         "broker": {"host": broker[0], "port": broker[1], "password": ns.password},
         "media_hosts": [f"{media[0]}:{media[1]}"],
-        "link": _link_config(args),
+        **_link_config(args),
     }
     out = home.nodes_dir / f"{node_id}.node.json"
     text = json.dumps(config, indent=1, ensure_ascii=False) + "\n"
@@ -266,12 +267,17 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
 
 
 def _link_config(args: argparse.Namespace) -> dict[str, Any]:
-    if args.link == "wlan":
+    """The link settings as each board reads them: hal/esp32 from the top level, hal/rpi from
+    its "rpi" section (where WiFi and Ethernet are the operating system's)."""
+    if args.profile == "rpi":
+        link = {"kind": "4g", "apn": args.apn} if args.link == "4g" else {"kind": "net"}
+        return {"rpi": {"link": link}}
+    if args.link == "wifi":
         ssid, _, password = args.wifi.partition(":")
-        return {"kind": "wlan", "ssid": ssid, "password": password}
-    if args.link == "ppp":
-        return {"kind": "ppp", "apn": args.apn}
-    return {"kind": "lan"}
+        return {"link": "wifi", "wifi_ssid": ssid, "wifi_password": password}
+    if args.link == "4g":
+        return {"link": "4g", "apn": args.apn}
+    return {"link": "ethernet"}
 
 
 def _reload_broker(pid_path: Path) -> None:

@@ -81,19 +81,25 @@ def test_provision_adds_the_node_everywhere_it_must_be(site: tuple[Path, Path],
     assert cfg["broker"]["host"] == "10.0.0.5" and cfg["broker"]["port"] == 1883
     assert len(cfg["broker"]["password"]) >= 20
     assert cfg["media_hosts"] == ["10.0.0.5:8080"]
-    assert cfg["profile"] == "esp32" and cfg["link"] == {"kind": "ppp", "apn": "v-internet"}
+    assert cfg["profile"] == "esp32" and cfg["link"] == "4g" and cfg["apn"] == "v-internet"
     # A second node in the same village takes the next number; WiFi and the Pi profile.
     assert provision(home, schedule, "na-pan", "--broker", "10.0.0.5:1883", "--media",
-                     "10.0.0.5:8080", "--profile", "rpi", "--link", "wlan",
-                     "--wifi", "Xa-TanLang:matkhau123") == 0
+                     "10.0.0.5:8080", "--link", "wifi", "--wifi", "Xa-TanLang:matkhau123") == 0
     cfg2 = json.loads((home / "nodes" / "na-pan-2.node.json").read_text())
-    assert cfg2["key"] != key and cfg2["profile"] == "rpi"
-    assert cfg2["link"] == {"kind": "wlan", "ssid": "Xa-TanLang", "password": "matkhau123"}
+    assert cfg2["key"] != key
+    assert (cfg2["link"], cfg2["wifi_ssid"], cfg2["wifi_password"]) == (
+        "wifi", "Xa-TanLang", "matkhau123")
+    # A Raspberry Pi on 4G: the link in its "rpi" section, as hal/rpi reads it.
+    assert provision(home, schedule, "ban-chu", "--broker", "10.0.0.5:1883", "--media",
+                     "10.0.0.5:8080", "--profile", "rpi", "--apn", "m3-world") == 0
+    cfg3 = json.loads((home / "nodes" / "ban-chu-1.node.json").read_text())
+    assert cfg3["profile"] == "rpi" and cfg3["rpi"] == {"link": {"kind": "4g",
+                                                                 "apn": "m3-world"}}
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--village", "khong-co"), "no village 'khong-co' in tan-lang; its villages: ban-chu"),
-    (("--village", "na-pan", "--link", "wlan"), "--link wlan needs --wifi SSID:PASSWORD"),
+    (("--village", "na-pan", "--link", "wifi"), "--link wifi needs --wifi SSID:PASSWORD"),
     (("--village", "na-pan", "--id", "tl-banchu-1"), "'tl-banchu-1' is already in use"),
     (("--village", "na-pan", "--id", "Bad Id"), "bad node id 'Bad Id'"),
     (("--village", "na-pan", "--broker", "10.0.0.5"), "--broker: give HOST:PORT"),

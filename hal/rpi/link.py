@@ -196,7 +196,7 @@ def make_link(cfg: dict[str, Any]) -> base.Link:
         from firmware.modem import Modem
         from hal.rpi.serial_port import SerialPort
         modem = Modem(SerialPort(cfg.get("port", "/dev/ttyUSB2"), cfg.get("baud", 115200)),
-                      apn=cfg.get("apn", "v-internet"))
+                      apn=cfg.get("apn", "v-internet"), pin=cfg.get("sim_pin"))
         argv = cfg.get("pppd_argv") or ppp_argv(cfg.get("data_port", "/dev/ttyUSB3"),
                                                 cfg.get("baud", 115200))
         return PppLink(modem, argv)
