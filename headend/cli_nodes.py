@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headend.cli_device import DEVICE_OPS, add_device_parsers, cmd_device
@@ -55,6 +57,17 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                                                                      choices=("on", "off"))
     op("reboot", "restart the node")
     op("report", "ask the node for a full report now")
+    ota = op("ota", "install new firmware on the node (signed for it; rolled back if the "
+                    "node does not report healthy with it)")
+    ota.add_argument("--image", type=Path, default=None, metavar="FILE",
+                     help="the image: an ESP32's MicroPython .bin, or a .tar.gz of firmware/ "
+                          "and hal/; default for sim and rpi: built from this tree")
+    ota.add_argument("--version", default=None, metavar="V",
+                     help="its version (default: FW_VERSION of this tree)")
+    ota.add_argument("--board", choices=("sim", "rpi", "esp32"), default=None,
+                     help="the board it is for (default: what the node last reported)")
+    ota.add_argument("--wait", type=float, default=360.0, metavar="S",
+                     help="seconds to wait for the node to confirm or roll back the image")
     add_device_parsers(ops)
 
 
@@ -123,6 +136,8 @@ def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
 def cmd_node(home: Home, args: argparse.Namespace) -> int:
     if args.node_op in DEVICE_OPS:
         return cmd_device(home, args)
+    if args.node_op == "ota":
+        return cmd_node_ota(home, args)
     from rich.progress import Progress
 
     from headend import emergency as em
@@ -172,3 +187,81 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
           f"{' (' + str(final.get('reason')) + ')' if final.get('reason') else ''}"
           f"{' ' + str(extra) if extra else ''}")
     return 0 if status == "done" else 1
+
+
+def _reported_board(home: Home, node_id: str) -> str | None:
+    from sqlalchemy.orm import Session
+
+    from headend.cli import _open_engine
+    from headend.models import Node
+
+    engine = _open_engine(home)
+    try:
+        with Session(engine) as s:
+            node = s.get(Node, node_id)
+            raw = node.telemetry if node else None
+    finally:
+        engine.dispose()
+    try:
+        board = json.loads(raw).get("board") if raw else None
+    except ValueError:
+        return None
+    return board if isinstance(board, str) else None
+
+
+def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
+    """`loaxa node ota ID [--image FILE] [--version V] [--board B]`: put the image in the
+    media directory, send it signed for the node, follow it until confirmed or rolled back."""
+    import tempfile
+
+    from headend import emergency as em
+    from headend import ota
+    from headend.cli import CliError, _open_engine
+    from headend.registry import headend_password
+
+    running = em.running_headend(home.running_path)
+    board = args.board or _reported_board(home, args.node)
+    if board is None:
+        raise CliError(f"which board is {args.node}? it has not reported one: give --board")
+    try:
+        version = args.version or ota.tree_version()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = args.image
+            if path is None:
+                if board not in ota.TREE_BOARDS:
+                    raise CliError(f"an {board} image is a MicroPython .bin: give --image")
+                path = ota.build_tree_image(Path(tmp) / "image.tar.gz", version)
+            image = ota.load_image(path, board, version)
+            name = ota.publish_image(image, home.media_dir)
+        url = f"{running['media_base']}/media/{name}"
+        user, _ = em.who_and_where()
+        engine = _open_engine(home)
+        try:
+            print(f"ota on {args.node}: {board} {version}, {image.size} bytes, "
+                  f"sha256 {image.sha256[:16]}..., {url}")
+            final = asyncio.run(ota.send_ota(
+                engine, int(str(running["broker_port"])), headend_password(home), args.node,
+                image, url, args.operator or user,
+                lambda msg: print(f"ota on {args.node}: {msg.get('status')}"),
+                back_within_s=args.wait))
+        finally:
+            engine.dispose()
+    except ota.OtaError as e:
+        raise CliError(str(e)) from None
+    status = final.get("status")
+    if status != "done":
+        print(f"ota on {args.node}: {status} ({final.get('reason')}"
+              f"{': ' + str(final['detail']) if final.get('detail') else ''}); "
+              "the node keeps its running image")
+        return 1
+    state = final.get("ota") or {}
+    if state.get("version") == version and state.get("state") == "confirmed":
+        print(f"ota on {args.node}: {version} confirmed, running on {state.get('slot')}")
+        return 0
+    if state.get("version") == version and state.get("state") == "rolled_back":
+        print(f"ota on {args.node}: {version} rolled back ({state.get('reason')}); "
+              "the node runs its previous image")
+        return 1
+    print(f"ota on {args.node}: image installed; the node has not confirmed it yet "
+          f"(see `loaxa nodes`)")
+    return 1
