@@ -60,7 +60,7 @@ def test_node_installs_a_signed_image_and_comes_back_on_it(
     node = "n0001"
     wait_until(lambda: telemetry(stack, node).get("board") == "sim", 15, "first telemetry")
     before = node_row(stack, node).session
-    code, out = node_cli(stack, capsys, "ota", node, "--version", "0.2.0", "--wait", "5")
+    _code, out = node_cli(stack, capsys, "ota", node, "--version", "0.2.0", "--wait", "5")
     assert "ota on n0001: done" in out, out
     # The node verified the image, staged it and rebooted into it: its birth says 0.2.0.
     wait_until(lambda: stack.fleet.reboots(node) == 1, 15, "the reboot")
@@ -102,8 +102,7 @@ def test_refused_images_leave_the_node_as_it_was(
     assert node_row(stack, node).fw == FW_VERSION
     assert not (stack.fleet.node_dir(node) / "flash" / "otaboot.json").exists() or json.loads(
         (stack.fleet.node_dir(node) / "flash" / "otaboot.json").read_text())["boot"] == "a"
-    # A board the node is not: refused at the headend before anything is sent? No: the node
-    # decides (the headend may not know the board); an esp32 image for a sim node fails there.
+    # An image for another board: the node refuses it (the manifest names the board).
     code, out = node_cli(stack, capsys, "ota", node, "--version", "0.4.0", "--board", "esp32",
                          "--image", str(tmp_path / "i.tar.gz"))
     assert code == 1 and f"failed ({protocol.R_WRONG_BOARD}" in out, out
