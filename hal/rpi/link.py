@@ -189,7 +189,7 @@ def make_link(cfg: dict[str, Any]) -> base.Link:
     """The link the "rpi" config's "link" section names."""
     kind = cfg.get("kind", "net")
     if kind == "net":
-        return NetLink(cfg.get("check_host"))
+        return NetLink(cfg.get("check_host"), cfg.get("route_file", "/proc/net/route"))
     if kind == "4g":
         # firmware/modem.py (AT commands) over pyserial (hal/rpi/serial_port.py) on the AT
         # port; pppd dials on the data port (SIM7600/EC25: ttyUSB2 and ttyUSB3).
