@@ -44,7 +44,7 @@ async def air(node_dir, port, sim_epoch, real_epoch, rate, start_s, size, sha):
     node = make_node(node_dir, clock, port)
     if node.plan is None:  # first boot: the plan arrives (after a power cut it is in flash)
         s = sim_epoch + start_s * 1000
-        item = {"id": "bul", "kind": "local_bulletin", "p": 0, "s": s, "e": s + 60000,
+        item = {"id": "bul", "kind": "local_bulletin", "p": 0, "s": s, "e": s + 75000,
                 "off": 0, "title": "Bản tin", "lang": "vi", "q": 0,
                 "media": {"url": "http://127.0.0.1:%d/bul.wav" % port, "sha": sha,
                           "size": size}}
