@@ -157,6 +157,7 @@ class DayResult:
     real_s: float
     traffic: Traffic
     recordings: int
+    pcm_bytes: int
     asrun: dict[str, str]
     log_tail: str
 
@@ -255,6 +256,7 @@ async def run_day(root: Path, profile: str, heapsize: str, rate: int, start_hm: 
             left = end_ms - clock.time_ms()
             await asyncio.sleep(max(0.0, left / rate / 1000))
             st = await asyncio.to_thread(fleet.status)
+            base = fleet.heap_base()
         finally:
             logs = fleet.logs() if fleet._procs else ""
             await asyncio.to_thread(fleet.stop)
@@ -268,13 +270,15 @@ async def run_day(root: Path, profile: str, heapsize: str, rate: int, start_hm: 
 
         eng = open_db(home.db_url)
         with Session(eng) as s:
-            asrun = {r.media or str(r.rid): r.outcome for r in s.scalars(select(AsRunRecord))}
+            asrun = {f"{r.media or r.rid} {r.start_ms}": f"{r.outcome} {r.reason or ''}".strip()
+                     for r in s.scalars(select(AsRunRecord))}
         eng.dispose()
         n = st.get(node, {})
         return DayResult(profile, heapsize, "MemoryError" in logs, n.get("heap_peak", 0),
-                         (fleet.heap_base() or [0])[0], n.get("boots", 0),
+                         (base or [0])[0], n.get("boots", 0),
                          (end - start).total_seconds() / 3600, time.monotonic() - t0,
-                         meter.traffic, len(fleet.recordings(node)), asrun, logs[-1500:])
+                         meter.traffic, len(fleet.recordings(node)),
+                         sum(len(x.pcm()) for x in fleet.recordings(node)), asrun, logs[-1500:])
 
 
 def _report(r: DayResult) -> int:
@@ -286,7 +290,7 @@ def _report(r: DayResult) -> int:
           f"; boots {r.boots}; peak live heap {r.heap_peak / 1024:.1f} KB (of which "
           f"{r.heap_base / 1024:.1f} KB before the node started: host, imported bytecode)")
     print(f"  {r.sim_hours:.1f} simulated hours in {r.real_s:.0f} s; {r.recordings} "
-          f"recordings; as-run: {dict(Counter(r.asrun.values()))}")
+          f"recordings; as-run: {dict(Counter(o.split()[0] for o in r.asrun.values()))}")
     print(f"  MQTT bytes measured: {r.traffic.total()} ({ev} event traffic, "
           f"{tp} telemetry msgs of ~{tb // max(1, tp)} B)")
     for k, v in sorted(r.traffic.bytes.items(), key=lambda kv: -kv[1])[:10]:

@@ -102,7 +102,8 @@ def test_plan_day_under_small_heap(tmp_path: Path) -> None:
                             date.today() + timedelta(days=1), events=False))
     assert not r.memory_error, r.log_tail
     assert r.boots == 1
-    assert r.recordings >= 1
-    assert list(r.asrun.values()) and all(o == "aired" for o in r.asrun.values()), r.asrun
+    assert r.recordings == 1  # one I2S set-up: the whole relay, ~30 min at 200 B/s
+    assert r.pcm_bytes >= 200 * 1800 * 0.9  # at 150x a real-time hiccup of the host is an underrun
+    assert list(r.asrun.values()) == ["aired"], r.asrun
     assert 0 < r.heap_peak < 256 * 1024
     assert r.traffic.total() > 0

@@ -17,6 +17,7 @@ from hal.esp32.const import DEFAULT_PINS, I2S_IBUF, PIN_NAMES, VOLUME_BUF
 NTP_EVERY_MS = 4 * 3600 * 1000  # real ms between NTP corrections while the link is up
 LINK_POLL_MS = 500  # real ms: how often the link's state is looked at (no event to wait for)
 LINK_RETRY_MS = 5000  # real ms between attempts to bring a link up
+RING_MS = 200  # audio queued in the I2S ring at most
 AMP_SETTLE_MS = 200  # after the relay closes, the current reading is not trusted this long
 EPOCH_2000_MS = 946684800000  # ports whose time() counts from 2000-01-01
 
@@ -117,6 +118,7 @@ class I2sAudioOut(base.AudioOut):
         self._frame = 2
         self._bpms = 32.0  # bytes per ms of the open stream
         self._written = 0
+        self._ring = ibuf
         self._t_first = None  # type: int | None
         self._t_last = 0
         self.volume = 70
@@ -131,10 +133,17 @@ class I2sAudioOut(base.AudioOut):
         p = self._pins
         if self._trace:
             self._trace("audio", label)
+        frame = bits // 8 * channels
+        # The ring holds RING_MS of this stream (at most ibuf bytes): a close() without drain
+        # (a relay's slot ends) drops at most that much, whatever the rate.
+        ring = int(rate * frame * RING_MS / 1000)
+        ring = ring if ring < self._ibuf else self._ibuf
+        ring = ring - ring % frame if ring > 512 else 512  # tiny test formats: 512 bytes
+        self._ring = ring
         self._i2s = i2s = m.I2S(self._id, sck=m.Pin(p["i2s_sck"]), ws=m.Pin(p["i2s_ws"]),
                                 sd=m.Pin(p["i2s_sd"]), mode=m.I2S.TX, bits=bits,
                                 format=m.I2S.MONO if channels == 1 else m.I2S.STEREO,
-                                rate=rate, ibuf=self._ibuf)
+                                rate=rate, ibuf=ring)
         self._w = asyncio.StreamWriter(i2s, {})  # type: ignore[call-arg,arg-type]
         self._bits = bits
         self._frame = bits // 8 * channels
@@ -173,7 +182,7 @@ class I2sAudioOut(base.AudioOut):
         """Wait until what was written has left the DMA ring (been heard)."""
         if self._t_first is None:
             return
-        ring_ms = int(self._ibuf / self._bpms) + 1
+        ring_ms = int(self._ring / self._bpms) + 1
         due = self._t_first + int(self._written / self._bpms)  # if it never underran
         now = self.clock.ticks_ms()
         left = due - now
