@@ -108,7 +108,7 @@ def test_quick_reboots_start_safe_mode_until_a_stable_run():
         assert host.node.plan["ver"] == now and host.node.on_air is None
         assert not [a for a in obs.of(protocol.ACK) if a["id"] == "plan-%d" % (now + 1)]
         # OTA still works; the new image starts counting afresh (not in safe mode).
-        data = image(6000)
+        data = image(3000)
         srv.routes["/fw.img"] = data
         cid = await obs.send("ota", ota_args(srv, "/fw.img", data, "0.2.0"),
                              host.clock.time_ms())
