@@ -7,6 +7,7 @@ Portable SQL only (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -110,7 +111,23 @@ def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
 
 def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]],
                communes: dict[str, str], now: int, policy: HealthPolicy) -> None:
-    latest = {node_id: _reading(msg) for node_id, msg in items}
+    latest: dict[str, dict[str, Any]] = {}
+    short = {n for n, m in items if m.get("part")}
+    stored: dict[str, dict[str, Any]] = {}
+    if short:
+        for nid, tel in conn.execute(select(Node.id, Node.telemetry)
+                                     .where(Node.id.in_(short))):
+            with contextlib.suppress(ValueError, TypeError):
+                stored[nid] = dict(json.loads(tel)) if tel else {}
+    for node_id, msg in items:
+        reading = _reading(msg)
+        if msg.get("part"):
+            # A short message (firmware: only the readings that move, when nothing else
+            # has changed) updates the full one the node sent last.
+            base = latest.get(node_id) or stored.get(node_id) or {}
+            reading = {**base, **reading}
+            reading.pop("part", None)
+        latest[node_id] = reading
     rows = [{"nid": n, "tel": json.dumps(m), "fw": _text(m.get("fw"), 32),
              "playing": _text(m.get("playing"), 64)} for n, m in latest.items()]
     if rows:

@@ -3,12 +3,14 @@ periodic check, with hysteresis where readings hover."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from loaxa_stack import small_commune
 from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
 
 from headend.alarms import (
     AMP_FAULT,
@@ -112,3 +114,31 @@ def test_offline_after_n_minutes_and_the_village_whose_speakers_all_failed(
     check_nodes(engine, 16 * MIN, policy)
     assert history(engine, NODE_OFFLINE) == [("n0001", 11 * MIN, 15 * MIN)]
     assert history(engine, VILLAGE_SILENT) == [("v1", 11 * MIN, 15 * MIN)]
+
+
+def stored_telemetry(engine: Engine, node: str) -> dict[str, Any]:
+    with Session(engine) as s:
+        row = s.get(Node, node)
+        assert row is not None and row.telemetry
+        return dict(json.loads(row.telemetry))
+
+
+def test_short_telemetry_updates_the_last_full_one(engine: Engine) -> None:
+    """The firmware sends its full telemetry when something besides the moving readings has
+    changed, and otherwise a short message of those readings ("part"): the headend keeps the
+    full picture, and alarms still follow the readings in short messages."""
+    store_reports(engine, [tel("n0001", 1000, fw="0.2.0", plan=7, heap_free=50_000)], 1000)
+    store_reports(engine, [tel("n0001", 2000, part=True, heap_free=48_000, signal_dbm=-70)],
+                  2000)
+    got = stored_telemetry(engine, "n0001")
+    assert (got["fw"], got["plan"], got["heap_free"], got["at"]) == ("0.2.0", 7, 48_000, 2000)
+    assert "part" not in got
+    # Full and short in one batch: the short one lands on the full one of the same batch.
+    store_reports(engine, [tel("n0002", 3000, plan=9, temp_c=40),
+                           tel("n0002", 3100, part=True, temp_c=41)], 3100)
+    got = stored_telemetry(engine, "n0002")
+    assert (got["plan"], got["temp_c"]) == (9, 41)
+    # A weak signal in short messages raises the alarm as it does in full ones.
+    for t in (4000, 5000, 6000):
+        store_reports(engine, [tel("n0001", t, part=True, signal_dbm=-110)], t)
+    assert [s for s, _, _ in history(engine, WEAK_SIGNAL)] == ["n0001"]
