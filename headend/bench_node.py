@@ -211,7 +211,7 @@ async def run_day(root: Path, profile: str, heapsize: str, rate: int, start_hm: 
                       media_hosts=[runtime.media_host, stations.host], per_process=1,
                       telemetry_s=TELEMETRY_S, keepalive=KEEPALIVE_S, real_lead_ms=500,
                       heapsize=heapsize, precompile=True, profile=profile,
-                      extra={"wdt_ms": 8000},
+                      extra={"device": {"wdt_ms": 8000}},
                       clock={"sim_epoch_ms": clock.sim_epoch_ms,
                              "real_epoch_ms": clock.real_epoch_ms, "rate": rate},
                       nodes=[SimNode(s.id, s.key, s.password, s.village)

@@ -13,7 +13,7 @@ import os
 import random
 import sys
 
-from firmware.node import Node
+from firmware.device import Device
 from hal.sim import SimBoard, SimClock, SimLink
 
 
@@ -29,28 +29,18 @@ HEAP_SAMPLE_MS = 200  # real ms between heap samples
 
 
 def run_firmware(board, nc):
-    """The coroutine that runs a node's firmware.
-    TODO(device.py): once firmware/device.py (watchdog, safe mode, OTA confirm) is committed,
-    this becomes `device.run(board, nc)`; until then the core alone, and for an esp32 board
-    with config "wdt_ms" the watchdog fed from the event loop (feed_watchdog below)."""
-    node = Node(board, nc)
-    if nc.get("wdt_ms") and board.watchdog is not None:
-        asyncio.create_task(feed_watchdog(board, nc["wdt_ms"]))
-    return node, node.run()
-
-
-async def feed_watchdog(board, timeout_ms):
-    board.watchdog.start(timeout_ms)
-    while True:
-        board.watchdog.feed()
-        await asyncio.sleep(timeout_ms / 4000)
+    """The node's firmware as every board runs it (firmware/device.py: watchdog, safe mode,
+    OTA trial), and the coroutine to run."""
+    dev = Device(board, nc)
+    return dev, dev.run()
 
 
 class Host:
     def __init__(self, cfg):
         self.cfg = cfg
         self.nodes = {}
-        self.tasks = {}  # node id -> the task running Node.run()
+        self.devices = {}  # node id -> its firmware.device.Device (the node and its life)
+        self.tasks = {}  # node id -> the task running Device.run()
         self.boots = {}  # node id -> times started (1 + reboots)
         self.hw = {}  # node id -> its mpsim.Node (esp32 profile)
         self.heap_peak = 0
@@ -95,8 +85,9 @@ class Host:
 
     def _run(self, nc, board):
         nid = nc["id"]
-        node, run = run_firmware(board, nc)
-        self.nodes[nid] = node
+        dev, run = run_firmware(board, nc)
+        self.devices[nid] = dev
+        self.nodes[nid] = dev.node
         self.boots[nid] = self.boots.get(nid, 0) + 1
         self.tasks[nid] = asyncio.create_task(run)
 
@@ -106,7 +97,7 @@ class Host:
         old = self.nodes[nid]
         hw = self.hw[nid]
         self.tasks[nid].cancel()
-        old.halt()
+        self.devices[nid].halt()
         link = old.board.link
         if link._task is not None:
             link._task.cancel()
@@ -117,11 +108,10 @@ class Host:
 
     async def _restart(self, nc):
         nid = nc["id"]
-        old = self.nodes[nid]
-        ob = old.board
+        ob = self.nodes[nid].board
         up = ob.link.is_up()
         self.tasks[nid].cancel()
-        old.halt()
+        self.devices[nid].halt()
         # The old board is off: its link never comes back, so even a session loop that missed
         # the cancel (it may land while the loop collects its ended reader) cannot reconnect.
         ob.link.set_up(False)

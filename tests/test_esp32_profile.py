@@ -22,7 +22,8 @@ POSTROLL_MS = 300
 
 @pytest.fixture
 def esp(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path, nodes=1, fleet_options={"profile": "esp32", "extra": {"wdt_ms": 2000}})
+    s = Stack(tmp_path, nodes=1, fleet_options={"profile": "esp32",
+                                                "extra": {"device": {"wdt_ms": 2000}}})
     s.start()
     try:
         yield s

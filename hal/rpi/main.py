@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from firmware import device
 from hal.rpi import RpiBoard
 from hal.rpi.system import sd_notify
 
@@ -27,16 +28,7 @@ def make_factory(mock: bool) -> Any:
 async def run_node(board: RpiBoard, config: dict[str, Any]) -> None:
     board.bind_loop(asyncio.get_running_loop())
     sd_notify("READY=1")
-    # --- the one place the firmware is entered ---------------------------------------
-    try:
-        from firmware import device  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # firmware/device.py (watchdog, safe mode, OTA confirm) not there yet
-        device = None
-    if device is not None and hasattr(device, "run"):
-        await device.run(board, config)
-    else:
-        from firmware.node import Node
-        await Node(board, config).run()
+    await device.run(board, config)  # the firmware, as every board runs it
 
 
 def main(argv: list[str] | None = None) -> int:
