@@ -27,6 +27,14 @@ F_ASRUN = "asrun.json"  # as-run records not yet acknowledged by the headend
 F_PLAN = "plan.json"  # the plan in force (after the lock-window merge), written atomically
 F_DONE = "done.json"  # ids of plan items already dealt with (aired, missed, stopped)
 
+# Telemetry: every TELEMETRY_S the readings that move (MOVING); the whole message when anything
+# else has changed, at least every FULL_EVERY_MS, and at once on connect or an amplifier fault.
+# A full message is about 700 bytes, a short one about 200: this keeps a node's control
+# traffic well under 150 KB a day (docs/benchmarks.md, node-day).
+TELEMETRY_S = 300
+FULL_EVERY_MS = 3600 * 1000
+MOVING = ("v", "t", "node", "at", "clock", "uptime_s", "heap_free", "signal_dbm", "temp_c",
+          "amp_ma")
 CACHE_BYTES = 4 * 1024 * 1024  # default media cache size (config "cache_bytes")
 PREFETCH_RETRY_MS = 5000  # real ms; doubles per failed round up to PREFETCH_RETRY_MAX_MS
 PREFETCH_RETRY_MAX_MS = 300000
@@ -98,7 +106,9 @@ class Node:
         self.config = config
         self.signer = protocol.Signer(protocol.node_key(config["key"]))
         self.media_prefixes = ["http://%s/" % h for h in config.get("media_hosts", [])]
-        self.telemetry_ms = config.get("telemetry_s", 60) * 1000
+        self.telemetry_ms = config.get("telemetry_s", TELEMETRY_S) * 1000
+        self._told = None  # the last full telemetry's settled fields (_settled)
+        self._told_at = 0  # and when it went (ticks, real ms)
         self.boot_ms = self.clock.time_ms()
         self.seq = board.storage.counter(F_SEQ)
         st = self._load_json(F_STATE, {})
@@ -946,8 +956,36 @@ class Node:
         msg["pending_rids"] = [r["rid"] for r in self.pending[:protocol.REPORT_MAX_RIDS]]
         return msg
 
-    async def _send_telemetry(self):
-        return await self._publish(protocol.TELEMETRY, self.telemetry(), 0)
+    @staticmethod
+    def _settled(msg):
+        """The fields of a telemetry message that only change when something happens (the
+        modem's signal moves with signal_dbm, so it does not count)."""
+        out = {}
+        for k in msg:
+            if k not in MOVING:
+                out[k] = msg[k]
+        li = out.get("link_info")
+        if isinstance(li, dict) and "dbm" in li:
+            li = dict(li)
+            li.pop("dbm")
+            out["link_info"] = li
+        return out
+
+    async def _send_telemetry(self, short_ok=False):
+        """Telemetry: the whole message, or with short_ok only the moving readings ("part")
+        when nothing else changed since the last whole one, sent less than FULL_EVERY_MS ago."""
+        msg = self.telemetry()
+        settled = self._settled(msg)
+        if short_ok and settled == self._told \
+                and ticks_diff(ticks_ms(), self._told_at) < FULL_EVERY_MS:
+            short = {"part": True}
+            for k in MOVING:
+                short[k] = msg[k]
+            return await self._publish(protocol.TELEMETRY, short, 0)
+        sent = await self._publish(protocol.TELEMETRY, msg, 0)
+        if sent:
+            self._told, self._told_at = settled, ticks_ms()
+        return sent
 
     # --- heartbeats (the watchdog, firmware/device.py) -------------------------------------
 
@@ -975,7 +1013,7 @@ class Node:
             self.beat("telemetry", self.telemetry_ms + 10000)
             await sleep_ms(self.telemetry_ms)  # transport timer: real time
             if self.session.connected:
-                await self._send_telemetry()
+                await self._send_telemetry(short_ok=True)
 
     # --- reboot -------------------------------------------------------------------------
 

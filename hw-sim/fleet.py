@@ -104,6 +104,9 @@ class Fleet:
     # Run compiled .mpy (mpy-cross, as on the board) instead of compiling the sources in the
     # node process: what a small heap (heapsize="96K") needs, since compiling takes heap.
     precompile: bool = False
+    # Bytes of heap left free for the nodes once the code is loaded (hw-sim/simnode.py
+    # budget_heap: the heap an ESP32 has with its firmware frozen in flash); None: all of it.
+    heap_budget: int | None = None
     _procs: list[_Proc] = field(default_factory=list)
 
     @staticmethod
@@ -184,6 +187,7 @@ class Fleet:
             group = self.nodes[i : i + self.per_process]
             cfg_path = self.root / f"host-{i // self.per_process}.json"
             cfg = {"parent_pid": os.getpid(), "heap_collect": self.precompile,
+                   "heap_budget": self.heap_budget,
                    "nodes": [self._node_config(n) for n in group]}
             cfg_path.write_text(json.dumps(cfg))
             log = self.root / f"host-{i // self.per_process}.log"

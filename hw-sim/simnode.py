@@ -215,10 +215,43 @@ async def serve_control(host):
     raise OSError("no free control port")
 
 
+def budget_heap(cfg):
+    """With "heap_budget" N: leave exactly N bytes of heap free once the code is loaded, as on
+    an ESP32 whose firmware is frozen into flash (its bytecode takes no heap). The rest of
+    the (larger) -X heapsize is held by one ballast block, so going over N is a MemoryError
+    here too. Returns the ballast, which must stay referenced."""
+    budget = cfg.get("heap_budget")
+    if not budget:
+        return None
+    import mpsim  # noqa: F401  (everything a node imports, loaded before measuring)
+
+    import hal.esp32  # noqa: F401
+    gc.collect()
+    free = gc.mem_free()  # type: ignore[attr-defined]
+    if free < budget:
+        raise MemoryError("-X heapsize too small for a heap budget of %d" % budget)
+    # In blocks: the free heap is not one piece, so one block of it all may not fit.
+    ballast = []
+    block = 16384
+    while block >= 64:
+        excess = gc.mem_free() - budget  # type: ignore[attr-defined]
+        if excess < 64:
+            break
+        try:
+            ballast.append(bytearray(min(block, excess)))
+        except MemoryError:
+            block //= 2
+    gc.collect()
+    free = gc.mem_free()  # type: ignore[attr-defined]
+    print("HEAP budget", budget, "ballast", sum(len(b) for b in ballast), "free", free)
+    return ballast
+
+
 async def main(path):
     with open(path) as f:
         cfg = json.load(f)
     host = Host(cfg)
+    host.ballast = budget_heap(cfg)  # held until the process ends
     gc.collect()
     host.sample_heap()
     base = gc.mem_alloc()  # type: ignore[attr-defined]

@@ -97,14 +97,15 @@ def test_wlan_drop_reconnect_and_watchdog(esp: Stack) -> None:
 
 
 def test_plan_day_under_small_heap(tmp_path: Path) -> None:
-    """A short day (relay 06:00-06:30) at 150x, the node process at a small heap with the
-    firmware precompiled: plan items air on time through I2S, no MemoryError."""
-    r = asyncio.run(run_day(tmp_path, "esp32", "256K", 150, "05:50", "06:40",
+    """A short day (relay 06:00-06:30) at 150x, the node with the ESP32's 96 KB of heap once
+    its code is loaded (precompiled, as frozen on the board): the relay airs through I2S, no
+    MemoryError."""
+    r = asyncio.run(run_day(tmp_path, "esp32", 96 * 1024, 150, "05:50", "06:40",
                             date.today() + timedelta(days=1), events=False))
     assert not r.memory_error, r.log_tail
     assert r.boots == 1
     assert r.recordings == 1  # one I2S set-up: the whole relay, ~30 min at 200 B/s
     assert r.pcm_bytes >= 200 * 1800 * 0.9  # at 150x a real-time hiccup of the host is an underrun
     assert list(r.asrun.values()) == ["aired"], r.asrun
-    assert 0 < r.heap_peak < 256 * 1024
+    assert 0 < r.heap_peak - r.heap_base < 96 * 1024
     assert r.traffic.total() > 0

@@ -314,3 +314,29 @@ def test_reboot_stops_cleanly_flushes_and_resets():
         assert [r["rid"] for r in again.pending] == [r["rid"] for r in node.pending]
 
     run_node(body)
+
+
+def test_periodic_telemetry_is_short_until_something_changes():
+    async def body(srv, node):
+        node.sent = []
+        await node._send_telemetry(short_ok=True)  # the first is whole
+        await node._send_telemetry(short_ok=True)  # nothing happened: the moving readings
+        node.board.set_fault(temp_c=52, signal_dbm=-90)  # readings move: still short
+        await node._send_telemetry(short_ok=True)
+        node.volume = 40  # something happened: whole again
+        await node._send_telemetry(short_ok=True)
+        await node._send_telemetry()  # on connect, an amplifier fault: always whole
+        msgs = [m for leaf, m in node.sent if leaf == protocol.TELEMETRY]
+        assert [bool(m.get("part")) for m in msgs] == [False, True, True, False, False], msgs
+        short = msgs[2]
+        assert short["temp_c"] == 52 and short["signal_dbm"] == -90 and "volume" not in short
+        assert short["node"] == node.id and short["at"] > 0
+        assert msgs[3]["volume"] == 40
+        # The short message is what keeps a day's traffic small.
+        assert len(json.dumps(short)) * 3 < len(json.dumps(msgs[0])), (short, msgs[0])
+        # An hour on, the whole message goes even if nothing changed.
+        node._told_at -= 3600 * SEC + 1
+        await node._send_telemetry(short_ok=True)
+        assert "part" not in node.sent[-1][1]
+
+    run_node(body)
