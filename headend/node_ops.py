@@ -42,6 +42,29 @@ def node_op(name: str, args: dict[str, Any]) -> NodeOp:
     raise NodeOpError(f"unknown operation {name!r}")
 
 
+async def follow_acks(headend: Any, cmd: Any, statuses: tuple[str, ...], wait_s: float,
+                      on_ack: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+    """Publish the prepared command and report each of its acks in statuses as it comes;
+    the final one (done, failed or rejected), or None when the node said nothing more for
+    wait_s seconds from the send."""
+    pending = {s: headend.waiters.add(cmd.id, [s]) for s in statuses}
+    await headend.publish_commands([cmd])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        done, _ = await asyncio.wait(pending.values(), timeout=max(0.0, deadline - loop.time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            return None
+        for status, fut in list(pending.items()):
+            if fut in done:
+                del pending[status]
+                msg = fut.result()
+                on_ack(msg)
+                if status in FINAL:
+                    return dict(msg)
+
+
 async def run_op(engine: Engine, broker_port: int, password: str, node_id: str, name: str,
                  args: dict[str, Any], operator: str,
                  on_ack: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -55,23 +78,11 @@ async def run_op(engine: Engine, broker_port: int, password: str, node_id: str, 
                                                 120_000, operator, op.title)
             except KeyError:
                 raise NodeOpError(f"unknown node {node_id!r}") from None
-            statuses = (protocol.ACCEPTED, protocol.STARTED, *FINAL)
-            pending = {s: headend.waiters.add(cmd.id, [s]) for s in statuses}
-            await headend.publish_commands([cmd])
-            deadline = asyncio.get_running_loop().time() + op.wait_s
-            while True:
-                left = deadline - asyncio.get_running_loop().time()
-                done, _ = await asyncio.wait(pending.values(), timeout=max(0.0, left),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    raise NodeOpError(f"{node_id} did not answer within {op.wait_s:.0f} s "
-                                      "(offline? see `loaxa nodes`)")
-                for status, fut in list(pending.items()):
-                    if fut in done:
-                        del pending[status]
-                        msg = fut.result()
-                        on_ack(msg)
-                        if status in FINAL:
-                            return msg
+            final = await follow_acks(headend, cmd, (protocol.ACCEPTED, protocol.STARTED, *FINAL),
+                                      op.wait_s, on_ack)
+            if final is None:
+                raise NodeOpError(f"{node_id} did not answer within {op.wait_s:.0f} s "
+                                  "(offline? see `loaxa nodes`)")
+            return final
     except HeadendOffline as e:
         raise NodeOpError(str(e)) from None

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.models import Node
+from headend.node_ops import FINAL, follow_acks
 from headend.service import HeadendOffline, tool_session
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +32,6 @@ TREE_BOARDS = ("sim", "rpi")  # boards whose image is the source tree
 TREES = ("firmware", "hal")
 _FW_VERSION = re.compile(r'^FW_VERSION = "([0-9.]+)"$', re.MULTILINE)
 DOWNLOAD_WAIT_S = 180.0  # an ESP32 on 4G fetches 1.5 MB in about a minute
-FINAL = (protocol.DONE, protocol.FAILED, protocol.REJECTED)
 
 
 class OtaError(Exception):
@@ -151,25 +151,11 @@ async def send_ota(engine: Engine, broker_port: int, password: str, node_id: str
         async with tool_session(engine, broker_port, password, "ota") as headend:
             [cmd] = await asyncio.to_thread(headend.prepare, [node_id], "ota", args, 120_000,
                                             operator, title)
-            pending = {s: headend.waiters.add(cmd.id, [s])
-                       for s in (protocol.ACCEPTED, *FINAL)}
-            await headend.publish_commands([cmd])
-            deadline = loop.time() + DOWNLOAD_WAIT_S
-            final: dict[str, Any] | None = None
-            while final is None:
-                done, _ = await asyncio.wait(pending.values(),
-                                             timeout=max(0.0, deadline - loop.time()),
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    raise OtaError(f"{node_id} did not answer within {DOWNLOAD_WAIT_S:.0f} s "
-                                   "(offline? see `loaxa nodes`)")
-                for status, fut in list(pending.items()):
-                    if fut in done:
-                        del pending[status]
-                        msg = fut.result()
-                        on_ack(msg)
-                        if status in FINAL:
-                            final = msg
+            final = await follow_acks(headend, cmd, (protocol.ACCEPTED, *FINAL),
+                                      DOWNLOAD_WAIT_S, on_ack)
+            if final is None:
+                raise OtaError(f"{node_id} did not answer within {DOWNLOAD_WAIT_S:.0f} s "
+                               "(offline? see `loaxa nodes`)")
     except HeadendOffline as e:
         raise OtaError(str(e)) from None
     if final.get("status") != protocol.DONE:
