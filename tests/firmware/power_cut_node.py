@@ -6,7 +6,7 @@
 #   power_cut_node.py churn DIR
 #       accept ever newer plans (about 16 KB each), set the sequence number and store as-run
 #       records as fast as it can; after each has returned, print "PLAN v", "SEQ n", "REC rid"
-#       ("ACKED rid" when it drops the records before rid, as the headend's ack would).
+#       ("ACKED rid" before it drops the records before rid, as the headend's ack would).
 import asyncio
 import json
 import sys
@@ -84,9 +84,11 @@ async def churn(node_dir):
                      "outcome": "aired", "reason": None})
         say("REC", node.pending[-1]["rid"])
         if len(node.pending) >= 150:
-            node.pending = node.pending[-100:]  # as an ack would: keep the file bounded
+            # As the headend's ack would: the records before this one may go from now on
+            # (said first, so a cut during the trim does not count them as lost).
+            say("ACKED", node.pending[-100]["rid"])
+            node.pending = node.pending[-100:]
             node._save_pending()
-            say("ACKED", node.pending[0]["rid"])  # the records before this one
         await asyncio.sleep(0)
 
 
