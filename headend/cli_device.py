@@ -172,11 +172,12 @@ def _split_host(raw: str, default_port: int | None, what: str) -> tuple[str, int
 
 
 def _running(home: Home) -> dict[str, Any] | None:
+    """The running headend's ports, or None when none runs on this state directory."""
+    from headend.emergency import EmergencyError, running_headend
+
     try:
-        info = json.loads(home.running_path.read_text())
-        os.kill(int(info["pid"]), 0)
-        return dict(info)
-    except (OSError, ValueError, KeyError, TypeError):
+        return running_headend(home.running_path)
+    except EmergencyError:
         return None
 
 
