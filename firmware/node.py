@@ -125,7 +125,10 @@ class Node:
         self.rejections = 0
         # Plan following
         self.plan = self._load_json(F_PLAN, None)
-        self.quiet = self.plan["quiet"] if self.plan else list(planlib.DEFAULT_QUIET)
+        # Quiet hours until a plan brings them: the commune's, as provisioning wrote them
+        q = config.get("quiet")
+        q = q if protocol.valid_quiet(q) else planlib.DEFAULT_QUIET
+        self.quiet = self.plan["quiet"] if self.plan else list(q)
         self.done = self._load_json(F_DONE, {})
         self.cache = MediaCache(board.storage, config.get("cache_bytes", CACHE_BYTES))
         # How early an item's task starts (stream opened, amplifier on) before its "s". On the

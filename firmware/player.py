@@ -71,8 +71,12 @@ class Player:
             board.amp.on()
             board.led.set("play")
             audio_at = max(audio_at, self.clock.time_ms() + AMP_PREROLL_MS)
-        wait = audio_at - self.clock.time_ms()
-        if wait > 0:
+        # Until the node's clock says so: a sleep runs on another clock (ticks, monotonic)
+        # and can end a little early, and an item must not start before its time.
+        while True:
+            wait = audio_at - self.clock.time_ms()
+            if wait <= 0:
+                return
             await self.clock.sleep_ms(wait)
 
     def open_audio(self, fmt, label):

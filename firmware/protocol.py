@@ -474,6 +474,12 @@ def _ota_error(args):
 # --- plans ----------------------------------------------------------------------------------
 # A plan is one signed, canonical JSON object per node (docs/protocol.md, "Plans").
 
+def valid_quiet(q):
+    """Quiet hours as [start_min, end_min, utc_offset_min] (local minutes of the day)."""
+    return (isinstance(q, list) and len(q) == 3 and _int(q[0]) and _int(q[1]) and _int(q[2])
+            and 0 <= q[0] < 1440 and 0 <= q[1] < 1440 and -720 <= q[2] <= 840)
+
+
 _PLAN_FIELDS = ("v", "t", "node", "ver", "iat", "from", "to", "quiet", "items", "sig")
 _HEX = "0123456789abcdef"
 
@@ -589,10 +595,7 @@ def parse_plan(payload, node_id, signer, current_ver, now_ms):
     for k in ("iat", "from", "to"):
         if not _int(plan[k]):
             raise Rejected(R_MALFORMED, pid, "bad " + k)
-    q = plan["quiet"]
-    if (not isinstance(q, list) or len(q) != 3 or not _int(q[0]) or not _int(q[1])
-            or not _int(q[2]) or not 0 <= q[0] < 1440 or not 0 <= q[1] < 1440
-            or not -720 <= q[2] <= 840):
+    if not valid_quiet(plan["quiet"]):
         raise Rejected(R_MALFORMED, pid, "bad quiet")
     if not isinstance(plan["items"], list):
         raise Rejected(R_MALFORMED, pid, "bad items")

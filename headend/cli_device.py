@@ -257,6 +257,7 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
         "profile": args.profile,
         "broker": {"host": broker[0], "port": broker[1], "password": ns.password},
         "media_hosts": [f"{media[0]}:{media[1]}"],
+        **_quiet_config(path),
         **_link_config(args),
     }
     out = home.nodes_dir / f"{node_id}.node.json"
@@ -265,6 +266,21 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
     if args.out is not None:
         _write_atomic(args.out, text, 0o600)
     return Provisioned(node_id, out, config)
+
+
+def _quiet_config(path: Path) -> dict[str, Any]:
+    """The commune's quiet hours, which the node keeps until its first plan brings them."""
+    from headend.plans import quiet_window
+    from headend.schedule import ScheduleError, load_schedule
+    from headend.service import wall_clock_ms
+
+    try:
+        schedule = load_schedule(path)
+    except ScheduleError:
+        print(f"warning: {path} has errors (`loaxa schedule check`); the node keeps the "
+              "default quiet hours 21:45-05:00 until its first plan", file=sys.stderr)
+        return {}
+    return {"quiet": quiet_window(schedule, wall_clock_ms())}
 
 
 def _link_config(args: argparse.Namespace) -> dict[str, Any]:

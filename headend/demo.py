@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import signal
 import socket
@@ -23,7 +24,7 @@ from headend.home import Home
 from headend.media import TEST_TONE, write_test_tone
 from headend.runtime import Runtime
 from headend.service import Headend
-from hwsim.fleet import Fleet, SimNode
+from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 from hwsim.stations import Stations, tone_pattern
 
 log = logging.getLogger("loaxa.demo")
@@ -86,7 +87,7 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        runtime = Runtime(home, commune_file, port)
+        runtime = Runtime(home, _playable_now(home, commune_file), port)
         for i, source in enumerate(sorted(runtime.schedule.sources)):
             for role in ("primary", "backup"):
                 stations.add(f"{source}-{role}", tone_pattern(440 + 110 * i))
@@ -121,6 +122,37 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
         stations.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _playable_now(home: Home, commune_file: Path) -> Path:
+    """The commune file the demo runs. Inside its quiet hours nothing would play, so the demo
+    then runs a copy in its state directory with the quiet hours moved 12 hours away."""
+    from firmware.plan import in_quiet
+    from headend.plans import quiet_window
+    from headend.schedule import ScheduleError, hhmm, load_schedule
+
+    schedule = load_schedule(commune_file)
+    now = time.time_ns() // 1_000_000
+    quiet = quiet_window(schedule, now)
+    if not in_quiet(quiet, now):
+        return commune_file
+    start, end, _ = quiet_away_from_now(quiet[2])
+    text = commune_file.read_text(encoding="utf-8")
+    text = re.sub(r'(?ms)^\[quiet_hours\]\n.*?(?=^\[|\Z)', "", text).rstrip()
+    copy = home.root / "demo-commune.toml"
+    for shift in range(0, 11 * 60, 60):  # the first hour-long window no slot falls in
+        a, b = (start + shift) % 1440, (end + shift) % 1440
+        copy.write_text(text + f'\n\n[quiet_hours]\nstart = "{hhmm(a)}"\nend = "{hhmm(b)}"\n',
+                        encoding="utf-8")
+        try:
+            load_schedule(copy)
+        except ScheduleError:
+            continue
+        print(f"LoaXa demo: đang là giờ nghỉ ({hhmm(schedule.quiet_start)}–"
+              f"{hhmm(schedule.quiet_end)}); bản demo dời giờ nghỉ sang {hhmm(a)}–{hhmm(b)} "
+              f"để loa phát được ngay ({copy})", flush=True)
+        return copy
+    return commune_file  # nothing fits: the demo runs in quiet hours and plays nothing
 
 
 async def _announce(headend: Headend, node_ids: list[str], port: int) -> None:

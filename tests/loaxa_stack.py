@@ -27,7 +27,7 @@ from headend.plans import MediaLibrary, PlanPublisher, SourceWatch
 from headend.registry import NodeSecrets, headend_password, provision_commune
 from headend.service import Headend, SentCommand
 from headend.web import make_app
-from hwsim.fleet import Fleet, SimNode
+from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 
 T = TypeVar("T")
 
@@ -59,6 +59,10 @@ class Stack:
         self.engine: Engine = open_db(self.home.db_url)
         # A controlled clock shared by the headend and every node (hal.sim.SimClock).
         self.clock = clock or SimClock()
+        # On the real clock, the nodes' quiet hours until a plan: never the hour of the test
+        # (a stack plays what it is told whatever the hour CI runs it; the rule itself is
+        # tested on controlled clocks)
+        self.node_quiet = None if clock else quiet_away_from_now()
         self.secrets: list[NodeSecrets] = provision_commune(
             self.engine, self.home, commune or small_commune(nodes))
         self.node_ids = [s.id for s in self.secrets]
@@ -69,6 +73,9 @@ class Stack:
         self.broker.write_config({s.id: s.password for s in self.secrets})
         self.web_port = find_free_port()
         self.media_host = f"127.0.0.1:{self.web_port}"
+        options = dict(fleet_options or {})
+        if self.node_quiet:
+            options["extra"] = {"quiet": self.node_quiet, **options.get("extra", {})}
         self.fleet = Fleet(
             root=self.home.sim_dir, broker_port=self.broker.port,
             media_hosts=[self.media_host, *media_hosts], keepalive=10, per_process=per_process,
@@ -79,7 +86,7 @@ class Stack:
             clock=None if clock is None else {
                 "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms,
                 "rate": clock.rate},
-            **(fleet_options or {}),
+            **options,
         )
         self.loop = asyncio.new_event_loop()
         self.headend = self._new_headend()

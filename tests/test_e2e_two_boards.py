@@ -44,6 +44,7 @@ def boards(tmp_path: Path) -> Iterator[tuple[Stack, Path, Path]]:
            "broker": {"host": "127.0.0.1", "port": stack.broker.port, "password": pi.password,
                       "keepalive": 10},
            "media_hosts": [stack.media_host], "session": SESSION, "telemetry_s": 2,
+           "quiet": stack.node_quiet,
            "rpi": {"link": {"kind": "net", "route_file": str(route)},
                    "data_dir": str(tmp_path / "pi" / "data"),
                    "run_dir": str(tmp_path / "pi" / "run"),

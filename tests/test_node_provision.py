@@ -52,6 +52,8 @@ def provision(home: Path, schedule: Path, village: str, *extra: str) -> int:
 def test_provision_adds_the_node_everywhere_it_must_be(site: tuple[Path, Path],
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     home, schedule = site
+    # A commune whose quiet hours end later than the default
+    schedule.write_text(schedule.read_text().replace('end = "05:00"', 'end = "05:30"', 1))
     before = schedule.read_text()
     from headend.home import Home
 
@@ -82,6 +84,7 @@ def test_provision_adds_the_node_everywhere_it_must_be(site: tuple[Path, Path],
     assert len(cfg["broker"]["password"]) >= 20
     assert cfg["media_hosts"] == ["10.0.0.5:8080"]
     assert cfg["profile"] == "esp32" and cfg["link"] == "4g" and cfg["apn"] == "v-internet"
+    assert cfg["quiet"] == [21 * 60 + 45, 5 * 60 + 30, 7 * 60]  # until its first plan
     # A second node in the same village takes the next number; WiFi and the Pi profile.
     assert provision(home, schedule, "na-pan", "--broker", "10.0.0.5:1883", "--media",
                      "10.0.0.5:8080", "--link", "wifi", "--wifi", "Xa-TanLang:matkhau123") == 0

@@ -191,6 +191,27 @@ def test_test_tone_refused_in_quiet_hours_and_during_an_emergency():
     run_node(body2, rate=50)
 
 
+def test_quiet_hours_before_the_first_plan_are_the_configured_ones():
+    night = fwsim.day_noon_utc() + 11 * 3600 * SEC  # 23:00 at UTC+7
+    late = [23 * 60 + 30, 5 * 60, 420]  # the commune's: 23:30 to 05:00
+
+    async def body(srv, node):
+        assert node.quiet == late
+        command(node, "test_tone", {"seconds": 1}, 1)
+        assert (await finished(node, "c1"))[1] == protocol.DONE, node.acks
+        assert node.rejected == [] and len(fwsim.recordings(node)) == 1
+
+    run_node(body, rate=20, epoch=night, quiet=late)
+
+    async def bad(srv, node):  # a config value the node cannot use: the default
+        assert node.quiet == [1305, 300, 420]
+        command(node, "test_tone", {"seconds": 1}, 1)
+        assert node.rejected == [("c1", "quiet_hours", "")], node.rejected
+
+    for wrong in ([23 * 60, 1440, 420], "23:30-05:00", [1, 2]):
+        run_node(bad, epoch=night, quiet=wrong)
+
+
 def test_test_tone_pre_empts_a_play():
     async def body(srv, node):
         srv.routes["/long.wav"] = fwsim.wav_file(30)

@@ -107,6 +107,32 @@ def test_node_follows_a_three_item_plan():
     run_node(body)
 
 
+class EarlyClock(SimClock):
+    """Its sleeps end 2 s early: a sleep runs on ticks, and NTP can move the wall clock
+    meanwhile (the simulator's rate turns a real millisecond of slip into 50)."""
+
+    def sleep_ms(self, ms):
+        return SimClock.sleep_ms(self, ms - 2 * SEC)
+
+
+def test_an_item_never_starts_before_its_time_when_sleeps_end_early():
+    async def body(srv, node):
+        t = node.clock.time_ms()
+        bul = fwsim.wav_file(10)
+        srv.routes["/bul.wav"] = bul
+        accept(node, 1, [item("bul", t + 20 * SEC, t + 60 * SEC, kind="local_bulletin",
+                              media=fwsim.media(srv.port, "/bul.wav", bul))])
+        await fwsim.wait_done(node, ["bul"])
+        rec = fwsim.recordings(node)[0]
+        assert t + 20 * SEC <= rec["start"] <= t + 20 * SEC + TOL, (rec["start"] - t)
+        r = fwsim.records(node, "bul")[0]
+        assert r["outcome"] == "aired" and t + 20 * SEC <= r["start"], (r["start"] - t)
+        assert fwsim.pcm(rec) == bul[44:]  # from the top, nothing skipped
+
+    epoch = fwsim.day_noon_utc()
+    run_node(body, epoch, clock=EarlyClock(rate=50, sim_epoch_ms=epoch))
+
+
 def test_joined_late_items_are_time_anchored():
     async def body(srv, node):
         t = node.clock.time_ms()

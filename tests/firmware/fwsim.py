@@ -137,8 +137,8 @@ def tmpdir(name):
     return "/tmp/loaxa-fwplan-%s-%d" % (name, random.getrandbits(30))
 
 
-def make_node(port, epoch, rate=50, name="node", **extra):
-    clock = SimClock(rate=rate, sim_epoch_ms=epoch)
+def make_node(port, epoch, rate=50, name="node", clock=None, **extra):
+    clock = clock or SimClock(rate=rate, sim_epoch_ms=epoch)
     board = SimBoard(tmpdir(name), clock=clock)
     cfg = {"id": NODE, "key": KEY,
            "broker": {"host": "127.0.0.1", "port": 1, "password": "x"},

@@ -3,14 +3,19 @@
 #   power_cut_node.py air DIR PORT SIM_EPOCH REAL_EPOCH RATE START_S MEDIA_SIZE MEDIA_SHA
 #       follow a plan with one bulletin at START_S (simulated s after SIM_EPOCH) whose media is
 #       at http://127.0.0.1:PORT/bul.wav; print "RECORD <json>" once its as-run record is stored.
-#   power_cut_node.py churn DIR
+#   power_cut_node.py churn DIR [CUT_AT [ACK_AT]]
 #       accept ever newer plans (about 16 KB each), set the sequence number and store as-run
 #       records as fast as it can; after each has returned, print "PLAN v", "SEQ n", "REC rid"
-#       ("ACKED rid" before it drops the records before rid, as the headend's ack would).
+#       ("ACKED rid" before it drops the records before rid, as the headend's ack would, once
+#       ACK_AT records wait: 150 unless given). With CUT_AT, the CUT_AT-th file write since
+#       boot stops halfway: half its bytes are on disk, it prints "CUT file" and waits there
+#       for the power to go.
 import asyncio
 import json
 import sys
+import time
 
+import hal.sim
 from firmware import protocol
 from firmware.node import Node
 from hal.sim import SimBoard, SimClock
@@ -60,7 +65,45 @@ async def air(node_dir, port, sim_epoch, real_epoch, rate, start_s, size, sha):
         await asyncio.sleep(0.02)
 
 
-async def churn(node_dir):
+class HalfWrite:
+    """A file of hal.sim's whose cut_at-th write (counted over all files) stops halfway."""
+
+    writes = 0
+    cut_at = 0
+
+    def __init__(self, name, f):
+        self.name = name
+        self.f = f
+
+    def write(self, data):
+        HalfWrite.writes += 1
+        if HalfWrite.writes == HalfWrite.cut_at:
+            self.f.write(data[:len(data) // 2])
+            self.f.flush()
+            say("CUT", self.name.split("/")[-1])
+            while True:
+                time.sleep(1)
+        return self.f.write(data)
+
+    def __getattr__(self, attr):
+        return getattr(self.f, attr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def cut_writes(cut_at):
+    real_open = open
+    HalfWrite.cut_at = cut_at
+    hal.sim.open = lambda name, mode="r": HalfWrite(name, real_open(name, mode))
+
+
+async def churn(node_dir, cut_at=0, ack_at=150):
+    if cut_at:
+        cut_writes(cut_at)
     clock = SimClock()
     node = make_node(node_dir, clock)
     ver = node.plan["ver"] if node.plan else 0
@@ -83,11 +126,12 @@ async def churn(node_dir):
                      "title": "x", "planned": None, "start": now, "end": now,
                      "outcome": "aired", "reason": None})
         say("REC", node.pending[-1]["rid"])
-        if len(node.pending) >= 150:
+        if len(node.pending) >= ack_at:
             # As the headend's ack would: the records before this one may go from now on
             # (said first, so a cut during the trim does not count them as lost).
-            say("ACKED", node.pending[-100]["rid"])
-            node.pending = node.pending[-100:]
+            keep = ack_at * 2 // 3
+            say("ACKED", node.pending[-keep]["rid"])
+            node.pending = node.pending[-keep:]
             node._save_pending()
         await asyncio.sleep(0)
 
@@ -98,7 +142,7 @@ def main(argv):
         asyncio.run(air(a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), int(a[5]),
                         int(a[6]), a[7]))
     else:
-        asyncio.run(churn(argv[2]))
+        asyncio.run(churn(argv[2], *[int(a) for a in argv[3:]]))
 
 
 main(sys.argv)

@@ -18,7 +18,7 @@ import pytest
 
 from firmware import protocol
 from firmware.mqtt import MQTTClient
-from hwsim.fleet import Fleet, SimNode
+from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from audio_check import dominant_hz
@@ -90,7 +90,8 @@ def fleet(fw_env: dict[str, str], tmp_path: Path) -> Iterator[Fleet]:
     host, _, port = fw_env["LOAXA_FW_BROKER"].rpartition(":")
     f = Fleet(tmp_path / "fleet", int(port), ["127.0.0.1:9"],
               [SimNode(NODE, KEY, "x")], broker_host=host, telemetry_s=3600,
-              session={"initial_jitter_ms": 0})
+              session={"initial_jitter_ms": 0},
+              extra={"quiet": quiet_away_from_now()})  # its test tone plays at any hour
     f.start()
     try:
         f.wait_connected(20)
