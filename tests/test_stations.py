@@ -161,8 +161,15 @@ def test_bad_arguments() -> None:
             st.set_mode("x", "loud")  # type: ignore[arg-type]
 
 
+def _stations_threads() -> set[threading.Thread]:
+    """The live threads a Stations runs: its server loop and one per request. (Counting every
+    thread in the process also counted one another test's leftovers happened to start.)"""
+    return {t for t in threading.enumerate() if t.name.startswith("stations:")
+            or t.name.endswith("(process_request_thread)")}
+
+
 def test_stop_is_prompt_with_stalled_and_unread_streams() -> None:
-    before = threading.active_count()
+    before = _stations_threads()
     st = Stations().start()
     st.add("a", tone_pattern(300))
     st.add("b", tone_pattern(500))
@@ -174,9 +181,10 @@ def test_stop_is_prompt_with_stalled_and_unread_streams() -> None:
         s.recv(100)  # connected and streaming; then never read again (buffers fill up)
         socks.append(s)
     time.sleep(0.3)
+    assert len(_stations_threads() - before) == 4  # the server and three streams
     t0 = time.monotonic()
     st.stop()
     assert time.monotonic() - t0 < 2
-    assert threading.active_count() == before
+    assert _stations_threads() == before
     for s in socks:
         s.close()
