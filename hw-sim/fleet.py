@@ -45,7 +45,8 @@ def _ready_port(log: Path) -> int | None:
 
 def quiet_away_from_now(utc_offset_min: int = 7 * 60, now_ms: int | None = None) -> list[int]:
     """Quiet hours [start, end, utc_offset] an hour long, 12 hours from now local time: for
-    nodes on the real clock that must play whatever the hour (tests, the demo at night)."""
+    nodes on the real clock that must play whatever the hour (tests, the demo at night).
+    now_ms: UTC milliseconds to count from (default: the real clock now)."""
     if now_ms is None:
         now_ms = time.time_ns() // 1_000_000
     now_min = (now_ms // 60_000 + utc_offset_min) % 1440
