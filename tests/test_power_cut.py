@@ -101,7 +101,10 @@ class Board:
     def _read(proc: subprocess.Popen[str], out: list[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            out.append(line.rstrip("\n"))
+            # A line the cut broke off ("PLAN " without its number) was not said: the node
+            # says each fact, flushed, after the write it reports (or, for ACKED, before).
+            if line.endswith("\n"):
+                out.append(line[:-1])
 
     def cut(self) -> None:
         assert self.proc is not None
