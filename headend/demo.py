@@ -129,7 +129,8 @@ def _playable_now(home: Home, commune_file: Path) -> Path:
     then runs a copy in its state directory with the quiet hours moved 12 hours away."""
     from firmware.plan import in_quiet
     from headend.plans import quiet_window
-    from headend.schedule import ScheduleError, hhmm, load_schedule
+    from headend.schedule import hhmm, load_schedule
+    from headend.schedule import in_quiet as slot_in_quiet
 
     schedule = load_schedule(commune_file)
     now = time.time_ns() // 1_000_000
@@ -137,22 +138,22 @@ def _playable_now(home: Home, commune_file: Path) -> Path:
     if not in_quiet(quiet, now):
         return commune_file
     start, end, _ = quiet_away_from_now(quiet[2])
+    # The first hour-long window no slot falls in (the rule load_schedule checks)
+    windows = (((start + shift) % 1440, (end + shift) % 1440) for shift in range(0, 660, 60))
+    fit = next(((a, b) for a, b in windows if not any(
+        slot_in_quiet(s.start, s.end, a, b) and not s.quiet_ok for s in schedule.slots)), None)
+    if fit is None:
+        return commune_file  # nothing fits: the demo runs in quiet hours and plays nothing
+    a, b = fit
     text = commune_file.read_text(encoding="utf-8")
     text = re.sub(r'(?ms)^\[quiet_hours\]\n.*?(?=^\[|\Z)', "", text).rstrip()
     copy = home.root / "demo-commune.toml"
-    for shift in range(0, 11 * 60, 60):  # the first hour-long window no slot falls in
-        a, b = (start + shift) % 1440, (end + shift) % 1440
-        copy.write_text(text + f'\n\n[quiet_hours]\nstart = "{hhmm(a)}"\nend = "{hhmm(b)}"\n',
-                        encoding="utf-8")
-        try:
-            load_schedule(copy)
-        except ScheduleError:
-            continue
-        print(f"LoaXa demo: đang là giờ nghỉ ({hhmm(schedule.quiet_start)}–"
-              f"{hhmm(schedule.quiet_end)}); bản demo dời giờ nghỉ sang {hhmm(a)}–{hhmm(b)} "
-              f"để loa phát được ngay ({copy})", flush=True)
-        return copy
-    return commune_file  # nothing fits: the demo runs in quiet hours and plays nothing
+    copy.write_text(text + f'\n\n[quiet_hours]\nstart = "{hhmm(a)}"\nend = "{hhmm(b)}"\n',
+                    encoding="utf-8")
+    print(f"LoaXa demo: đang là giờ nghỉ ({hhmm(schedule.quiet_start)}–"
+          f"{hhmm(schedule.quiet_end)}); bản demo dời giờ nghỉ sang {hhmm(a)}–{hhmm(b)} "
+          f"để loa phát được ngay ({copy})", flush=True)
+    return copy
 
 
 async def _announce(headend: Headend, node_ids: list[str], port: int) -> None:
