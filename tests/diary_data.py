@@ -15,12 +15,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.commune import CommuneSpec, VillageSpec
-from headend.db import open_db
-from headend.home import Home
-from headend.models import Programme
-from headend.registry import provision_commune
-from headend.reports import store_reports
+from headend.communes.files import CommuneSpec, VillageSpec
+from headend.communes.registry import provision_commune
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import Programme
+from headend.nodes.ingest import store_reports
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 COMMUNE = "tan-lang"

@@ -9,8 +9,8 @@ import logging
 import sys
 
 from hal.sim import SimClock
-from headend.db import open_db
-from headend.service import Headend
+from headend.core.db import open_db
+from headend.nodes.gateway import Headend
 
 
 def main() -> None:

@@ -16,17 +16,17 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from hal.sim import SimClock
-from headend.broker import Broker, find_free_port
-from headend.commune import CommuneSpec, VillageSpec
-from headend.db import open_db
-from headend.health import HealthPolicy
-from headend.home import Home
-from headend.media import write_test_tone
-from headend.models import AsRunRecord, Command, Node
-from headend.plans import MediaLibrary, PlanPublisher, SourceWatch
-from headend.registry import NodeSecrets, headend_password, provision_commune
-from headend.service import Headend, SentCommand
-from headend.web import make_app
+from headend.communes.files import CommuneSpec, VillageSpec
+from headend.communes.registry import NodeSecrets, headend_password, provision_commune
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import AsRunRecord, Command, Node
+from headend.media.store import write_test_tone
+from headend.nodes.broker import Broker, find_free_port
+from headend.nodes.gateway import Headend, SentCommand
+from headend.nodes.health import HealthPolicy
+from headend.planning.publishing import MediaLibrary, PlanPublisher, SourceWatch
+from headend.web.app import make_app
 from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 
 T = TypeVar("T")

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from loaxa_stack import Stack, wait_until
 
 from hal.sim import SimClock
-from headend.commune import CommuneSpec, VillageSpec
-from headend.models import AsRunRecord
+from headend.communes.files import CommuneSpec, VillageSpec
+from headend.core.models import AsRunRecord
 from hwsim.stations import Stations, byte_pattern, wav_header
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -25,17 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from web_site import NOW_MS, OTHER, USERS, WebSite, app_routes, csrf_of, make_site, utc_ms
 
-from headend import auth
-from headend.api import PlanItemOut
-from headend.bulletin_audio import MAX_BYTES
-from headend.commune_diary import (
-    AIRED,
-    MISSED,
-    CommuneInfo,
-    ProgrammeLine,
-    VillageOutcome,
-)
-from headend.httttn import (
+from headend.api.httttn import (
     IMPORT_FIELDS,
     BanTinNhap,
     HttttnError,
@@ -45,10 +35,20 @@ from headend.httttn import (
     parse_import,
     thong_ke,
 )
-from headend.models import Alarm, ApiToken, Bulletin, Node
-from headend.plan import expand
-from headend.programme import record_programme
-from headend.schedule import load_schedule
+from headend.api.v1 import PlanItemOut
+from headend.core import auth
+from headend.core.models import Alarm, ApiToken, Bulletin, Node
+from headend.diary.reconciliation import (
+    AIRED,
+    MISSED,
+    CommuneInfo,
+    ProgrammeLine,
+    VillageOutcome,
+)
+from headend.media.pipeline import MAX_BYTES
+from headend.planning.expansion import expand
+from headend.planning.programme import record_programme
+from headend.planning.schedule import load_schedule
 
 TL = "tan-lang"
 COMMUNES = (TL, OTHER)

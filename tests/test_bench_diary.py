@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from headend import bench_diary as bd
-from headend import chain
-from headend.commune_diary import lines_for_days
-from headend.db import open_db
+from headend.bench import diary as bd
+from headend.core.db import open_db
+from headend.diary import chain
+from headend.diary.reconciliation import lines_for_days
 
 COMMUNES, VILLAGES, DAYS, ITEMS = 2, 3, 10, 9
 

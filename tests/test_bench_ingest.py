@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from headend.bench_ingest import add_parser, measure, split_packets
+from headend.bench.ingest import add_parser, measure, split_packets
 
 
 def test_small_run_stores_everything_offered_exactly_once(tmp_path: Path) -> None:

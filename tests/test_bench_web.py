@@ -9,11 +9,11 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from headend.bench_diary import FIRST_DAY
-from headend.bench_web import build_commune, measure_pages
-from headend.calendar_items import effective, occurrences
-from headend.db import open_db
-from headend.schedule import load_schedule
+from headend.bench.diary import FIRST_DAY
+from headend.bench.web import build_commune, measure_pages
+from headend.core.db import open_db
+from headend.planning.calendar import effective, occurrences
+from headend.planning.schedule import load_schedule
 
 LOAXA = str(Path(sys.executable).parent / "loaxa")
 

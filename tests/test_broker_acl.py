@@ -1,4 +1,4 @@
-"""headend.broker against a real Mosquitto: credentials, per-node ACL, reload, lifecycle.
+"""headend.nodes.broker against a real Mosquitto: credentials, per-node ACL, reload, lifecycle.
 
 Negative checks ("receives nothing") are made meaningful with a sentinel: after the
 forbidden publish is acknowledged, an allowed message is sent to the same observer and
@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware import protocol
-from headend.broker import Broker, BrokerError, find_free_port, hash_password
+from headend.nodes.broker import Broker, BrokerError, find_free_port, hash_password
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)),

@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from test_demo import processes_mentioning
 
-from headend.broker import find_free_port
+from headend.nodes.broker import find_free_port
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),

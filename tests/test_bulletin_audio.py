@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from headend.bench_upload import measure_upload, render
-from headend.bulletin_audio import (
+from headend.bench.upload import measure_upload, render
+from headend.media.pipeline import (
     ALLOWED_SUFFIXES,
     MAX_BYTES,
     MAX_SECONDS,
@@ -38,8 +38,8 @@ from headend.bulletin_audio import (
     prepare_speech,
     prepare_upload,
 )
-from headend.media import NODE_WAV
-from headend.tts import EspeakNg
+from headend.media.store import NODE_WAV
+from headend.media.tts import EspeakNg
 
 SENTENCE = "Xin chào bà con, đây là đài truyền thanh xã."
 RATE = 44100

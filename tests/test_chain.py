@@ -13,12 +13,12 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 from test_cli import run_main
 
-from headend import chain
-from headend.db import alembic_config, open_db
-from headend.home import Home
-from headend.models import AsRunRecord
-from headend.registry import provision_commune
-from headend.reports import store_reports
+from headend.communes.registry import provision_commune
+from headend.core.db import alembic_config, open_db
+from headend.core.home import Home
+from headend.core.models import AsRunRecord
+from headend.diary import chain
+from headend.nodes.ingest import store_reports
 
 COMMUNE = "test-xa"
 

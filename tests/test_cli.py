@@ -21,14 +21,14 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from headend import auth
-from headend.broker import find_free_port
-from headend.cli import main
-from headend.commune import load_commune
-from headend.db import open_db
-from headend.home import MARKER, Home, HomeError
-from headend.models import AsRunRecord, Command, Node
-from headend.registry import provision_commune
+from headend.cli.main import main
+from headend.communes.files import load_commune
+from headend.communes.registry import provision_commune
+from headend.core import auth
+from headend.core.db import open_db
+from headend.core.home import MARKER, Home, HomeError
+from headend.core.models import AsRunRecord, Command, Node
+from headend.nodes.broker import find_free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LOAXA = Path(sys.executable).parent / "loaxa"
@@ -64,7 +64,7 @@ def assert_clean_error(code: int | None, err: str, *words: str) -> None:
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | None, str, str]:
-    """headend.cli.main in this process; argparse errors exit via SystemExit(2)."""
+    """headend.cli.main.main in this process; argparse errors exit via SystemExit(2)."""
     try:
         code: int | None = main(list(args))
     except SystemExit as e:

@@ -12,10 +12,10 @@ from test_cli import run_main
 from test_commune_diary import DAY, commune_home, rec
 from test_plan import ms
 
-from headend.db import open_db
-from headend.home import Home
-from headend.models import AsRunRecord
-from headend.reports import store_reports
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import AsRunRecord
+from headend.nodes.ingest import store_reports
 
 
 @pytest.fixture

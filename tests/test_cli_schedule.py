@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_cli import run_main
 
-from headend.schedule import load_schedule
+from headend.planning.schedule import load_schedule
 
 REPO = Path(__file__).resolve().parent.parent
 LOAXA = Path(sys.executable).parent / "loaxa"

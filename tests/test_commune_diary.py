@@ -13,8 +13,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from test_plan import load, ms, slot
 
-from headend import chain
-from headend.commune_diary import (
+from headend.communes.registry import provision_commune
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import Programme
+from headend.diary import chain
+from headend.diary.reconciliation import (
     AIRED,
     MISSED,
     NO_REPORT,
@@ -24,15 +28,11 @@ from headend.commune_diary import (
     commune_info,
     lines_for_days,
 )
-from headend.db import open_db
-from headend.home import Home
-from headend.models import Programme
-from headend.plan import expand
-from headend.programme import record_programme
-from headend.registry import provision_commune
-from headend.reports import store_reports
-from headend.schedule import Schedule
-from headend.service import Headend
+from headend.nodes.gateway import Headend
+from headend.nodes.ingest import store_reports
+from headend.planning.expansion import expand
+from headend.planning.programme import record_programme
+from headend.planning.schedule import Schedule
 
 DAY = date(2026, 11, 23)  # a Monday
 MIN = 60_000
@@ -113,7 +113,7 @@ def test_an_item_not_yet_due_is_planned_and_a_correction_changes_the_outcome(
     [line, _] = lines_for_days(engine, "thu", DAY, DAY, now_ms=ms(DAY, 12 * 60))[1]
     assert line.outcome == MISSED and line.aired_villages == []
     with engine.connect() as conn:
-        from headend.models import AsRunRecord
+        from headend.core.models import AsRunRecord
         entry = conn.scalar(select(AsRunRecord.id).where(AsRunRecord.node_id == "n2-a"))
     assert entry is not None
     chain.correct(engine, entry, AIRED, "Kiểm tra lại: loa thôn vẫn phát (mất báo cáo)",

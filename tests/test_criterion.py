@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from headend.criterion import (
+from headend.planning.criterion import (
     MIN_RELAY_MINUTES,
     REQUIRED_LOCAL_NEWS,
     Aired,
@@ -14,8 +14,8 @@ from headend.criterion import (
     format_week,
     judge,
 )
-from headend.plan import expand
-from headend.schedule import load_schedule
+from headend.planning.expansion import expand
+from headend.planning.schedule import load_schedule
 
 REPO = Path(__file__).resolve().parent.parent
 VN = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headend.broker import find_free_port
+from headend.nodes.broker import find_free_port
 
 LOAXA = str(Path(sys.executable).parent / "loaxa")
 

@@ -8,7 +8,7 @@ from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.models import Node
+from headend.core.models import Node
 
 BAD_NODE = "n0005"
 

@@ -17,11 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web_site import PASSWORD, csrf_of, login
 
-from headend import auth, bulletins
-from headend.commune_diary import lines_for_days
-from headend.media import wav_duration_ms
-from headend.models import AsRunRecord, Bulletin
-from headend.web import make_app
+from headend.core import auth
+from headend.core.models import AsRunRecord, Bulletin
+from headend.diary.reconciliation import lines_for_days
+from headend.media import bulletins
+from headend.media.store import wav_duration_ms
+from headend.web.app import make_app
 
 pytestmark = pytest.mark.timeout(600)
 SLOTS = """[[slots]]

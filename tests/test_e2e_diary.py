@@ -30,8 +30,8 @@ from plan_scenarios import (
     write_wav,
 )
 
-from headend import chain
-from headend.commune_diary import AIRED, FAILED, PLANNED, lines_for_days
+from headend.diary import chain
+from headend.diary.reconciliation import AIRED, FAILED, PLANNED, lines_for_days
 from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(900)

@@ -26,10 +26,10 @@ from plan_scenarios import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from headend.cli import main
-from headend.emergency import EmergencyError, broadcast, emergency_audio, find_target
-from headend.models import Broadcast
-from headend.plans import MediaLibrary
+from headend.cli.main import main
+from headend.core.models import Broadcast
+from headend.nodes.emergency import EmergencyError, broadcast, emergency_audio, find_target
+from headend.planning.publishing import MediaLibrary
 from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(300)

@@ -13,8 +13,8 @@ from loaxa_stack import Stack, wait_until
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from headend.cli import main
-from headend.models import Command, Node
+from headend.cli.main import main
+from headend.core.models import Command, Node
 
 
 def running(stack: Stack) -> None:
@@ -90,7 +90,7 @@ def test_bad_node_requests_send_nothing(stack: Stack,
 
 def test_faults_on_a_node_raise_one_alarm_each_and_clear_once(
         stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    from headend.alarms import AMP_FAULT, WEAK_SIGNAL, list_alarms
+    from headend.nodes.alarms import AMP_FAULT, WEAK_SIGNAL, list_alarms
 
     running(stack)
 

@@ -10,8 +10,8 @@ from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.media import write_test_tone
-from headend.models import Node
+from headend.core.models import Node
+from headend.media.store import write_test_tone
 
 NODE = "n0004"
 

@@ -13,8 +13,8 @@ from loaxa_stack import Stack, wait_until
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.media import write_test_tone
-from headend.models import Node
+from headend.core.models import Node
+from headend.media.store import write_test_tone
 
 
 def node_row(stack: Stack, node_id: str) -> Node:
@@ -116,8 +116,8 @@ def test_an_offline_node_raises_one_alarm_and_clears_it_once_back(chatty_stack: 
     outage longer than N raises node_offline once however often the check runs; the node's
     return clears it once."""
     stack = chatty_stack
-    from headend.alarms import NODE_OFFLINE, list_alarms
-    from headend.health import HealthPolicy, check_nodes
+    from headend.nodes.alarms import NODE_OFFLINE, list_alarms
+    from headend.nodes.health import HealthPolicy, check_nodes
 
     node = "n0004"
     policy = HealthPolicy(offline_after_ms=1500)

@@ -29,9 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hal.sim import SimClock
-from headend.alarms import RELAY_FAILED, SOURCE_UNREACHABLE, list_alarms
-from headend.criterion import Aired, judge
-from headend.models import AsRunRecord, NodePlan
+from headend.core.models import AsRunRecord, NodePlan
+from headend.nodes.alarms import RELAY_FAILED, SOURCE_UNREACHABLE, list_alarms
+from headend.planning.criterion import Aired, judge
 from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(1800)

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from audio_check import dominant_hz, rms_dbfs
 from loaxa_stack import Stack, wait_until
 
-from headend.diary import diary_for_day
-from headend.media import TEST_TONE_HZ
+from headend.diary.reading import diary_for_day
+from headend.media.store import TEST_TONE_HZ
 
 
 def test_play_reaches_every_node_and_the_diary(stack: Stack) -> None:

@@ -12,7 +12,7 @@ import pytest
 from loaxa_stack import Stack, wait_until
 
 from firmware import protocol
-from headend.media import write_test_tone
+from headend.media.store import write_test_tone
 
 NODE = "n0001"
 SHORT = "short.wav"

@@ -22,7 +22,7 @@ import pytest
 from loaxa_stack import Stack, small_commune, wait_until
 from sqlalchemy.orm import Session
 
-from headend.models import Node
+from headend.core.models import Node
 from hwsim.fleet import SimNode
 
 REPO = Path(__file__).resolve().parents[1]

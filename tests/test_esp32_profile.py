@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from loaxa_stack import Stack, wait_until
 
-from headend.bench_node import run_day
+from headend.bench.node_day import run_day
 
 PREROLL_MS = 300
 POSTROLL_MS = 300

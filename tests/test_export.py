@@ -24,9 +24,9 @@ from diary_data import (
 from openpyxl import load_workbook
 from sqlalchemy import Engine
 
-from headend import export
-from headend.commune_diary import FAILED, MISSED, NO_REPORT, OUTCOME_VI, lines_for_days
-from headend.export import DIARY_COLUMNS, ExportError, export_diary
+from headend.diary import exports as export
+from headend.diary.exports import DIARY_COLUMNS, ExportError, export_diary
+from headend.diary.reconciliation import FAILED, MISSED, NO_REPORT, OUTCOME_VI, lines_for_days
 
 DAY1, DAY2 = date(2026, 3, 2), date(2026, 3, 3)
 NOW = ms(DAY2, 12)  # the evening relay of day 2 has not come yet

@@ -12,7 +12,11 @@ from loaxa_stack import small_commune
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from headend.alarms import (
+from headend.communes.registry import provision_commune
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import Node
+from headend.nodes.alarms import (
     AMP_FAULT,
     BROADCAST_MISSED,
     CLOCK_OFFSET,
@@ -21,12 +25,8 @@ from headend.alarms import (
     WEAK_SIGNAL,
     list_alarms,
 )
-from headend.db import open_db
-from headend.health import HealthPolicy, check_nodes
-from headend.home import Home
-from headend.models import Node
-from headend.registry import provision_commune
-from headend.reports import store_reports
+from headend.nodes.health import HealthPolicy, check_nodes
+from headend.nodes.ingest import store_reports
 
 MIN = 60_000
 

@@ -1,6 +1,6 @@
 """English pages: Vietnamese by default, English after the switch (GET /lang/en, a cookie),
 and back. Every Vietnamese text in the templates goes through `_(...)` and has an English
-entry in headend/i18n.py, so nobody can add untranslated text unnoticed."""
+entry in headend/core/i18n.py, so nobody can add untranslated text unnoticed."""
 
 from __future__ import annotations
 
@@ -15,23 +15,19 @@ from fastapi.testclient import TestClient
 from pydub.generators import Sine
 from web_site import WebSite, make_site
 
-from headend import (
-    alarms,
-    audit,
-    auth,
-    bulletins,
-    commune_diary,
-    i18n,
-    web,
-    web_bulletins,
-    web_calendar,
-    web_context,
-)
-from headend.audit import Actor
-from headend.bulletin_audio import prepare
+from headend.core import audit, auth, i18n
+from headend.core.audit import Actor
+from headend.diary import reconciliation as commune_diary
+from headend.media import bulletins
+from headend.media.pipeline import prepare
+from headend.nodes import alarms
+from headend.web import app as web
+from headend.web import context as web_context
+from headend.web.pages import bulletins as web_bulletins
+from headend.web.pages import calendar as web_calendar
 
 C = "tan-lang"
-TEMPLATES = Path(__file__).resolve().parent.parent / "headend" / "templates"
+TEMPLATES = Path(web.__file__).parent / "templates"
 # _("text") or _("text", "context"), in either kind of quotes.
 CALL = re.compile(r"""_\(\s*(["'])(.*?)\1\s*(?:,\s*(["'])(.*?)\3\s*)?\)""")
 COMMENT = re.compile(r"\{#.*?#\}", re.S)
@@ -72,7 +68,7 @@ def test_every_text_in_the_templates_has_english() -> None:
     assert len(found) > 200
     missing = [f"{where}: {text!r}" for (ctx, text), where in found.items()
                if english(text, ctx) is None]
-    assert not missing, "no English in headend/i18n.py EN for:\n" + "\n".join(missing)
+    assert not missing, "no English in headend/core/i18n.py EN for:\n" + "\n".join(missing)
 
 
 def test_no_vietnamese_outside_translation_calls() -> None:
@@ -85,7 +81,7 @@ def test_no_vietnamese_outside_translation_calls() -> None:
             if any(vietnamese(ch) for ch in rest):
                 hits.append(f"{path.name}:{n}: {line.strip()[:100]}")
     assert not hits, ("Vietnamese text outside _(\"...\") (wrap it and add its English to "
-                      "headend/i18n.py):\n" + "\n".join(hits))
+                      "headend/core/i18n.py):\n" + "\n".join(hits))
 
 
 def test_the_scanner_sees_untranslated_text() -> None:

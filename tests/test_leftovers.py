@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loaxa_stack import wait_until
 
-from headend.broker import Broker, find_free_port
+from headend.nodes.broker import Broker, find_free_port
 
 
 def alive(pid: int) -> bool:

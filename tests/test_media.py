@@ -15,7 +15,7 @@ from pydub import AudioSegment
 from pydub.generators import Sine
 
 from firmware import wav
-from headend.media import (
+from headend.media.store import (
     NODE_WAV,
     TEST_TONE,
     StoredMedia,

@@ -12,8 +12,7 @@ import pytest
 from diary_data import COMMUNE, VILLAGES, Diary, bulletin, day_items, ms, new_commune
 from openpyxl import load_workbook
 
-from headend.commune_diary import DiaryQueryError
-from headend.monthly import (
+from headend.diary.monthly import (
     MET,
     NOT_JUDGED,
     NOT_MET,
@@ -22,6 +21,7 @@ from headend.monthly import (
     monthly_report,
     render_text,
 )
+from headend.diary.reconciliation import DiaryQueryError
 
 FEB = date(2027, 2, 1)  # a Monday: February 2027 is exactly ISO weeks 5 to 8
 AFTER_FEB = ms(date(2027, 3, 3), 8)

@@ -21,11 +21,11 @@ from loaxa_stack import wait_until
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from headend.broker import find_free_port
-from headend.cli import main
-from headend.commune import load_commune
-from headend.db import open_db
-from headend.models import Node
+from headend.cli.main import main
+from headend.communes.files import load_commune
+from headend.core.db import open_db
+from headend.core.models import Node
+from headend.nodes.broker import find_free_port
 from hwsim.fleet import Fleet, SimNode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_provision_adds_the_node_everywhere_it_must_be(site: tuple[Path, Path],
     # A commune whose quiet hours end later than the default
     schedule.write_text(schedule.read_text().replace('end = "05:00"', 'end = "05:30"', 1))
     before = schedule.read_text()
-    from headend.home import Home
+    from headend.core.home import Home
 
     Home.create(home)
     assert provision(home, schedule, "na-pan", "--broker", "10.0.0.5:1883",
@@ -111,7 +111,7 @@ def test_bad_provisioning_changes_nothing(site: tuple[Path, Path], args: tuple[s
                                           message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     home, schedule = site
-    from headend.home import Home
+    from headend.core.home import Home
 
     Home.create(home)
     before = schedule.read_text()
@@ -126,7 +126,7 @@ def test_bad_provisioning_changes_nothing(site: tuple[Path, Path], args: tuple[s
 
 def test_unknown_commune_file_is_a_clear_error(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from headend.home import Home
+    from headend.core.home import Home
 
     Home.create(tmp_path / "home")
     assert loaxa(tmp_path / "home", "node", "provision", "--commune", "xa-khac",
@@ -140,7 +140,7 @@ def test_a_node_provisioned_while_the_headend_runs_logs_in_and_gets_its_plan(
     port = find_free_port()
     with open(tmp_path / "serve.log", "w") as log:
         serve = subprocess.Popen(
-            [sys.executable, "-m", "headend.cli", "--home", str(home), "serve", str(schedule),
+            [sys.executable, "-m", "headend.cli.main", "--home", str(home), "serve", str(schedule),
              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True)
     fleet = None
@@ -179,7 +179,7 @@ def test_a_node_provisioned_while_the_headend_runs_logs_in_and_gets_its_plan(
 def test_flash_stages_esp32_files_and_the_right_commands(
         site: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home, schedule = site
-    from headend.home import Home
+    from headend.core.home import Home
 
     Home.create(home)
     assert provision(home, schedule, "na-pan", "--broker", "10.0.0.5:1883",
@@ -207,7 +207,7 @@ def test_flash_stages_esp32_files_and_the_right_commands(
 def test_flash_refuses_what_it_cannot_install(site: tuple[Path, Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     home, schedule = site
-    from headend.home import Home
+    from headend.core.home import Home
 
     Home.create(home)
     assert provision(home, schedule, "na-pan", "--broker", "10.0.0.5:1883", "--media",

@@ -20,9 +20,9 @@ from test_e2e_node_ops import node_cli, running
 
 from firmware import protocol
 from firmware.node import FW_VERSION
-from headend import ota
-from headend.cli import main
-from headend.models import Command, Node
+from headend.cli.main import main
+from headend.core.models import Command, Node
+from headend.nodes import ota
 
 
 def node_row(stack: Stack, node_id: str) -> Node:

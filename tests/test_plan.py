@@ -12,8 +12,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from headend.plan import MAX_ENTRY_ID, PlanEntry, expand
-from headend.schedule import KINDS, RELAY_KINDS, Schedule, ScheduleError, hhmm, load_schedule
+from headend.planning.expansion import MAX_ENTRY_ID, PlanEntry, expand
+from headend.planning.schedule import (
+    KINDS,
+    RELAY_KINDS,
+    Schedule,
+    ScheduleError,
+    hhmm,
+    load_schedule,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 VN = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -12,12 +12,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.db import open_db
-from headend.home import Home
-from headend.models import AsRunRecord, Command, Node
-from headend.registry import provision_commune
-from headend.reports import store_reports
-from headend.service import Headend
+from headend.communes.registry import provision_commune
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import AsRunRecord, Command, Node
+from headend.nodes.gateway import Headend
+from headend.nodes.ingest import store_reports
 
 NODE = "n0001"
 
@@ -130,7 +130,7 @@ def test_a_node_whose_flash_was_wiped_comes_back_online(engine: Engine) -> None:
 
 
 def test_a_plan_ack_updates_the_nodes_plan_and_an_old_ver_changes_nothing(engine: Engine) -> None:
-    from headend.models import NodePlan
+    from headend.core.models import NodePlan
 
     with Session(engine) as s, s.begin():
         s.add(NodePlan(node_id=NODE, ver=7, issued_ms=1, from_ms=1, to_ms=2, digest="d" * 64,
@@ -145,7 +145,7 @@ def test_a_plan_ack_updates_the_nodes_plan_and_an_old_ver_changes_nothing(engine
 
 def test_plan_records_keep_their_plan_fields_and_a_relay_on_fallback_raises_one_alarm(
         engine: Engine) -> None:
-    from headend.alarms import RELAY_FAILED, list_alarms
+    from headend.nodes.alarms import RELAY_FAILED, list_alarms
 
     def relay(rid: int, src: str, outcome: str) -> dict[str, Any]:
         return dict(asrun(rid, outcome=outcome), trigger="plan", item=f"vov@{rid}",

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from headend.commune import CommuneFileError, load_commune
-from headend.schedule import (
+from headend.communes.files import CommuneFileError, load_commune
+from headend.planning.schedule import (
     EMERGENCY,
     NORMAL,
     ScheduleError,
     load_schedule,
-    slugify,
 )
+from headend.planning.templates import slugify
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import pytest
 from pydub import AudioSegment
 from pydub.generators import Sine
 
-from headend.broker import find_free_port
-from headend.sources import SILENCE_DBFS, SourceStatus, probe, probe_async
+from headend.media.sources import SILENCE_DBFS, SourceStatus, probe, probe_async
+from headend.nodes.broker import find_free_port
 from hwsim.stations import Stations, byte_pattern, tone_pattern
 
 

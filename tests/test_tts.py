@@ -11,8 +11,8 @@ import pytest
 from audio_check import BytesReader
 
 from firmware import wav
-from headend.media import NODE_WAV, wav_duration_ms, wav_for_nodes
-from headend.tts import MAX_CHARS, EspeakNg, SpeechEngine, TtsError, default_engine
+from headend.media.store import NODE_WAV, wav_duration_ms, wav_for_nodes
+from headend.media.tts import MAX_CHARS, EspeakNg, SpeechEngine, TtsError, default_engine
 
 SENTENCE = "Xin chào bà con, đây là đài truyền thanh xã."
 

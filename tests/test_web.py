@@ -17,13 +17,13 @@ from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 from web_site import PASSWORD, login
 
-from headend.auth import add_user
-from headend.commune import load_commune
-from headend.db import open_db
-from headend.home import Home
-from headend.models import AsRunRecord, Command, Node
-from headend.registry import provision_commune
-from headend.web import make_app
+from headend.communes.files import load_commune
+from headend.communes.registry import provision_commune
+from headend.core.auth import add_user
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import AsRunRecord, Command, Node
+from headend.web.app import make_app
 
 REPO = Path(__file__).resolve().parent.parent
 COMMUNE = REPO / "schedules" / "tan-lang.toml"

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from web_site import NOW_MS, OTHER, PASSWORD, USERS, WebSite, app_routes, csrf_of, make_site
 
-from headend import bulletins
-from headend.audit import Actor
-from headend.bulletin_audio import prepare
-from headend.calendar_items import effective, occurrences
-from headend.models import AuditEntry, Bulletin, CalendarItem, User
-from headend.plan import expand
+from headend.core.audit import Actor
+from headend.core.models import AuditEntry, Bulletin, CalendarItem, User
+from headend.media import bulletins
+from headend.media.pipeline import prepare
+from headend.planning.calendar import effective, occurrences
+from headend.planning.expansion import expand
 
 C = "tan-lang"
 MONDAY = date(2026, 11, 23)  # "now" is Monday 08:00 in Hà Nội
@@ -286,7 +286,7 @@ def test_a_scheduled_bulletin_is_in_the_nodes_plans_with_its_audio(site: WebSite
 
 
 def _raw(site: WebSite):  # type: ignore[no-untyped-def]
-    from headend.schedule import load_schedule
+    from headend.planning.schedule import load_schedule
 
     return load_schedule(site.schedules[C])
 

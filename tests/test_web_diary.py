@@ -12,11 +12,11 @@ from test_commune_diary import DAY, rec, setup  # noqa: F401  (the fixture)
 from test_plan import ms
 from web_site import PASSWORD, login
 
-from headend.auth import add_user
-from headend.models import Node
-from headend.reports import store_reports
-from headend.schedule import Schedule
-from headend.web import make_app
+from headend.core.auth import add_user
+from headend.core.models import Node
+from headend.nodes.ingest import store_reports
+from headend.planning.schedule import Schedule
+from headend.web.app import make_app
 
 
 @pytest.fixture

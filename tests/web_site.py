@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from headend import auth
-from headend.commune import load_commune
-from headend.db import open_db
-from headend.home import Home
-from headend.registry import provision_commune
-from headend.schedule import commune_from_template
+from headend.communes.files import load_commune
+from headend.communes.registry import provision_commune
+from headend.core import auth
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.planning.templates import commune_from_template
 
 REPO = Path(__file__).resolve().parent.parent
 TAN_LANG = REPO / "schedules" / "tan-lang.toml"
@@ -96,7 +96,7 @@ def csrf_of(client: TestClient, path: str = "/communes") -> str:
 
 
 def make_site(tmp_path: Path, **app_args: object) -> WebSite:
-    from headend.web import make_app
+    from headend.web.app import make_app
 
     home = Home.create(tmp_path / "home")
     engine = open_db(home.db_url)

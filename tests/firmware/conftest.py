@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from headend.broker import find_free_port
+from headend.nodes.broker import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,570 @@
+"""The REST API, version 1 (/api/v1), for the provincial information-source system (HTTTN,
+adapter in headend/api/httttn.py) and other tools: who am I, the communes, a commune's plan,
+diary, nodes and bulletins, and importing a bulletin as a draft.
+
+Every endpoint asks who is calling (`ctx.user`: an API token, or the browser's session) and
+then `Principal.check(permission, commune)`, like the pages: a user never reads or changes
+another commune's data. Errors are `{"detail": "..."}` with a Vietnamese message.
+
+Uploads are read from the request stream by a small multipart reader (`uploads.read_form`)
+straight
+into a temporary file, counting bytes: past `MAX_BYTES` the request is refused (413) without
+reading the rest, and a request that declares a larger Content-Length is refused before its
+body is read at all. Nothing is stored before the audio pipeline has accepted the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyCookie, HTTPBearer
+from pydantic import BaseModel, Field
+
+from headend.core.auth import MAKE, PERMISSIONS, VIEW, Principal
+from headend.core.models import Bulletin
+from headend.diary.reading import (
+    commune_name,
+    commune_rows,
+    commune_timezone,
+    day_bounds_ms,
+    node_rows,
+)
+from headend.diary.reconciliation import (
+    KIND_VI,
+    OUTCOME_VI,
+    TRIGGER_VI,
+    CommuneInfo,
+    DiaryQueryError,
+    ProgrammeLine,
+    lines_for_days,
+    session_of,
+)
+from headend.diary.reconciliation import MAX_DAYS as DIARY_MAX_DAYS
+from headend.media import bulletins
+from headend.media.bulletins import (
+    KIND_VI as BULLETIN_KIND_VI,
+)
+from headend.media.bulletins import (
+    STATUS_VI,
+    BulletinError,
+    Meta,
+)
+from headend.media.pipeline import (
+    MAX_BYTES,
+    AudioPipelineError,
+    AudioRejected,
+    PreparedAudio,
+    prepare_speech,
+    prepare_upload,
+)
+from headend.planning.expansion import expand
+from headend.planning.programme import programme_items
+from headend.planning.schedule import CLASSES, ScheduleError
+from headend.web.context import SESSION_COOKIE, WebContext
+from headend.web.uploads import FormRefused, read_form
+
+PREFIX: Final = "/api/v1"
+PLAN_MAX_DAYS: Final = 31
+DEFAULT_DAYS: Final = 7  # plan: today and the 6 days after; diary: today and the 6 before
+
+API_DESCRIPTION = f"""\
+LoaXa runs a commune's radio station (đài truyền thanh xã). This REST API serves the
+provincial information-source system (**HTTTN**, Hệ thống thông tin nguồn) and other tools.
+
+## Authentication
+
+Create an API token for a user on the headend (shown once, stored only as its SHA-256):
+
+```sh
+loaxa user token USERNAME --label HTTTN
+```
+
+and send it on every request:
+
+```
+Authorization: Bearer lx_...
+```
+
+A token acts as its user: the same role and the same communes. A browser's session cookie
+works too; then requests that change something also need the session's CSRF token (form field
+`csrf` or header `X-CSRF-Token`). Bearer-token requests need none.
+
+## Scopes
+
+| role | communes | may |
+| --- | --- | --- |
+| `admin` | the whole province | everything |
+| `technician` | listed communes or the province | view; control nodes |
+| `officer` (cán bộ văn hóa xã) | one commune | view; make bulletins; schedule; emergency |
+| `approver` (trưởng ban biên tập) | one commune | view; approve; schedule; emergency |
+
+Reading a commune's plan, diary, nodes or bulletins needs *view* on that commune; importing a
+bulletin needs *make*. Imported bulletins are always **drafts**: only an approver of the
+commune approves them, on the web page.
+
+## Errors
+
+Every error is JSON `{{"detail": "..."}}` with a Vietnamese message for the commune's
+people: 400 bad query (dates as `YYYY-MM-DD`), 401 no or bad token, 403 not allowed here,
+404 unknown commune, 409 the commune's schedule file is broken, 413 upload over
+{MAX_BYTES // 2**20} MB, 422 refused content (not audio, empty title, ...).
+
+## HTTTN
+
+`/api/httttn/v1/...` speaks the HTTTN's shape (Vietnamese field names such as `maXa`,
+`maBanTin`, `tieuDe`); see those endpoints and headend/api/httttn.py for the mapping.
+"""
+
+TAG_ACCOUNT, TAG_COMMUNES, TAG_BULLETINS = "tài khoản", "xã", "bản tin"
+_bearer = HTTPBearer(auto_error=False, scheme_name="token",
+                     description="API token: `loaxa user token USERNAME --label HTTTN`")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="session",
+                       description="The web app's session (POSTs also need the CSRF token)")
+# Only for the OpenAPI document: ctx.user decides who the caller is (token or session).
+SECURITY: Final = [Security(_bearer), Security(_cookie)]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What is wrong, in Vietnamese")
+
+
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in (
+        (400, "Bad query value"), (401, "No, bad or revoked token / session"),
+        (403, "Not allowed for this role or commune"), (404, "Unknown commune"))}
+
+
+class MeOut(BaseModel):
+    username: str
+    name: str
+    role: str
+    role_vi: str
+    province_wide: bool
+    communes: list[str] = Field(description="Commune ids; every commune if province_wide")
+    permissions: list[str]
+
+
+class CommuneOut(BaseModel):
+    id: str
+    name: str
+    province: str
+    nodes: int
+    online: int
+
+
+class PlanItemOut(BaseModel):
+    occurrence: str = Field(description="<slot>@<local date>, stable for one item")
+    kind: str = Field(description="vov_relay, province_relay, local_bulletin, notice, emergency")
+    kind_vi: str
+    priority: int = Field(description="0 normal, 1 priority, 2 emergency (Circular 39/2020)")
+    priority_class: str
+    language: str
+    title: str
+    summary: str
+    source: str
+    start_ms: int = Field(description="UTC milliseconds")
+    end_ms: int
+    start_local: str = Field(description="ISO 8601 in the commune's zone")
+    end_local: str
+    villages: list[str] = Field(description="Village ids")
+    village_names: list[str]
+    operator: str
+    approver: str
+    placeholder: bool = Field(
+        description="A recorded item with no audio yet: planned, not sent to the nodes")
+
+
+class PlanOut(BaseModel):
+    commune_id: str
+    timezone: str
+    first: date
+    last: date
+    items: list[PlanItemOut]
+
+
+class VillageOutcomeOut(BaseModel):
+    village: str
+    outcome: str = Field(description="aired, partial, failed, missed, no_report, planned")
+    outcome_vi: str
+    reason: str | None
+
+
+class DiaryLineOut(BaseModel):
+    key: str
+    day: date
+    session: str
+    kind: str
+    kind_vi: str
+    priority: int
+    priority_class: str
+    language: str
+    title: str
+    summary: str
+    source: str
+    trigger: str
+    trigger_vi: str
+    planned_start_ms: int | None
+    planned_end_ms: int | None
+    planned_start_local: str | None
+    planned_end_local: str | None
+    start_ms: int | None
+    end_ms: int | None
+    start_local: str | None
+    end_local: str | None
+    duration_s: int | None
+    outcome: str
+    outcome_vi: str
+    operator: str
+    approver: str
+    villages: list[VillageOutcomeOut]
+    aired_villages: list[str]
+    notes: list[str]
+
+
+class DiaryOut(BaseModel):
+    commune_id: str
+    commune_name: str
+    timezone: str
+    first: date
+    last: date
+    lines: list[DiaryLineOut]
+
+
+class NodeOut(BaseModel):
+    id: str
+    village_id: str
+    village: str
+    online: bool
+    last_seen_ms: int | None
+    last_seen_local: str | None
+    playing: str | None
+    fw: str | None
+    volume: int | None
+    telemetry: dict[str, Any] = Field(description="The newest telemetry, as the node sent it")
+    alarms: list[str] = Field(description="Kinds of the node's open alarms")
+
+
+class NodesOut(BaseModel):
+    commune_id: str
+    total: int
+    online: int
+    nodes: list[NodeOut]
+
+
+class BulletinOut(BaseModel):
+    id: int
+    commune_id: str
+    title: str
+    summary: str
+    language: str
+    kind: str
+    kind_vi: str
+    origin: str = Field(description="upload, record, tts or httttn")
+    status: str = Field(description="draft, approved or rejected")
+    status_vi: str
+    duration_ms: int
+    lufs: float | None
+    media: dict[str, str] = Field(description="Node profile -> media file name (/media/NAME)")
+    text: str | None
+    created_by: str
+    created_ms: int
+    decided_by: str | None
+    decided_ms: int | None
+    decision_note: str | None
+    external_id: str | None = Field(description="The HTTTN's id (maBanTin) of an import")
+
+
+# --- Shared by /api/v1 and the HTTTN adapter ---------------------------------------------------
+
+def iso(ms: int | None, tz: ZoneInfo) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz).isoformat()
+
+
+def parse_day(raw: str | None, name: str) -> date | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, f"Ngày không hợp lệ ở “{name}”: “{raw[:40]}”. Hãy ghi theo "
+                                 "dạng NĂM-THÁNG-NGÀY, ví dụ 2026-11-23.") from None
+
+
+def day_range(first_raw: str | None, last_raw: str | None, default_today: date,
+              max_days: int, ahead: bool) -> tuple[date, date]:
+    """first..last (inclusive) from the query; missing ends make a week starting (`ahead`)
+    or ending today. 400 for a bad date, a reversed or an over-long range."""
+    first, last = parse_day(first_raw, "first"), parse_day(last_raw, "last")
+    span = timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        if first is None and last is None:
+            first, last = ((default_today, default_today + span) if ahead
+                           else (default_today - span, default_today))
+        elif first is None:
+            assert last is not None
+            first = last - span
+        elif last is None:
+            last = first + span
+    except OverflowError:
+        raise HTTPException(400, "Ngày nằm ngoài khoảng cho phép.") from None
+    assert first is not None and last is not None
+    if last < first:
+        raise HTTPException(400, f"Khoảng ngày không hợp lệ: ngày cuối ({last}) trước ngày "
+                                 f"đầu ({first}).")
+    days = (last - first).days + 1
+    if days > max_days:
+        raise HTTPException(400, f"Khoảng ngày dài quá: {days} ngày, tối đa {max_days} ngày "
+                                 "mỗi lần. Hãy hỏi từng phần.")
+    return first, last
+
+
+def known_commune(ctx: WebContext, commune_id: str) -> str:
+    """The commune's name; 404 when there is no such commune."""
+    name = commune_name(ctx.engine, commune_id)
+    if name is None:
+        raise HTTPException(404, "Không có xã này.")
+    return name
+
+
+def plan_items(ctx: WebContext, commune_id: str, first: date, last: date
+               ) -> tuple[ZoneInfo, list[PlanItemOut]]:
+    """The commune's programme items (with the calendar's edits) starting first..last, by
+    start time; recorded items still waiting for audio are flagged `placeholder`."""
+    known_commune(ctx, commune_id)
+    try:
+        schedule = ctx.schedule(commune_id)
+    except ScheduleError as e:
+        raise HTTPException(409, f"Lịch phát của xã có lỗi, hãy báo kỹ thuật viên: {e}") \
+            from None
+    if schedule is None:
+        raise HTTPException(404, "Xã này chưa có lịch phát trên máy chủ.")
+    try:
+        tz = ZoneInfo(schedule.commune.timezone)
+    except (KeyError, ValueError):
+        tz = commune_timezone(ctx.engine, commune_id)
+    lo, _ = day_bounds_ms(first, tz)
+    _, hi = day_bounds_ms(last, tz)
+    entries = expand(schedule, lo, hi)
+    # programme_items leaves placeholders out (they are not sent); the same rows for them.
+    waiting = {n: [replace(e, placeholder=False) for e in es if e.placeholder]
+               for n, es in entries.items()}
+    names = {v.id: v.name for v in schedule.commune.villages}
+    out: list[PlanItemOut] = []
+    for rows, placeholder in ((programme_items(schedule, entries), False),
+                              (programme_items(schedule, waiting), True)):
+        for row in rows.values():
+            if not lo <= row["start_ms"] < hi:
+                continue
+            chosen = set(json.loads(row["villages"]))  # programme rows keep them as JSON
+            villages = [v for v in names if v in chosen]  # in the commune's order
+            out.append(PlanItemOut(
+                occurrence=row["occurrence"], kind=row["kind"],
+                kind_vi=KIND_VI.get(row["kind"], row["kind"]), priority=row["priority"],
+                priority_class=CLASSES[row["priority"]], language=row["language"],
+                title=row["title"], summary=row["summary"], source=row["source"],
+                start_ms=row["start_ms"], end_ms=row["end_ms"],
+                start_local=iso(row["start_ms"], tz) or "", end_local=iso(row["end_ms"], tz) or "",
+                villages=villages, village_names=[names[v] for v in villages],
+                operator=row["operator"], approver=row["approver"], placeholder=placeholder))
+    out.sort(key=lambda i: (i.start_ms, -i.priority, i.occurrence))
+    return tz, out
+
+
+def diary_lines(ctx: WebContext, commune_id: str, first: date, last: date
+                ) -> tuple[CommuneInfo, list[ProgrammeLine]]:
+    """The commune (name, zone, villages) and the lines of its diary, first..last."""
+    known_commune(ctx, commune_id)
+    try:
+        return lines_for_days(ctx.engine, commune_id, first, last, ctx.now())
+    except DiaryQueryError as e:
+        raise HTTPException(400, f"Không đọc được sổ nhật ký: {e}") from None
+
+
+def diary_line_out(line: ProgrammeLine, tz: ZoneInfo) -> DiaryLineOut:
+    start = line.sort_ms
+    return DiaryLineOut(
+        key=line.key, day=datetime.fromtimestamp(start / 1000, tz).date(),
+        session=session_of(start, tz), kind=line.kind, kind_vi=KIND_VI.get(line.kind, line.kind),
+        priority=line.priority, priority_class=CLASSES[min(max(line.priority, 0), 2)],
+        language=line.language, title=line.title, summary=line.summary, source=line.source,
+        trigger=line.trigger, trigger_vi=TRIGGER_VI.get(line.trigger, line.trigger),
+        planned_start_ms=line.planned_start_ms, planned_end_ms=line.planned_end_ms,
+        planned_start_local=iso(line.planned_start_ms, tz),
+        planned_end_local=iso(line.planned_end_ms, tz),
+        start_ms=line.start_ms, end_ms=line.end_ms, start_local=iso(line.start_ms, tz),
+        end_local=iso(line.end_ms, tz), duration_s=line.duration_s, outcome=line.outcome,
+        outcome_vi=OUTCOME_VI.get(line.outcome, line.outcome), operator=line.operator,
+        approver=line.approver,
+        villages=[VillageOutcomeOut(village=v.village, outcome=v.outcome,
+                                    outcome_vi=OUTCOME_VI.get(v.outcome, v.outcome),
+                                    reason=v.reason) for v in line.villages],
+        aired_villages=line.aired_villages, notes=list(line.notes))
+
+
+def bulletin_out(b: Bulletin) -> BulletinOut:
+    return BulletinOut(
+        id=b.id, commune_id=b.commune_id, title=b.title, summary=b.summary or "",
+        language=b.language, kind=b.kind, kind_vi=BULLETIN_KIND_VI.get(b.kind, b.kind),
+        origin=b.origin, status=b.status, status_vi=STATUS_VI.get(b.status, b.status),
+        duration_ms=b.duration_ms, lufs=b.lufs, media=bulletins.media_names(b), text=b.text,
+        created_by=b.created_by, created_ms=b.created_ms, decided_by=b.decided_by,
+        decided_ms=b.decided_ms, decision_note=b.decision_note, external_id=b.external_id)
+
+
+async def store_bulletin(ctx: WebContext, request: Request, me: Principal, commune_id: str,
+                         meta: Meta, origin: str, *, audio: Path | None = None,
+                         filename: str = "", text: str | None = None, chime: bool = False,
+                         external_id: str | None = None) -> int:
+    """Check the metadata, run the audio pipeline (off the event loop), create the draft.
+    422 for refused metadata or audio; nothing is stored then."""
+    try:
+        meta = meta.checked()
+        prepared: PreparedAudio
+        if audio is not None:
+            prepared = await run_in_threadpool(prepare_upload, audio, filename, ctx.media_dir,
+                                               chime=chime)
+        elif text is not None:
+            prepared = await run_in_threadpool(prepare_speech, text, meta.language,
+                                               ctx.media_dir, chime=chime)
+        else:
+            raise BulletinError("Hãy gửi tệp âm thanh (audio) hoặc văn bản để đọc (text).")
+        return await run_in_threadpool(
+            bulletins.create, ctx.engine, commune_id, ctx.actor(request, me), meta, prepared,
+            origin, ctx.now(), text, external_id)
+    except (BulletinError, AudioRejected) as e:
+        raise HTTPException(422, str(e)) from None
+    except AudioPipelineError:
+        raise HTTPException(500, "Máy chủ không xử lý được âm thanh này (lỗi ffmpeg). Hãy báo "
+                                 "kỹ thuật viên.") from None
+
+
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "on", "yes")
+
+
+_FORM_FIELDS_DOC: Final[dict[str, Any]] = {
+    "title": {"type": "string", "maxLength": 300, "description": "Tiêu đề"},
+    "summary": {"type": "string", "maxLength": 2000, "description": "Tóm tắt"},
+    "language": {"type": "string", "default": "vi", "description": "vi, tay, nung, dao"},
+    "kind": {"type": "string", "enum": list(bulletins.BULLETIN_KINDS),
+             "default": "local_bulletin"},
+    "text": {"type": "string", "description": "Text to speak (instead of audio)"},
+    "chime": {"type": "boolean", "default": False, "description": "A chime before and after"},
+    "csrf": {"type": "string", "description": "Only with a session cookie"},
+}
+_UPLOAD_FORM: Final[dict[str, Any]] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["title"], "properties": {
+            **_FORM_FIELDS_DOC,
+            "audio": {"type": "string", "format": "binary",
+                      "description": f"mp3, wav, m4a, ogg, opus or webm; at most "
+                                     f"{MAX_BYTES // 2**20} MB and 30 minutes"}}}},
+    "application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": ["title", "text"], "properties": _FORM_FIELDS_DOC}},
+}}}
+
+
+def api_router(ctx: WebContext) -> APIRouter:
+    from headend.api.httttn import httttn_router  # it builds on the helpers above
+
+    root = APIRouter()
+    r = APIRouter(prefix=PREFIX, dependencies=SECURITY, responses=ERRORS)
+    me_dep = Depends(ctx.user)
+
+    @r.get("/me", tags=[TAG_ACCOUNT], summary="Who am I: user, role, communes")
+    def who(me: Principal = me_dep) -> MeOut:
+        me.check(VIEW)
+        return MeOut(username=me.username, name=me.name, role=me.role, role_vi=me.role_vi,
+                     province_wide=me.province_wide, communes=sorted(me.communes),
+                     permissions=sorted(PERMISSIONS.get(me.role, ())))
+
+    @r.get("/communes", tags=[TAG_COMMUNES], summary="The communes the caller sees")
+    def communes(me: Principal = me_dep) -> list[CommuneOut]:
+        me.check(VIEW)
+        return [CommuneOut(**c) for c in commune_rows(ctx.engine) if me.sees(c["id"])]
+
+    @r.get("/communes/{commune_id}/plan", tags=[TAG_COMMUNES],
+           summary=f"The planned programme, first..last (default a week from today, at most "
+                   f"{PLAN_MAX_DAYS} days)", responses={409: {"model": ErrorOut}})
+    def plan(commune_id: str, first: str | None = None, last: str | None = None,
+             me: Principal = me_dep) -> PlanOut:
+        me.check(VIEW, commune_id)
+        tz = commune_timezone(ctx.engine, commune_id)
+        d0, d1 = day_range(first, last, ctx.today(tz), PLAN_MAX_DAYS, ahead=True)
+        tz, items = plan_items(ctx, commune_id, d0, d1)
+        return PlanOut(commune_id=commune_id, timezone=tz.key, first=d0, last=d1, items=items)
+
+    @r.get("/communes/{commune_id}/diary", tags=[TAG_COMMUNES],
+           summary=f"The broadcast diary (sổ nhật ký), first..last (default the week to "
+                   f"today, at most {DIARY_MAX_DAYS} days)")
+    def diary(commune_id: str, first: str | None = None, last: str | None = None,
+              me: Principal = me_dep) -> DiaryOut:
+        me.check(VIEW, commune_id)
+        tz = commune_timezone(ctx.engine, commune_id)
+        d0, d1 = day_range(first, last, ctx.today(tz), DIARY_MAX_DAYS, ahead=False)
+        info, lines = diary_lines(ctx, commune_id, d0, d1)
+        return DiaryOut(commune_id=commune_id, commune_name=info.name, timezone=info.tz.key,
+                        first=d0, last=d1, lines=[diary_line_out(line, info.tz) for line in lines])
+
+    @r.get("/communes/{commune_id}/nodes", tags=[TAG_COMMUNES],
+           summary="Loudspeaker clusters: online, last seen, telemetry, open alarms")
+    def nodes(commune_id: str, me: Principal = me_dep) -> NodesOut:
+        me.check(VIEW, commune_id)
+        known_commune(ctx, commune_id)
+        tz = commune_timezone(ctx.engine, commune_id)
+        rows = [NodeOut(id=n.id, village_id=n.village_id, village=n.village, online=n.online,
+                        last_seen_ms=n.last_seen_ms, last_seen_local=iso(n.last_seen_ms, tz),
+                        playing=n.playing, fw=n.fw, volume=n.volume, telemetry=n.telemetry,
+                        alarms=list(n.alarms))
+                for n in node_rows(ctx.engine, [commune_id])]
+        return NodesOut(commune_id=commune_id, total=len(rows),
+                        online=sum(n.online for n in rows), nodes=rows)
+
+    @r.get("/communes/{commune_id}/bulletins", tags=[TAG_BULLETINS],
+           summary="Bulletins, newest first (status: draft, approved, rejected)")
+    def bulletin_list(commune_id: str, status: str | None = None,
+                      me: Principal = me_dep) -> list[BulletinOut]:
+        me.check(VIEW, commune_id)
+        known_commune(ctx, commune_id)
+        if status and status not in STATUS_VI:
+            raise HTTPException(400, f"Trạng thái không đúng: “{status[:40]}” (draft, "
+                                     "approved hoặc rejected).")
+        return [bulletin_out(b) for b in bulletins.listing(ctx.engine, commune_id, status)]
+
+    @r.post("/communes/{commune_id}/bulletins", tags=[TAG_BULLETINS], status_code=201,
+            summary="Import a bulletin as a draft (audio file or text to speak)",
+            openapi_extra=_UPLOAD_FORM,
+            responses={413: {"model": ErrorOut, "description": "Audio over the limit"},
+                       415: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    async def bulletin_create(request: Request, commune_id: str,
+                              me: Principal = me_dep) -> BulletinOut:
+        me.check(MAKE, commune_id)
+        await run_in_threadpool(known_commune, ctx, commune_id)
+        try:
+            async with read_form(request, "audio", MAX_BYTES) as form:
+                f = form.fields
+                ctx.check_csrf(request, me, f.get("csrf"))
+                meta = Meta(f.get("title", ""), f.get("summary", ""),
+                            f.get("language", "vi") or "vi",
+                            f.get("kind", "local_bulletin") or "local_bulletin")
+                text = f.get("text", "").strip() or None
+                if form.file is not None and text is not None:
+                    raise HTTPException(422, "Gửi tệp âm thanh hoặc văn bản, không gửi cả hai.")
+                bid = await store_bulletin(
+                    ctx, request, me, commune_id, meta,
+                    "upload" if form.file is not None else "tts", audio=form.file,
+                    filename=form.filename, text=text, chime=_flag(f.get("chime")))
+        except FormRefused as e:
+            raise HTTPException(e.status, str(e)) from None
+        return bulletin_out(await run_in_threadpool(bulletins.get, ctx.engine, commune_id, bid))
+
+    root.include_router(r)
+    root.include_router(httttn_router(ctx))
+    return root

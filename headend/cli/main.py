@@ -1,0 +1,459 @@
+"""The `loaxa` command. Every subcommand works on one state directory (--home or LOAXA_HOME)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from headend.cli.diary import add_diary_parsers, run_diary
+from headend.cli.nodes import add_node_parsers, cmd_node, cmd_nodes
+from headend.cli.users import add_user_parsers, cmd_user
+from headend.core.home import Home, HomeError, default_home
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+
+
+class CliError(Exception):
+    pass
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(raw: str) -> int | float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {raw!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {raw!r}")
+        return value
+
+    return parse
+
+
+def _port(raw: str) -> int:
+    value = _positive(int)(raw)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {raw!r}")
+    return int(value)
+
+
+def _day(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
+
+
+def _dir(raw: str) -> Path:
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(raw)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loaxa", description="LoaXa: commune radio headend, simulator and tools."
+    )
+    p.add_argument("--home", type=_dir, default=None,
+                   help="state directory (default: $LOAXA_HOME, else $XDG_DATA_HOME/loaxa, "
+                        "else ~/.local/share/loaxa)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated commune with its web page")
+    demo.add_argument("--duration", type=_positive(float), default=None, metavar="SECONDS",
+                      help="stop by itself after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--port", type=_port, default=8080, help="web page port (default 8080)")
+    demo.add_argument("--commune", type=Path, default=None, metavar="FILE",
+                      help="commune file (default: schedules/tan-lang.toml)")
+
+    add_node_parsers(sub)
+    add_user_parsers(sub)
+
+    diary = sub.add_parser("diary", help="the broadcast diary: a day's records (default), "
+                                         "verify, items, export, report, correct")
+    diary.add_argument("--day", type=_day, default=None, help="YYYY-MM-DD (default: today)")
+    add_diary_parsers(diary, _day, _dir)
+
+    web = sub.add_parser("web", help="serve the web page for an existing state directory")
+    web.add_argument("--port", type=_port, default=8080)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    fan = bench_sub.add_parser("fanout", help="signed play fan-out to N nodes, acked")
+    fan.add_argument("--nodes", type=_positive(int), default=2000)
+    fan.add_argument("--rounds", type=_positive(int), default=7)
+    fan.add_argument("--per-process", type=_positive(int), default=100,
+                     help="simulated nodes per MicroPython process (default 100)")
+    fan.add_argument("--op", choices=("play", "emergency"), default="play",
+                     help="play: until all acked; emergency: until all nodes are playing")
+    add_schedule_parsers(sub, bench_sub)
+    add_operation_parsers(sub, bench_sub)
+    if argv is None or "bench" in argv:
+        # These modules take half a second to import: only for a `bench` command line.
+        from headend.bench.diary import add_parser as add_bench_diary
+        from headend.bench.ingest import add_parser as add_bench_ingest
+        from headend.bench.node_day import add_parser as add_bench_node
+        from headend.bench.web import add_parser as add_bench_web
+
+        add_bench_ingest(bench_sub)
+        add_bench_diary(bench_sub)
+        add_bench_web(bench_sub)
+        add_bench_node(bench_sub)
+    return p
+
+
+def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                          bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve`, `broadcast emergency`, `alarms` and `bench start`."""
+    serve = sub.add_parser("serve", help="run the headend: broker, plans for every node, web page")
+    serve.add_argument("schedule", type=_dir, metavar="SCHEDULE",
+                       help="the commune's schedule file (schedules/*.toml)")
+    serve.add_argument("--port", type=_port, default=8080,
+                       help="web page and media port (default 8080)")
+    bc = sub.add_parser("broadcast", help="send a broadcast now")
+    bc_sub = bc.add_subparsers(dest="broadcast", required=True, metavar="KIND")
+    em = bc_sub.add_parser(
+        "emergency", help="play an emergency announcement at once on the target nodes "
+                          "(interrupts everything, also in quiet hours)")
+    em.add_argument("--commune", required=True, metavar="ID", help="commune id")
+    what = em.add_mutually_exclusive_group()
+    what.add_argument("--file", type=_dir, default=None, metavar="FILE",
+                      help="audio file (mp3, wav, m4a, ogg ...)")
+    what.add_argument("--text", default=None, metavar="TEXT",
+                      help="Vietnamese text, spoken by the text-to-speech engine")
+    em.add_argument("--villages", nargs="+", default=None, metavar="VILLAGE",
+                    help="village ids (default: every village of the commune)")
+    em.add_argument("--title", default="Thông báo khẩn cấp", help="title for the diary")
+    em.add_argument("--operator", default=None,
+                    help="who sends it, for the log (default: your login name)")
+    em.add_argument("--wait", type=_positive(float), default=15.0, metavar="SECONDS",
+                    help="how long to wait for the nodes to start (default 15)")
+    alarms = sub.add_parser("alarms", help="list alarms")
+    alarms.add_argument("--all", action="store_true", help="cleared alarms too")
+    start = bench_sub.add_parser(
+        "start", help="how late audio starts against the plan, over a simulated day")
+    start.add_argument("--nodes", type=_positive(int), default=100)
+    start.add_argument("--rate", type=_positive(int), default=200,
+                       help="simulated seconds per real second (default 200)")
+
+
+def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                         bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`init commune`, `schedule check` and `bench plan` (docs/schedules.md)."""
+    init = sub.add_parser("init", help="create files from templates")
+    init_sub = init.add_subparsers(dest="init", required=True, metavar="WHAT")
+    ic = init_sub.add_parser("commune", help="a commune file from the Lạng Sơn template")
+    ic.add_argument("name", metavar="NAME", help='the commune\'s name, e.g. "Xã Tân Lang"')
+    ic.add_argument("--output", type=_dir, default=None, metavar="PATH",
+                    help="file to write (default: <slug of NAME>.toml in this directory)")
+    sched = sub.add_parser("schedule", help="schedule files")
+    sched_sub = sched.add_subparsers(dest="schedule", required=True, metavar="ACTION")
+    check = sched_sub.add_parser(
+        "check", help="check a schedule file and judge criterion 8.3 week by week "
+                      "(exit 2: errors in the file, 1: a week falls short, 0: fine)")
+    check.add_argument("file", type=_dir, metavar="FILE")
+    check.add_argument("--from", dest="from_day", type=_day, default=None, metavar="DATE",
+                       help="first week: the one holding DATE (default: this week)")
+    check.add_argument("--weeks", type=_positive(int), default=4, help="weeks (default 4)")
+    plan = bench_sub.add_parser("plan", help="expand a year of plans for a province")
+    plan.add_argument("--communes", type=_positive(int), default=65)
+    plan.add_argument("--nodes", type=_positive(int), default=25, help="nodes per commune")
+    plan.add_argument("--days", type=_positive(int), default=365)
+    plan.add_argument("--rounds", type=_positive(int), default=5)
+
+
+def _fmt_ms(ms: int | None, tz: ZoneInfo) -> str:
+    """A UTC ms timestamp as the commune's wall-clock time."""
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _open_engine(home: Home) -> Engine:
+    from headend.core.db import open_db
+
+    return open_db(home.db_url)
+
+
+def cmd_diary(home: Home, day: date | None) -> None:
+    from headend.diary.reading import commune_timezone, diary_for_day
+
+    engine = _open_engine(home)
+    try:
+        tz = commune_timezone(engine)
+        day = day or datetime.now(tz).date()
+        rows = diary_for_day(engine, day, tz)
+    finally:
+        engine.dispose()
+    if not rows:
+        print(f"Diary {day.isoformat()} ({tz.key}): nothing recorded on this day.")
+        return
+    print(f"Diary {day.isoformat()} ({tz.key}): {len(rows)} records")
+    print(f"{'START':<19}  {'END':<19}  {'NODE':<20} {'VILLAGE':<20} {'OUTCOME':<8} TITLE")
+    for r in rows:
+        print(f"{_fmt_ms(r.start_ms, tz):<19}  {_fmt_ms(r.end_ms, tz):<19}  {r.node_id:<20} "
+              f"{r.village:<20} {r.outcome:<8} "
+              f"{r.title or '-'}{'  (' + r.reason + ')' if r.reason else ''}")
+
+
+def cmd_web(home: Home, port: int) -> None:
+    import uvicorn
+
+    from headend.core.db import open_db
+    from headend.runtime.demo import check_port_free
+    from headend.web.app import make_app
+
+    engine = open_db(home.db_url)
+    try:
+        check_port_free(port)
+        uvicorn.run(make_app(engine, home.media_dir), host="127.0.0.1", port=port)
+    finally:
+        engine.dispose()
+
+
+def check_commune_file(path: Path) -> None:
+    """Load the commune file now, so a bad one stops `demo` before anything starts."""
+    from headend.communes.files import CommuneFileError, load_commune
+
+    try:
+        load_commune(path)
+    except CommuneFileError as e:
+        raise CliError(f"bad commune file {e}") from None
+
+
+def cmd_init_commune(name: str, output: Path | None) -> None:
+    from headend.planning.templates import commune_from_template
+
+    slug, text = commune_from_template(name)
+    path = output or Path(f"{slug}.toml")
+    if path.is_dir():
+        path = path / f"{slug}.toml"
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; not overwritten "
+                       "(choose another --output or remove it)") from None
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror}") from None
+    print(f"Đã tạo (created) {path} for {name}. Edit the villages, node ids and stream "
+          f"addresses, then run: loaxa schedule check {path}")
+
+
+def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
+    """Print the file's warnings and the criterion 8.3 tables; the exit code."""
+    from datetime import timedelta
+
+    from headend.planning.criterion import aired_from_plan, format_week, judge
+    from headend.planning.expansion import expand
+    from headend.planning.schedule import load_schedule
+
+    schedule = load_schedule(path)  # ScheduleError: main() prints every error, exit 2
+    tz = ZoneInfo(schedule.commune.timezone)
+    first = from_day or datetime.now(tz).date()
+    monday = first - timedelta(days=first.weekday())
+    start = datetime(monday.year, monday.month, monday.day, tzinfo=tz)
+    end = start + timedelta(days=7 * weeks)
+    plans = expand(schedule, int(start.timestamp() * 1000), int(end.timestamp() * 1000))
+    verdicts = judge(aired_from_plan(plans), tz, monday, weeks)
+    c = schedule.commune
+    print(f"{path}: {c.name} ({c.id}), {len(c.villages)} villages, {len(c.node_ids)} nodes, "
+          f"{len(schedule.slots)} slots; times in {tz.key}")
+    for problem in schedule.warnings:
+        print(f"cảnh báo (warning): {problem}")
+    for w, v in enumerate(verdicts):
+        print()
+        print("\n".join(format_week(v)))
+        week_ms = [int((start + timedelta(days=7 * k)).timestamp() * 1000) for k in (w, w + 1)]
+        empty = sorted({e.occurrence for p in plans.values() for e in p
+                        if e.placeholder and week_ms[0] <= e.start_ms < week_ms[1]})
+        if empty:
+            print(f"  cảnh báo (warning): {len(empty)} mục chưa có âm thanh (no audio yet), "
+                  f"counted but not sent until they have media: {', '.join(empty)}")
+    short = [v for v in verdicts if not v.ok]
+    print()
+    for v in short:
+        print(f"CẢNH BÁO (warning): tuần {v.week} ({v.monday.isoformat()}) falls short of "
+              f"criterion 8.3: {'; '.join(v.missing)}")
+    if short:
+        return 1
+    print(f"Tiêu chí 8.3 (criterion 8.3): ĐẠT (met) in all {weeks} weeks")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code (errors raise, see main)."""
+    if args.command == "init":
+        cmd_init_commune(args.name, args.output)
+        return 0
+    if args.command == "schedule":
+        return cmd_schedule_check(args.file, args.from_day, args.weeks)
+    if args.command == "bench" and args.bench == "plan":
+        from headend.bench.plan import run_plan
+
+        run_plan(args.communes, args.nodes, args.days, args.rounds)
+        return 0
+    root = args.home or default_home()
+    if args.command == "demo":
+        from headend.runtime.demo import DEFAULT_COMMUNE, check_port_free, run_demo
+
+        commune = args.commune or DEFAULT_COMMUNE
+        # Everything that can be checked is checked before the state directory is touched.
+        check_commune_file(commune)
+        check_port_free(args.port)
+        home = Home.create(root)
+        asyncio.run(run_demo(home, commune, args.duration, args.port))
+    elif args.command == "nodes":
+        return cmd_nodes(Home.open(root), args)
+    elif args.command == "node":
+        # A node can be provisioned before the headend first runs; flashing needs no state.
+        opener = {"provision": Home.create, "flash": Home}.get(args.node_op, Home.open)
+        return cmd_node(opener(root), args)
+    elif args.command == "user":
+        return cmd_user(Home.open(root), args)
+    elif args.command == "diary" and args.diary:
+        return run_diary(Home.open(root), args)
+    elif args.command == "diary":
+        cmd_diary(Home.open(root), args.day)
+    elif args.command == "web":
+        cmd_web(Home.open(root), args.port)
+    elif args.command == "serve":
+        cmd_serve(Home.create(root), args.schedule, args.port)
+    elif args.command == "broadcast":
+        return cmd_broadcast(Home.open(root), args)
+    elif args.command == "alarms":
+        cmd_alarms(Home.open(root), args.all)
+    elif args.command == "bench" and args.bench == "start":
+        from headend.bench.start import run_start
+
+        run_start(args.nodes, args.rate)
+    elif args.command == "bench" and args.bench == "ingest":
+        from headend.bench.ingest import run_ingest
+
+        return run_ingest(args)
+    elif args.command == "bench" and args.bench == "diary":
+        from headend.bench.diary import run_diary as run_bench_diary
+
+        return run_bench_diary(args)
+    elif args.command == "bench" and args.bench == "node-day":
+        from headend.bench.node_day import run_node_day
+
+        return run_node_day(args)
+    elif args.command == "bench" and args.bench == "web":
+        from headend.bench.web import run_web
+
+        return run_web(args)
+    elif args.command == "bench":
+        from headend.bench.fanout import run_fanout
+
+        asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process, op=args.op))
+    return 0
+
+
+def cmd_serve(home: Home, schedule: Path, port: int) -> None:
+    from headend.runtime.demo import check_port_free
+    from headend.runtime.serve import serve
+
+    check_commune_file(schedule)
+    check_port_free(port)
+    asyncio.run(serve(home, schedule, port))
+
+
+def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
+    from headend.communes.registry import headend_password
+    from headend.core.db import open_db
+    from headend.nodes import emergency as em
+    from headend.planning.publishing import MediaLibrary
+
+    running = em.running_headend(home.running_path)
+    engine = open_db(home.db_url)
+    try:
+        target = em.find_target(engine, args.commune, args.villages)
+        library = MediaLibrary(home.media_dir, str(running.get("media_base") or
+                                                   f"http://127.0.0.1:{running['web_port']}"))
+        media = em.emergency_audio(library, args.file, args.text)
+        user, where = em.who_and_where()
+        result = asyncio.run(em.send_from_cli(
+            engine, int(str(running["broker_port"])), headend_password(home), target, media,
+            args.title, args.operator or user, where, args.text, args.wait))
+    finally:
+        engine.dispose()
+    print(f"Khẩn cấp (emergency) #{result.broadcast_id}: {len(result.started)} of "
+          f"{len(result.nodes)} loudspeaker clusters started")
+    for node, reason in sorted(result.refused.items()):
+        print(f"  {node}: refused ({reason})")
+    for node in result.silent:
+        print(f"  {node}: no answer within {args.wait:g} s (offline?)")
+    return 0 if len(result.started) == len(result.nodes) else 1
+
+
+def cmd_alarms(home: Home, show_all: bool) -> None:
+    from headend.diary.reading import commune_timezone
+    from headend.nodes.alarms import list_alarms
+
+    engine = _open_engine(home)
+    try:
+        tz = commune_timezone(engine)
+        alarms = list_alarms(engine, open_only=not show_all)
+    finally:
+        engine.dispose()
+    if not alarms:
+        print("No open alarms." if not show_all else "No alarms.")
+        return
+    print(f"{'RAISED':<19}  {'CLEARED':<19}  {'KIND':<20} {'SUBJECT':<24} DETAIL")
+    for a in alarms:
+        print(f"{_fmt_ms(a.raised_ms, tz):<19}  {_fmt_ms(a.cleared_ms, tz):<19}  "
+              f"{a.kind:<20} {a.subject:<24} {a.detail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from headend.communes.files import CommuneFileError
+    from headend.core.auth import AuthError
+    from headend.core.db import DatabaseBroken
+    from headend.nodes.broker import BrokerError
+    from headend.nodes.emergency import EmergencyError
+    from headend.runtime.demo import DemoError
+
+    try:
+        code = run(args)
+    except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError,
+            EmergencyError, AuthError) as e:
+        print(f"loaxa: error: {e}", file=sys.stderr)
+        return 2
+    except CommandError as e:
+        # Alembic: the database names a schema revision this LoaXa does not know.
+        print(f"loaxa: error: database schema cannot be migrated ({e}); "
+              "is it from a newer LoaXa?", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as e:
+        # The database opened but a table or row is missing or damaged.
+        detail = getattr(e, "orig", None) or e
+        print(f"loaxa: error: cannot read the database: {detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""`loaxa nodes` and `loaxa node ...`: node health and remote operations for technicians
+(docs/technician.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from headend.cli.device import DEVICE_OPS, add_device_parsers, cmd_device
+from headend.core.home import Home
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from headend.diary.reading import NodeRow
+
+
+def _ranged(lo: int, hi: int, what: str = "must be") -> Any:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} {lo} to {hi}, not {value}")
+        return value
+    return parse
+
+
+def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nodes = sub.add_parser("nodes", help="the nodes by province, commune and village, with "
+                                         "their health")
+    nodes.add_argument("--province", default=None, help="only this province (name)")
+    nodes.add_argument("--commune", default=None, metavar="ID", help="only this commune")
+    nodes.add_argument("--village", default=None, metavar="ID", help="only this village")
+    nodes.add_argument("--offline", action="store_true", help="only nodes that are offline")
+    nodes.add_argument("--alarm", action="store_true", help="only nodes with an open alarm")
+    node = sub.add_parser("node", help="remote operations on one node")
+    ops = node.add_subparsers(dest="node_op", required=True, metavar="OPERATION")
+
+    def op(name: str, help: str) -> argparse.ArgumentParser:
+        p = ops.add_parser(name, help=help)
+        p.add_argument("node", metavar="ID", help="node id")
+        p.add_argument("--operator", default=None, help="who, for the log (default: you)")
+        return p
+
+    tone = op("test-tone", "play a test tone on the node's loudspeakers")
+    tone.add_argument("--seconds", type=_ranged(1, 60), default=5)
+    tone.add_argument("--hz", type=_ranged(200, 4000), default=1000)
+    volume = op("volume", "set the node's volume (0-100)")
+    volume.add_argument("level", type=_ranged(0, 100, "volume is"))
+    op("amp", "switch the amplifier on or off by hand").add_argument("state",
+                                                                     choices=("on", "off"))
+    op("reboot", "restart the node")
+    op("report", "ask the node for a full report now")
+    ota = op("ota", "install new firmware on the node (signed for it; rolled back if the "
+                    "node does not report healthy with it)")
+    ota.add_argument("--image", type=Path, default=None, metavar="FILE",
+                     help="the image: an ESP32's MicroPython .bin, or a .tar.gz of firmware/ "
+                          "and hal/; default for sim and rpi: built from this tree")
+    ota.add_argument("--version", default=None, metavar="V",
+                     help="its version (default: FW_VERSION of this tree)")
+    ota.add_argument("--board", choices=("sim", "rpi", "esp32"), default=None,
+                     help="the board it is for (default: what the node last reported)")
+    ota.add_argument("--wait", type=float, default=360.0, metavar="S",
+                     help="seconds to wait for the node to confirm or roll back the image")
+    add_device_parsers(ops)
+
+
+def _fmt(ms: int | None, tz: ZoneInfo) -> str:
+    from headend.cli.main import _fmt_ms
+
+    return _fmt_ms(ms, tz)
+
+
+def _shown(n: NodeRow, args: argparse.Namespace) -> bool:
+    return ((args.province is None or n.province == args.province)
+            and (args.commune is None or n.commune_id == args.commune)
+            and (args.village is None or n.village_id == args.village)
+            and (not args.offline or not n.online) and (not args.alarm or bool(n.alarms)))
+
+
+def _node_line(n: NodeRow, tz: ZoneInfo) -> str:
+    sig, link = n.reading("signal_dbm"), n.reading("link")
+    temp, amp_ma = n.reading("temp_c"), n.reading("amp_ma")
+    offset, cache = n.reading("clock_offset_ms"), n.reading("cache_used")
+    amp = "-"
+    if n.telemetry:
+        amp = "FAULT" if n.reading("amp_fault") else "on" if n.reading("amp") else "off"
+        if amp_ma is not None:
+            amp += f" {amp_ma} mA"
+    signal = f"{sig} dBm {link or ''}" if sig is not None else (link or "-")
+    cells = [
+        f"{n.id:<20}", f"{'online' if n.online else 'offline':<8}",
+        f"{_fmt(n.last_seen_ms, tz):<19} ", f"{signal:<13}",
+        f"{str(temp) + ' C' if temp is not None else '-':<6}", f"{amp:<12}",
+        f"{f'{offset:+d} ms' if isinstance(offset, int) else '-':<9}", f"{n.fw or '-':<8}",
+        f"{str(cache // 1024) + ' KB' if isinstance(cache, int) else '-':<8}",
+        f"{','.join(n.alarms) or '-':<20}", n.playing or "-"]
+    return " ".join(cells)
+
+
+def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
+    from headend.cli.main import _open_engine
+    from headend.diary.reading import commune_timezone, node_rows
+
+    engine = _open_engine(home)
+    try:
+        tz = commune_timezone(engine)
+        every = node_rows(engine)
+    finally:
+        engine.dispose()
+    if not every:
+        print(f"No nodes in {home.root}; `loaxa demo` or `loaxa serve` provisions a commune.")
+        return 0
+    rows = [n for n in every if _shown(n, args)]
+    # Plain columns (no box drawing): readable over a slow ssh link and easy to grep.
+    print(f"Times in {tz.key}")
+    print(f"{'NODE':<20} {'STATE':<8} {'LAST SEEN':<19}  {'SIGNAL':<13} {'TEMP':<6} "
+          f"{'AMP':<12} {'CLOCK':<9} {'FW':<8} {'CACHE':<8} {'ALARMS':<20} PLAYING")
+    place = None
+    for n in rows:
+        if (n.province, n.commune, n.village) != place:
+            place = (n.province, n.commune, n.village)
+            print(f"-- {n.province or '-'} > {n.commune} > {n.village}")
+        print(_node_line(n, tz))
+    print(f"{sum(n.online for n in rows)} of {len(rows)} online"
+          f"{f' (filtered; {len(every)} nodes in all)' if len(rows) != len(every) else ''}")
+    return 0
+
+
+def cmd_node(home: Home, args: argparse.Namespace) -> int:
+    if args.node_op in DEVICE_OPS:
+        return cmd_device(home, args)
+    if args.node_op == "ota":
+        return cmd_node_ota(home, args)
+    from rich.progress import Progress
+
+    from headend.cli.main import CliError, _open_engine
+    from headend.communes.registry import headend_password
+    from headend.nodes import emergency as em
+    from headend.nodes.operations import NodeOpError, run_op
+
+    running = em.running_headend(home.running_path)
+    name = args.node_op
+    op_args: dict[str, Any] = {
+        "test-tone": lambda: {"seconds": args.seconds, "hz": args.hz},
+        "volume": lambda: {"level": args.level},
+        "amp": lambda: {"on": args.state == "on"},
+    }.get(name, dict)()
+    user, _ = em.who_and_where()
+    engine = _open_engine(home)
+    started = time.monotonic()
+    try:
+        with Progress(transient=True) as bar:
+            total = float(args.seconds) if name == "test-tone" else None
+            task = bar.add_task(f"{name} on {args.node}: sent", total=total)
+
+            def on_ack(msg: dict[str, Any]) -> None:
+                bar.update(task, description=f"{name} on {args.node}: {msg.get('status')}")
+                if msg.get("status") == "started" and total:
+                    bar.update(task, completed=0)
+
+            async def go() -> dict[str, Any]:
+                op = asyncio.ensure_future(run_op(
+                    engine, int(str(running["broker_port"])), headend_password(home),
+                    args.node, name, op_args, args.operator or user, on_ack))
+                while not op.done():
+                    await asyncio.sleep(0.2)
+                    if total:
+                        bar.update(task, completed=min(total, time.monotonic() - started))
+                return await op
+
+            final = asyncio.run(go())
+    except NodeOpError as e:
+        raise CliError(str(e)) from None
+    finally:
+        engine.dispose()
+    status = final.get("status")
+    extra = {k: v for k, v in final.items()
+             if k not in ("v", "t", "node", "id", "status", "at", "reason", "detail")}
+    print(f"{name} on {args.node}: {status}"
+          f"{' (' + str(final.get('reason')) + ')' if final.get('reason') else ''}"
+          f"{' ' + str(extra) if extra else ''}")
+    return 0 if status == "done" else 1
+
+
+def _reported_board(home: Home, node_id: str) -> str | None:
+    from sqlalchemy.orm import Session
+
+    from headend.cli.main import _open_engine
+    from headend.core.models import Node
+
+    engine = _open_engine(home)
+    try:
+        with Session(engine) as s:
+            node = s.get(Node, node_id)
+            raw = node.telemetry if node else None
+    finally:
+        engine.dispose()
+    try:
+        board = json.loads(raw).get("board") if raw else None
+    except ValueError:
+        return None
+    return board if isinstance(board, str) else None
+
+
+def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
+    """`loaxa node ota ID [--image FILE] [--version V] [--board B]`: put the image in the
+    media directory, send it signed for the node, follow it until confirmed or rolled back."""
+    import tempfile
+
+    from headend.cli.main import CliError, _open_engine
+    from headend.communes.registry import headend_password
+    from headend.nodes import emergency as em
+    from headend.nodes import ota
+
+    running = em.running_headend(home.running_path)
+    board = args.board or _reported_board(home, args.node)
+    if board is None:
+        raise CliError(f"which board is {args.node}? it has not reported one: give --board")
+    try:
+        version = args.version or ota.tree_version()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = args.image
+            if path is None:
+                if board not in ota.TREE_BOARDS:
+                    raise CliError(f"an {board} image is a MicroPython .bin: give --image")
+                path = ota.build_tree_image(Path(tmp) / "image.tar.gz", version)
+            image = ota.load_image(path, board, version)
+            name = ota.publish_image(image, home.media_dir)
+        url = f"{running['media_base']}/media/{name}"
+        user, _ = em.who_and_where()
+        engine = _open_engine(home)
+        try:
+            print(f"ota on {args.node}: {board} {version}, {image.size} bytes, "
+                  f"sha256 {image.sha256[:16]}..., {url}")
+            final = asyncio.run(ota.send_ota(
+                engine, int(str(running["broker_port"])), headend_password(home), args.node,
+                image, url, args.operator or user,
+                lambda msg: print(f"ota on {args.node}: {msg.get('status')}"),
+                back_within_s=args.wait))
+        finally:
+            engine.dispose()
+    except ota.OtaError as e:
+        raise CliError(str(e)) from None
+    status = final.get("status")
+    if status != "done":
+        print(f"ota on {args.node}: {status} ({final.get('reason')}"
+              f"{': ' + str(final['detail']) if final.get('detail') else ''}); "
+              "the node keeps its running image")
+        return 1
+    state = final.get("ota") or {}
+    if state.get("version") == version and state.get("state") == "confirmed":
+        print(f"ota on {args.node}: {version} confirmed, running on {state.get('slot')}")
+        return 0
+    if state.get("version") == version and state.get("state") == "rolled_back":
+        print(f"ota on {args.node}: {version} rolled back ({state.get('reason')}); "
+              "the node runs its previous image")
+        return 1
+    print(f"ota on {args.node}: image installed; the node has not confirmed it yet "
+          f"(see `loaxa nodes`)")
+    return 1
