@@ -21,11 +21,12 @@ from headend.communes.registry import NodeSecrets, headend_password, provision_c
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import AsRunRecord, Command, Node
+from headend.media.library import MediaLibrary
 from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
 from headend.nodes.gateway import Headend, SentCommand
 from headend.nodes.health import HealthPolicy
-from headend.planning.publishing import MediaLibrary, PlanPublisher, SourceWatch
+from headend.planning.publishing import PlanPublisher, SourceWatch
 from headend.web.app import make_app
 from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from web_site import NOW_MS, OTHER, USERS, WebSite, app_routes, csrf_of, make_site, utc_ms
 
+from headend.api.common import PlanItemOut
 from headend.api.httttn import (
     IMPORT_FIELDS,
     BanTinNhap,
@@ -35,7 +36,6 @@ from headend.api.httttn import (
     parse_import,
     thong_ke,
 )
-from headend.api.v1 import PlanItemOut
 from headend.core import auth
 from headend.core.models import Alarm, ApiToken, Bulletin, Node
 from headend.diary.reconciliation import (

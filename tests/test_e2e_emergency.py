@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 
 from headend.cli.main import main
 from headend.core.models import Broadcast
+from headend.media.library import MediaLibrary
 from headend.nodes.emergency import EmergencyError, broadcast, emergency_audio, find_target
-from headend.planning.publishing import MediaLibrary
 from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(300)

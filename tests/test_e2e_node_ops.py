@@ -90,7 +90,7 @@ def test_bad_node_requests_send_nothing(stack: Stack,
 
 def test_faults_on_a_node_raise_one_alarm_each_and_clear_once(
         stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    from headend.nodes.alarms import AMP_FAULT, WEAK_SIGNAL, list_alarms
+    from headend.core.alarms import AMP_FAULT, WEAK_SIGNAL, list_alarms
 
     running(stack)
 

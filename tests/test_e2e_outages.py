@@ -116,7 +116,7 @@ def test_an_offline_node_raises_one_alarm_and_clears_it_once_back(chatty_stack: 
     outage longer than N raises node_offline once however often the check runs; the node's
     return clears it once."""
     stack = chatty_stack
-    from headend.nodes.alarms import NODE_OFFLINE, list_alarms
+    from headend.core.alarms import NODE_OFFLINE, list_alarms
     from headend.nodes.health import HealthPolicy, check_nodes
 
     node = "n0004"

@@ -29,8 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hal.sim import SimClock
+from headend.core.alarms import RELAY_FAILED, SOURCE_UNREACHABLE, list_alarms
 from headend.core.models import AsRunRecord, NodePlan
-from headend.nodes.alarms import RELAY_FAILED, SOURCE_UNREACHABLE, list_alarms
 from headend.planning.criterion import Aired, judge
 from hwsim.stations import Stations
 

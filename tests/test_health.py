@@ -13,10 +13,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from headend.communes.registry import provision_commune
-from headend.core.db import open_db
-from headend.core.home import Home
-from headend.core.models import Node
-from headend.nodes.alarms import (
+from headend.core.alarms import (
     AMP_FAULT,
     BROADCAST_MISSED,
     CLOCK_OFFSET,
@@ -25,6 +22,9 @@ from headend.nodes.alarms import (
     WEAK_SIGNAL,
     list_alarms,
 )
+from headend.core.db import open_db
+from headend.core.home import Home
+from headend.core.models import Node
 from headend.nodes.health import HealthPolicy, check_nodes
 from headend.nodes.ingest import store_reports
 

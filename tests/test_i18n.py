@@ -15,12 +15,11 @@ from fastapi.testclient import TestClient
 from pydub.generators import Sine
 from web_site import WebSite, make_site
 
-from headend.core import audit, auth, i18n
+from headend.core import alarms, audit, auth, i18n
 from headend.core.audit import Actor
 from headend.diary import reconciliation as commune_diary
 from headend.media import bulletins
 from headend.media.pipeline import prepare
-from headend.nodes import alarms
 from headend.web import app as web
 from headend.web import context as web_context
 from headend.web.pages import bulletins as web_bulletins

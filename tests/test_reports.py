@@ -145,7 +145,7 @@ def test_a_plan_ack_updates_the_nodes_plan_and_an_old_ver_changes_nothing(engine
 
 def test_plan_records_keep_their_plan_fields_and_a_relay_on_fallback_raises_one_alarm(
         engine: Engine) -> None:
-    from headend.nodes.alarms import RELAY_FAILED, list_alarms
+    from headend.core.alarms import RELAY_FAILED, list_alarms
 
     def relay(rid: int, src: str, outcome: str) -> dict[str, Any]:
         return dict(asrun(rid, outcome=outcome), trigger="plan", item=f"vov@{rid}",

@@ -77,7 +77,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from headend.api.v1 import (
+from headend.api.common import (
     ERRORS,
     PLAN_MAX_DAYS,
     SECURITY,

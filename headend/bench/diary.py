@@ -36,11 +36,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from starlette.routing import NoMatchFound
 
+from headend.core import auth
 from headend.core.db import open_db
 from headend.diary.chain import GENESIS
 from headend.diary.reconciliation import lines_for_days
+from headend.web.app import make_app
 
 TZ_NAME = "Asia/Ho_Chi_Minh"
 TZ = ZoneInfo(TZ_NAME)
@@ -482,10 +486,6 @@ def reference_rows(path: Path, cid: str, lo_ms: int, hi_ms: int) -> tuple[float,
 def _web_page(engine: Engine, now_ms: int) -> Callable[[str, date], float] | None:
     """A timer for the web app's commune diary page (`GET /diary/{commune_id}`, the endpoint
     named `commune_diary`), or None when the app has no such page."""
-    from fastapi.testclient import TestClient
-    from starlette.routing import NoMatchFound
-
-    from headend.web.app import make_app
 
     app = make_app(engine, Path(tempfile.gettempdir()), clock=lambda: now_ms)
     try:
@@ -494,7 +494,6 @@ def _web_page(engine: Engine, now_ms: int) -> Callable[[str, date], float] | Non
         return None
     client = TestClient(app)
     # Pages need a log-in (issue 5): a province technician for the bench, made once.
-    from headend.core import auth
     if "bench" not in {u.username for u in auth.list_users(engine)}:
         auth.add_user(engine, "bench", BENCH_PASSWORD, auth.TECHNICIAN, [auth.PROVINCE], now_ms)
     client.post("/login", data={"username": "bench", "password": BENCH_PASSWORD})

@@ -21,13 +21,14 @@ from pathlib import Path
 import uvicorn
 
 from firmware import protocol
-from headend.communes.files import CommuneSpec, VillageSpec
+from headend.bench.common import CpuMeter, bench_commune
 from headend.communes.registry import headend_password, provision_commune
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
 from headend.nodes.gateway import Headend
+from headend.web.app import make_app
 from hwsim.fleet import Fleet, SimNode
 
 BLIP = "blip.wav"
@@ -35,33 +36,6 @@ START_AFTER_MS = 8000
 SETTLE_S = 2.0
 TARGET_RATIO = 1.5
 TARGET_SECONDS = 2.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds used by each part of the system during one measured round."""
-
-    pids: dict[str, list[int]]
-    _start: dict[str, float] = field(default_factory=dict)
-
-    def _now(self) -> dict[str, float]:
-        return {part: sum(cpu_seconds(p) for p in pids) for part, pids in self.pids.items()}
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def stop(self) -> dict[str, float]:
-        now = self._now()
-        return {part: now[part] - self._start[part] for part in now}
 
 
 @dataclass
@@ -116,17 +90,6 @@ class FanoutResult:
             f"  ratio signed/reference: {self.ratio:.2f} (target <= {TARGET_RATIO}); "
             f"signed {self.signed:.3f} s (target <= {TARGET_SECONDS} s): {verdict}",
         ])
-
-
-def bench_commune(n: int) -> CommuneSpec:
-    per_village = 2
-    villages = tuple(
-        VillageSpec(f"v{i:04d}", f"Thôn {i}",
-                    tuple(f"b{j:05d}" for j in range(i * per_village,
-                                                     min(n, (i + 1) * per_village))))
-        for i in range((n + per_village - 1) // per_village)
-    )
-    return CommuneSpec("bench", "Xã đo tốc độ", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)
 
 
 async def _reference_round(headend: Headend, node_ids: list[str],
@@ -211,7 +174,6 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
                   nodes=[SimNode(s.id, s.key, s.password) for s in secrets],
                   session={"initial_jitter_ms": 5000})
     headend = Headend(engine, broker.port, password)
-    from headend.web.app import make_app
 
     server = uvicorn.Server(uvicorn.Config(make_app(engine, home.media_dir), host="127.0.0.1",
                                            port=web_port, log_level="warning"))

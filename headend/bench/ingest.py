@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from firmware import protocol
-from headend.bench.fanout import CpuMeter, bench_commune
+from headend.bench.common import CpuMeter, bench_commune, positive_float, positive_int
 from headend.communes.registry import headend_password, provision_commune
 from headend.core.db import open_db
 from headend.core.home import Home
@@ -640,20 +640,6 @@ async def _check(result: IngestResult, engine: Any, parts: list[dict[str, Any]],
 # --- command line ------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
-
-
 def _percent(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 100:
@@ -664,15 +650,15 @@ def _percent(text: str) -> float:
 def add_parser(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ingest = bench_sub.add_parser(
         "ingest", help="telemetry and as-run records stored per second, sustained")
-    ingest.add_argument("--nodes", type=_positive_int, default=1000,
+    ingest.add_argument("--nodes", type=positive_int, default=1000,
                         help="node identities, one MQTT connection each (default 1000)")
-    ingest.add_argument("--rate", type=_positive_float, default=12_000,
+    ingest.add_argument("--rate", type=positive_float, default=12_000,
                         help="offered messages per second (default 12000)")
-    ingest.add_argument("--seconds", type=_positive_float, default=60,
+    ingest.add_argument("--seconds", type=positive_float, default=60,
                         help="length of each phase (default 60)")
     ingest.add_argument("--asrun", type=_percent, default=20,
                         help="percent of messages that are as-run records (default 20)")
-    ingest.add_argument("--generators", type=_positive_int, default=1,
+    ingest.add_argument("--generators", type=positive_int, default=1,
                         help="load generator processes (default 1)")
 
 

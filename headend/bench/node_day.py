@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from firmware.node import FULL_EVERY_MS, TELEMETRY_S
 from hal.sim import SimClock
+from headend.core.db import open_db
 from headend.core.home import Home
+from headend.core.models import AsRunRecord
 from headend.nodes.broker import find_free_port
 from headend.runtime.serve import Runtime
 from hwsim.fleet import Fleet, SimNode
@@ -282,11 +287,7 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
             await asyncio.to_thread(fleet.stop)
             await meter.stop()
             await runtime.stop()
-        from sqlalchemy import select
-        from sqlalchemy.orm import Session
 
-        from headend.core.db import open_db
-        from headend.core.models import AsRunRecord
 
         eng = open_db(home.db_url)
         with Session(eng) as s:

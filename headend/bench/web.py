@@ -25,6 +25,20 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+from pydub.generators import Sine
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from headend.bench.diary import FIRST_DAY, SLOTS, STREAM_IDS, TINH, TZ, VOV, build, commune_id
+from headend.bench.upload import measure_upload, render
+from headend.core import auth
+from headend.core.db import open_db
+from headend.core.models import Bulletin, CalendarItem, Commune, Node, Village
+from headend.media.pipeline import prepare
+from headend.planning.schedule import hhmm
+from headend.web.app import make_app
+
 PAGE_TARGET_MS = 200.0
 PASSWORD = "bench-web-password"
 
@@ -46,9 +60,6 @@ class PageTimes:
 
 def _schedule_text(cid: str, name: str, villages: list[tuple[str, str, str]]) -> str:
     """The commune file that planned the generated year (bench_diary.SLOTS)."""
-    from headend.bench.diary import SLOTS, STREAM_IDS, TINH, VOV
-    from headend.planning.schedule import hhmm
-
     lines = ["[commune]", f'id = "{cid}"', f'name = "{name}"', 'province = "Lạng Sơn"', ""]
     for vid, vname, nid in villages:
         lines += ["[[villages]]", f'id = "{vid}"', f'name = "{vname}"', f'nodes = ["{nid}"]',
@@ -71,14 +82,6 @@ def _schedule_text(cid: str, name: str, villages: list[tuple[str, str, str]]) ->
 def build_commune(root: Path, villages: int, days: int,
                   log: Callable[[str], None]) -> tuple[Path, Path, str, int]:
     """(database, schedule file, commune id, "now" in UTC ms): a year of data."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from headend.bench.diary import FIRST_DAY, TZ, build, commune_id
-    from headend.core import auth
-    from headend.core.db import open_db
-    from headend.core.models import Bulletin, CalendarItem, Commune, Node, Village
-    from headend.media.pipeline import prepare
 
     db = root / "web.db"
     t0 = time.perf_counter()
@@ -94,7 +97,6 @@ def build_commune(root: Path, villages: int, days: int,
     schedule.write_text(_schedule_text(cid, name, [(v, n, node) for v, n, node in rows]),
                         encoding="utf-8")
     # A year of the officer's own work: three approved bulletins a week on the calendar.
-    from pydub.generators import Sine
 
     audio = prepare(Sine(440).to_audio_segment(duration=20_000, volume=-20),
                     root / "media")
@@ -133,11 +135,6 @@ def build_commune(root: Path, villages: int, days: int,
 
 def measure_pages(db: Path, schedule: Path, cid: str, now_ms: int, days: int, rounds: int,
                   seed: int = 5) -> list[PageTimes]:
-    from fastapi.testclient import TestClient
-
-    from headend.bench.diary import FIRST_DAY
-    from headend.core.db import open_db
-    from headend.web.app import make_app
 
     engine = open_db(f"sqlite:///{db}")
     app = make_app(engine, db.parent / "media", clock=lambda: now_ms,
@@ -195,8 +192,6 @@ def add_parser(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run_web(args: argparse.Namespace) -> int:
     """Print the figures; 0 when every target is met, 1 when one is not."""
-    from headend.bench.upload import measure_upload, render
-
     missed = []
     with tempfile.TemporaryDirectory(prefix="loaxa-bench-web-") as tmp:
         root = Path(tmp)

@@ -1,5 +1,6 @@
 """`loaxa node provision` and `loaxa node flash`: a new node's identity, and the firmware put
-onto an ESP32 (docs/hardware.md)."""
+onto an ESP32 (docs/hardware.md).
+It imports the domain inside its commands, for start-up time (see cli/main.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from firmware import protocol
+from headend.cli.common import (
+    CliError,
+    open_engine,
+    running_headend,
+)
 from headend.core.home import Home
 from headend.core.paths import code_root
 
@@ -173,11 +179,9 @@ def _split_host(raw: str, default_port: int | None, what: str) -> tuple[str, int
 
 def _running(home: Home) -> dict[str, Any] | None:
     """The running headend's ports, or None when none runs on this state directory."""
-    from headend.nodes.emergency import EmergencyError, running_headend
-
     try:
         return running_headend(home.running_path)
-    except EmergencyError:
+    except CliError:
         return None
 
 
@@ -201,7 +205,6 @@ def provision(home: Home, args: argparse.Namespace) -> int:
 
 
 def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
-    from headend.cli.main import _open_engine
     from headend.communes.files import CommuneFileError, load_commune
     from headend.communes.registry import all_node_secrets, headend_password, provision_commune
     from headend.core.models import Node
@@ -225,7 +228,7 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
                          int(running["broker_port"]) if running else None, "--broker")
     media = _split_host(args.media or broker[0],
                         int(running["web_port"]) if running else None, "--media")
-    engine = _open_engine(home)
+    engine = open_engine(home)
     try:
         from sqlalchemy import select
         from sqlalchemy.orm import Session

@@ -1,4 +1,5 @@
-"""`loaxa diary ...`: the broadcast diary on the command line (docs/technician.md)."""
+"""`loaxa diary ...`: the broadcast diary on the command line (docs/technician.md).
+It imports the domain inside its commands, for start-up time (see cli/main.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from headend.cli.common import (
+    CliError,
+    day,
+    fmt_ms,
+    path_arg,
+)
 from headend.core.home import Home
 
 if TYPE_CHECKING:
@@ -25,8 +32,7 @@ def _month(raw: str) -> tuple[int, int]:
     return year, month
 
 
-def add_diary_parsers(diary: argparse.ArgumentParser,
-                      day: type[date] | object, path: object) -> None:
+def add_diary_parsers(diary: argparse.ArgumentParser) -> None:
     """Subcommands of `diary`; plain `loaxa diary [--day D]` lists one day's records."""
     sub = diary.add_subparsers(dest="diary", metavar="ACTION")
     verify = sub.add_parser("verify", help="check the hash chain of the diary; says where it "
@@ -38,11 +44,11 @@ def add_diary_parsers(diary: argparse.ArgumentParser,
     export = sub.add_parser("export", help="the Sổ nhật ký truyền thanh as pdf, xlsx or csv")
     for p in (items, export):
         p.add_argument("--commune", required=True, metavar="ID")
-        p.add_argument("--from", dest="first", required=True, type=day, metavar="DATE")  # type: ignore[arg-type]
-        p.add_argument("--to", dest="last", required=True, type=day, metavar="DATE")  # type: ignore[arg-type]
+        p.add_argument("--from", dest="first", required=True, type=day, metavar="DATE")
+        p.add_argument("--to", dest="last", required=True, type=day, metavar="DATE")
     items.add_argument("--page", type=int, default=1, help=f"page of {PAGE_SIZE} lines")
     export.add_argument("--format", dest="fmt", required=True, choices=("pdf", "xlsx", "csv"))
-    export.add_argument("--output", required=True, type=path, metavar="PATH")  # type: ignore[arg-type]
+    export.add_argument("--output", required=True, type=path_arg, metavar="PATH")
     report = sub.add_parser("report", help="monthly report: hours by source and language, "
                                            "local news per week, villages with working "
                                            "loudspeakers, verdicts of criterion 8.3")
@@ -50,7 +56,7 @@ def add_diary_parsers(diary: argparse.ArgumentParser,
     report.add_argument("--month", required=True, type=_month, metavar="YYYY-MM")
     report.add_argument("--format", dest="fmt", choices=("pdf", "xlsx", "csv"), default=None,
                         help="also write the report to --output in this format")
-    report.add_argument("--output", type=path, default=None, metavar="PATH")  # type: ignore[arg-type]
+    report.add_argument("--output", type=path_arg, default=None, metavar="PATH")
     correct = sub.add_parser("correct", help="correct an entry: a new entry that names it "
                                              "(the old one stays)")
     correct.add_argument("entry", type=int, metavar="ENTRY_ID")
@@ -82,7 +88,6 @@ def run_diary(home: Home, args: argparse.Namespace) -> int:
         if args.diary == "correct":
             return _correct(engine, args)
     except DiaryQueryError as e:
-        from headend.cli.main import CliError
 
         raise CliError(str(e)) from None
     finally:
@@ -123,7 +128,6 @@ def _verify(engine: Engine, commune: str | None) -> int:
 
 
 def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> int:
-    from headend.cli.main import _fmt_ms
     from headend.diary.reconciliation import OUTCOME_VI, DiaryQueryError, lines_for_days
 
     if page < 1:
@@ -138,9 +142,9 @@ def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> 
     for line in shown:
         silent = ", ".join(f"{v.village} ({OUTCOME_VI.get(v.outcome, v.outcome)})"
                            for v in line.silent_villages)
-        print(f"{_fmt_ms(line.planned_start_ms, info.tz)}  {line.outcome:<9} "
+        print(f"{fmt_ms(line.planned_start_ms, info.tz)}  {line.outcome:<9} "
               f"{line.kind:<15} {line.title}")
-        print(f"    aired {_fmt_ms(line.start_ms, info.tz)} – {_fmt_ms(line.end_ms, info.tz)}; "
+        print(f"    aired {fmt_ms(line.start_ms, info.tz)} – {fmt_ms(line.end_ms, info.tz)}; "
               f"villages: {', '.join(line.aired_villages) or '-'}"
               f"{'; not: ' + silent if silent else ''}")
     return 0
@@ -149,7 +153,6 @@ def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> 
 def _export(engine: Engine, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from headend.cli.main import CliError
     from headend.diary.exports import ExportError, export_diary
 
     try:
@@ -169,7 +172,6 @@ def _export(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _report(engine: Engine, args: argparse.Namespace) -> int:
-    from headend.cli.main import CliError
     from headend.diary.exports import ExportError
     from headend.diary.monthly import export_monthly, monthly_report, render_text
 
@@ -188,7 +190,6 @@ def _report(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _correct(engine: Engine, args: argparse.Namespace) -> int:
-    from headend.cli.main import CliError
     from headend.diary import chain
 
     try:

@@ -1,82 +1,58 @@
-"""The `loaxa` command. Every subcommand works on one state directory (--home or LOAXA_HOME)."""
+"""The `loaxa` command. Every subcommand works on one state directory (--home or LOAXA_HOME).
+
+The domain modules are imported inside the commands that use them, to keep start-up short:
+`loaxa --help` takes 0.2 s where importing all of the headend (SQLAlchemy, FastAPI, audio)
+takes seconds."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from headend.bench.commands import add_bench_parsers, run_bench
+from headend.cli.common import (
+    CliError,
+    day,
+    fmt_ms,
+    open_engine,
+    path_arg,
+    port,
+    positive,
+    running_headend,
+    who_and_where,
+)
 from headend.cli.diary import add_diary_parsers, run_diary
 from headend.cli.nodes import add_node_parsers, cmd_node, cmd_nodes
 from headend.cli.users import add_user_parsers, cmd_user
 from headend.core.home import Home, HomeError, default_home
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-
-
-
-class CliError(Exception):
     pass
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(raw: str) -> int | float:
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number: {raw!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0: {raw!r}")
-        return value
-
-    return parse
-
-
-def _port(raw: str) -> int:
-    value = _positive(int)(raw)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {raw!r}")
-    return int(value)
-
-
-def _day(raw: str) -> date:
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
-
-
-def _dir(raw: str) -> Path:
-    if not raw.strip():
-        raise argparse.ArgumentTypeError("empty path")
-    return Path(raw)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loaxa", description="LoaXa: commune radio headend, simulator and tools."
     )
-    p.add_argument("--home", type=_dir, default=None,
+    p.add_argument("--home", type=path_arg, default=None,
                    help="state directory (default: $LOAXA_HOME, else $XDG_DATA_HOME/loaxa, "
                         "else ~/.local/share/loaxa)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run a simulated commune with its web page")
-    demo.add_argument("--duration", type=_positive(float), default=None, metavar="SECONDS",
+    demo.add_argument("--duration", type=positive(float), default=None, metavar="SECONDS",
                       help="stop by itself after this many seconds (default: until Ctrl-C)")
-    demo.add_argument("--port", type=_port, default=8080, help="web page port (default 8080)")
+    demo.add_argument("--port", type=port, default=8080, help="web page port (default 8080)")
     demo.add_argument("--commune", type=Path, default=None, metavar="FILE",
                       help="commune file (default: schedules/tan-lang.toml)")
 
@@ -85,44 +61,24 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     diary = sub.add_parser("diary", help="the broadcast diary: a day's records (default), "
                                          "verify, items, export, report, correct")
-    diary.add_argument("--day", type=_day, default=None, help="YYYY-MM-DD (default: today)")
-    add_diary_parsers(diary, _day, _dir)
+    diary.add_argument("--day", type=day, default=None, help="YYYY-MM-DD (default: today)")
+    add_diary_parsers(diary)
 
     web = sub.add_parser("web", help="serve the web page for an existing state directory")
-    web.add_argument("--port", type=_port, default=8080)
+    web.add_argument("--port", type=port, default=8080)
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    fan = bench_sub.add_parser("fanout", help="signed play fan-out to N nodes, acked")
-    fan.add_argument("--nodes", type=_positive(int), default=2000)
-    fan.add_argument("--rounds", type=_positive(int), default=7)
-    fan.add_argument("--per-process", type=_positive(int), default=100,
-                     help="simulated nodes per MicroPython process (default 100)")
-    fan.add_argument("--op", choices=("play", "emergency"), default="play",
-                     help="play: until all acked; emergency: until all nodes are playing")
-    add_schedule_parsers(sub, bench_sub)
-    add_operation_parsers(sub, bench_sub)
-    if argv is None or "bench" in argv:
-        # These modules take half a second to import: only for a `bench` command line.
-        from headend.bench.diary import add_parser as add_bench_diary
-        from headend.bench.ingest import add_parser as add_bench_ingest
-        from headend.bench.node_day import add_parser as add_bench_node
-        from headend.bench.web import add_parser as add_bench_web
-
-        add_bench_ingest(bench_sub)
-        add_bench_diary(bench_sub)
-        add_bench_web(bench_sub)
-        add_bench_node(bench_sub)
+    add_schedule_parsers(sub)
+    add_operation_parsers(sub)
+    add_bench_parsers(sub, every=argv is None or "bench" in argv)
     return p
 
 
-def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                          bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`serve`, `broadcast emergency`, `alarms` and `bench start`."""
+def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`serve`, `broadcast emergency` and `alarms`."""
     serve = sub.add_parser("serve", help="run the headend: broker, plans for every node, web page")
-    serve.add_argument("schedule", type=_dir, metavar="SCHEDULE",
+    serve.add_argument("schedule", type=path_arg, metavar="SCHEDULE",
                        help="the commune's schedule file (schedules/*.toml)")
-    serve.add_argument("--port", type=_port, default=8080,
+    serve.add_argument("--port", type=port, default=8080,
                        help="web page and media port (default 8080)")
     bc = sub.add_parser("broadcast", help="send a broadcast now")
     bc_sub = bc.add_subparsers(dest="broadcast", required=True, metavar="KIND")
@@ -131,7 +87,7 @@ def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
                           "(interrupts everything, also in quiet hours)")
     em.add_argument("--commune", required=True, metavar="ID", help="commune id")
     what = em.add_mutually_exclusive_group()
-    what.add_argument("--file", type=_dir, default=None, metavar="FILE",
+    what.add_argument("--file", type=path_arg, default=None, metavar="FILE",
                       help="audio file (mp3, wav, m4a, ogg ...)")
     what.add_argument("--text", default=None, metavar="TEXT",
                       help="Vietnamese text, spoken by the text-to-speech engine")
@@ -140,59 +96,37 @@ def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     em.add_argument("--title", default="Thông báo khẩn cấp", help="title for the diary")
     em.add_argument("--operator", default=None,
                     help="who sends it, for the log (default: your login name)")
-    em.add_argument("--wait", type=_positive(float), default=15.0, metavar="SECONDS",
+    em.add_argument("--wait", type=positive(float), default=15.0, metavar="SECONDS",
                     help="how long to wait for the nodes to start (default 15)")
     alarms = sub.add_parser("alarms", help="list alarms")
     alarms.add_argument("--all", action="store_true", help="cleared alarms too")
-    start = bench_sub.add_parser(
-        "start", help="how late audio starts against the plan, over a simulated day")
-    start.add_argument("--nodes", type=_positive(int), default=100)
-    start.add_argument("--rate", type=_positive(int), default=200,
-                       help="simulated seconds per real second (default 200)")
 
 
-def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                         bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`init commune`, `schedule check` and `bench plan` (docs/schedules.md)."""
+
+def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`init commune` and `schedule check` (docs/schedules.md)."""
     init = sub.add_parser("init", help="create files from templates")
     init_sub = init.add_subparsers(dest="init", required=True, metavar="WHAT")
     ic = init_sub.add_parser("commune", help="a commune file from the Lạng Sơn template")
     ic.add_argument("name", metavar="NAME", help='the commune\'s name, e.g. "Xã Tân Lang"')
-    ic.add_argument("--output", type=_dir, default=None, metavar="PATH",
+    ic.add_argument("--output", type=path_arg, default=None, metavar="PATH",
                     help="file to write (default: <slug of NAME>.toml in this directory)")
     sched = sub.add_parser("schedule", help="schedule files")
     sched_sub = sched.add_subparsers(dest="schedule", required=True, metavar="ACTION")
     check = sched_sub.add_parser(
         "check", help="check a schedule file and judge criterion 8.3 week by week "
                       "(exit 2: errors in the file, 1: a week falls short, 0: fine)")
-    check.add_argument("file", type=_dir, metavar="FILE")
-    check.add_argument("--from", dest="from_day", type=_day, default=None, metavar="DATE",
+    check.add_argument("file", type=path_arg, metavar="FILE")
+    check.add_argument("--from", dest="from_day", type=day, default=None, metavar="DATE",
                        help="first week: the one holding DATE (default: this week)")
-    check.add_argument("--weeks", type=_positive(int), default=4, help="weeks (default 4)")
-    plan = bench_sub.add_parser("plan", help="expand a year of plans for a province")
-    plan.add_argument("--communes", type=_positive(int), default=65)
-    plan.add_argument("--nodes", type=_positive(int), default=25, help="nodes per commune")
-    plan.add_argument("--days", type=_positive(int), default=365)
-    plan.add_argument("--rounds", type=_positive(int), default=5)
+    check.add_argument("--weeks", type=positive(int), default=4, help="weeks (default 4)")
 
-
-def _fmt_ms(ms: int | None, tz: ZoneInfo) -> str:
-    """A UTC ms timestamp as the commune's wall-clock time."""
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _open_engine(home: Home) -> Engine:
-    from headend.core.db import open_db
-
-    return open_db(home.db_url)
 
 
 def cmd_diary(home: Home, day: date | None) -> None:
     from headend.diary.reading import commune_timezone, diary_for_day
 
-    engine = _open_engine(home)
+    engine = open_engine(home)
     try:
         tz = commune_timezone(engine)
         day = day or datetime.now(tz).date()
@@ -205,7 +139,7 @@ def cmd_diary(home: Home, day: date | None) -> None:
     print(f"Diary {day.isoformat()} ({tz.key}): {len(rows)} records")
     print(f"{'START':<19}  {'END':<19}  {'NODE':<20} {'VILLAGE':<20} {'OUTCOME':<8} TITLE")
     for r in rows:
-        print(f"{_fmt_ms(r.start_ms, tz):<19}  {_fmt_ms(r.end_ms, tz):<19}  {r.node_id:<20} "
+        print(f"{fmt_ms(r.start_ms, tz):<19}  {fmt_ms(r.end_ms, tz):<19}  {r.node_id:<20} "
               f"{r.village:<20} {r.outcome:<8} "
               f"{r.title or '-'}{'  (' + r.reason + ')' if r.reason else ''}")
 
@@ -302,11 +236,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "schedule":
         return cmd_schedule_check(args.file, args.from_day, args.weeks)
-    if args.command == "bench" and args.bench == "plan":
-        from headend.bench.plan import run_plan
-
-        run_plan(args.communes, args.nodes, args.days, args.rounds)
-        return 0
+    if args.command == "bench":
+        return run_bench(args)
     root = args.home or default_home()
     if args.command == "demo":
         from headend.runtime.demo import DEFAULT_COMMUNE, check_port_free, run_demo
@@ -337,30 +268,6 @@ def run(args: argparse.Namespace) -> int:
         return cmd_broadcast(Home.open(root), args)
     elif args.command == "alarms":
         cmd_alarms(Home.open(root), args.all)
-    elif args.command == "bench" and args.bench == "start":
-        from headend.bench.start import run_start
-
-        run_start(args.nodes, args.rate)
-    elif args.command == "bench" and args.bench == "ingest":
-        from headend.bench.ingest import run_ingest
-
-        return run_ingest(args)
-    elif args.command == "bench" and args.bench == "diary":
-        from headend.bench.diary import run_diary as run_bench_diary
-
-        return run_bench_diary(args)
-    elif args.command == "bench" and args.bench == "node-day":
-        from headend.bench.node_day import run_node_day
-
-        return run_node_day(args)
-    elif args.command == "bench" and args.bench == "web":
-        from headend.bench.web import run_web
-
-        return run_web(args)
-    elif args.command == "bench":
-        from headend.bench.fanout import run_fanout
-
-        asyncio.run(run_fanout(args.nodes, args.rounds, args.per_process, op=args.op))
     return 0
 
 
@@ -376,17 +283,17 @@ def cmd_serve(home: Home, schedule: Path, port: int) -> None:
 def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
     from headend.communes.registry import headend_password
     from headend.core.db import open_db
+    from headend.media.library import MediaLibrary
     from headend.nodes import emergency as em
-    from headend.planning.publishing import MediaLibrary
 
-    running = em.running_headend(home.running_path)
+    running = running_headend(home.running_path)
     engine = open_db(home.db_url)
     try:
         target = em.find_target(engine, args.commune, args.villages)
         library = MediaLibrary(home.media_dir, str(running.get("media_base") or
                                                    f"http://127.0.0.1:{running['web_port']}"))
         media = em.emergency_audio(library, args.file, args.text)
-        user, where = em.who_and_where()
+        user, where = who_and_where()
         result = asyncio.run(em.send_from_cli(
             engine, int(str(running["broker_port"])), headend_password(home), target, media,
             args.title, args.operator or user, where, args.text, args.wait))
@@ -402,10 +309,10 @@ def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_alarms(home: Home, show_all: bool) -> None:
+    from headend.core.alarms import list_alarms
     from headend.diary.reading import commune_timezone
-    from headend.nodes.alarms import list_alarms
 
-    engine = _open_engine(home)
+    engine = open_engine(home)
     try:
         tz = commune_timezone(engine)
         alarms = list_alarms(engine, open_only=not show_all)
@@ -416,7 +323,7 @@ def cmd_alarms(home: Home, show_all: bool) -> None:
         return
     print(f"{'RAISED':<19}  {'CLEARED':<19}  {'KIND':<20} {'SUBJECT':<24} DETAIL")
     for a in alarms:
-        print(f"{_fmt_ms(a.raised_ms, tz):<19}  {_fmt_ms(a.cleared_ms, tz):<19}  "
+        print(f"{fmt_ms(a.raised_ms, tz):<19}  {fmt_ms(a.cleared_ms, tz):<19}  "
               f"{a.kind:<20} {a.subject:<24} {a.detail}")
 
 

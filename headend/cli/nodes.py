@@ -1,5 +1,6 @@
 """`loaxa nodes` and `loaxa node ...`: node health and remote operations for technicians
-(docs/technician.md)."""
+(docs/technician.md).
+It imports the domain inside its commands, for start-up time (see cli/main.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headend.cli.common import (
+    CliError,
+    fmt_ms,
+    open_engine,
+    running_headend,
+    who_and_where,
+)
 from headend.cli.device import DEVICE_OPS, add_device_parsers, cmd_device
 from headend.core.home import Home
 
@@ -72,9 +80,8 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _fmt(ms: int | None, tz: ZoneInfo) -> str:
-    from headend.cli.main import _fmt_ms
 
-    return _fmt_ms(ms, tz)
+    return fmt_ms(ms, tz)
 
 
 def _shown(n: NodeRow, args: argparse.Namespace) -> bool:
@@ -105,10 +112,9 @@ def _node_line(n: NodeRow, tz: ZoneInfo) -> str:
 
 
 def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
-    from headend.cli.main import _open_engine
     from headend.diary.reading import commune_timezone, node_rows
 
-    engine = _open_engine(home)
+    engine = open_engine(home)
     try:
         tz = commune_timezone(engine)
         every = node_rows(engine)
@@ -140,20 +146,18 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
         return cmd_node_ota(home, args)
     from rich.progress import Progress
 
-    from headend.cli.main import CliError, _open_engine
     from headend.communes.registry import headend_password
-    from headend.nodes import emergency as em
     from headend.nodes.operations import NodeOpError, run_op
 
-    running = em.running_headend(home.running_path)
+    running = running_headend(home.running_path)
     name = args.node_op
     op_args: dict[str, Any] = {
         "test-tone": lambda: {"seconds": args.seconds, "hz": args.hz},
         "volume": lambda: {"level": args.level},
         "amp": lambda: {"on": args.state == "on"},
     }.get(name, dict)()
-    user, _ = em.who_and_where()
-    engine = _open_engine(home)
+    user, _ = who_and_where()
+    engine = open_engine(home)
     started = time.monotonic()
     try:
         with Progress(transient=True) as bar:
@@ -192,10 +196,9 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
 def _reported_board(home: Home, node_id: str) -> str | None:
     from sqlalchemy.orm import Session
 
-    from headend.cli.main import _open_engine
     from headend.core.models import Node
 
-    engine = _open_engine(home)
+    engine = open_engine(home)
     try:
         with Session(engine) as s:
             node = s.get(Node, node_id)
@@ -214,12 +217,10 @@ def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
     media directory, send it signed for the node, follow it until confirmed or rolled back."""
     import tempfile
 
-    from headend.cli.main import CliError, _open_engine
     from headend.communes.registry import headend_password
-    from headend.nodes import emergency as em
     from headend.nodes import ota
 
-    running = em.running_headend(home.running_path)
+    running = running_headend(home.running_path)
     board = args.board or _reported_board(home, args.node)
     if board is None:
         raise CliError(f"which board is {args.node}? it has not reported one: give --board")
@@ -234,8 +235,8 @@ def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
             image = ota.load_image(path, board, version)
             name = ota.publish_image(image, home.media_dir)
         url = f"{running['media_base']}/media/{name}"
-        user, _ = em.who_and_where()
-        engine = _open_engine(home)
+        user, _ = who_and_where()
+        engine = open_engine(home)
         try:
             print(f"ota on {args.node}: {board} {version}, {image.size} bytes, "
                   f"sha256 {image.sha256[:16]}..., {url}")

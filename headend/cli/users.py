@@ -1,5 +1,6 @@
 """`loaxa user ...`: people who log in to the web app, and API tokens for other systems
-(docs/technician.md)."""
+(docs/technician.md).
+It imports the domain inside its commands, for start-up time (see cli/main.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import getpass
 import sys
 import time
 
+from headend.cli.common import (
+    open_engine,
+    who_and_where,
+)
 from headend.core.home import Home
 
 
@@ -51,11 +56,9 @@ def _password(from_stdin: bool) -> str:
 
 
 def cmd_user(home: Home, args: argparse.Namespace) -> int:
-    from headend.cli.main import _open_engine
     from headend.core import audit, auth
-    from headend.nodes.emergency import who_and_where
 
-    engine = _open_engine(home)
+    engine = open_engine(home)
     now = time.time_ns() // 1_000_000
     login, where = who_and_where()
     actor = audit.Actor(login, "cli", where)

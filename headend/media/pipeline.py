@@ -98,6 +98,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from pydub import AudioSegment
+from pydub.utils import get_prober_name
 
 from headend.media.store import NODE_WAV, StoredMedia, store_media, wav_for_nodes
 from headend.media.tts import SpeechEngine, TtsError, default_engine
@@ -267,7 +268,6 @@ def _ffmpeg() -> str:
 
 
 def _ffprobe() -> str:
-    from pydub.utils import get_prober_name
     return str(get_prober_name())
 
 

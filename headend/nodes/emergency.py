@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydub.exceptions import CouldntDecodeError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.core.models import Broadcast, Commune, Node, Village
+from headend.media.library import Media, MediaLibrary, node_audio
+from headend.media.store import wav_for_nodes
+from headend.media.tts import TtsError, default_engine
 from headend.nodes.gateway import Headend, HeadendOffline, tool_session
-from headend.planning.publishing import Media, MediaLibrary, node_audio
 
 TTL_MS = 60_000  # an emergency not received within a minute is stale
 MAX_TEXT = 5000
@@ -77,7 +79,6 @@ def emergency_audio(library: MediaLibrary, file: Path | None, text: str | None) 
             data = file.read_bytes()
         except OSError as e:
             raise EmergencyError(f"không đọc được tệp {file}: {e.strerror}") from None
-        from pydub.exceptions import CouldntDecodeError
 
         try:
             return library.add_bytes(node_audio(data))
@@ -89,8 +90,6 @@ def emergency_audio(library: MediaLibrary, file: Path | None, text: str | None) 
         raise EmergencyError("nội dung thông báo trống (empty text)")
     if len(text) > MAX_TEXT:
         raise EmergencyError(f"nội dung quá dài: tối đa {MAX_TEXT} ký tự (text too long)")
-    from headend.media.store import wav_for_nodes
-    from headend.media.tts import TtsError, default_engine
 
     try:
         speech = default_engine().synthesize(text, "vi")
@@ -143,31 +142,6 @@ def _count_started(engine: Engine, row_id: int, started: int) -> None:
         row = s.get(Broadcast, row_id)
         if row is not None:
             row.started = started
-
-
-def who_and_where() -> tuple[str, str]:
-    """The operator's login and the machine, for the log when no name is given."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid {os.getuid()}"
-    return user, f"cli@{socket.gethostname()}"
-
-
-def running_headend(home_running: Path) -> dict[str, object]:
-    """The running headend's ports from its running.json, checked to be alive."""
-    try:
-        info = json.loads(home_running.read_text())
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise EmergencyError(
-            "LoaXa chưa chạy: hãy khởi động `loaxa serve` (hoặc `loaxa demo`) trước "
-            "(no running headend for this state directory)") from None
-    return dict(info)
 
 
 async def send_from_cli(engine: Engine, broker_port: int, password: str, target: Target,

@@ -22,8 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from firmware import protocol
-from headend.core.models import Alarm, Node, Village
-from headend.nodes.alarms import (
+from headend.core.alarms import (
     AMP_FAULT,
     BROADCAST_MISSED,
     CLOCK_OFFSET,
@@ -33,6 +32,7 @@ from headend.nodes.alarms import (
     Decision,
     settle,
 )
+from headend.core.models import Alarm, Node, Village
 
 log = logging.getLogger("loaxa.health")
 

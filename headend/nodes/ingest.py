@@ -26,9 +26,9 @@ from sqlalchemy import (
 )
 
 from firmware import protocol
+from headend.core.alarms import RELAY_FAILED, Decision, settle
 from headend.core.models import AsRunRecord, Command, Node, NodePlan
 from headend.diary import chain
-from headend.nodes.alarms import RELAY_FAILED, Decision, settle
 from headend.nodes.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from firmware import protocol
+from headend.core.alarms import SOURCE_SILENT, SOURCE_UNREACHABLE, clear_alarm, raise_alarm
 from headend.core.models import Node, NodePlan
-from headend.nodes.alarms import SOURCE_SILENT, SOURCE_UNREACHABLE, clear_alarm, raise_alarm
+from headend.media.library import Media, MediaLibrary
+from headend.media.sources import probe_async
 from headend.planning.calendar import effective
 from headend.planning.expansion import PlanEntry, expand
 from headend.planning.programme import record_programme
@@ -49,18 +50,6 @@ async def real_sleep(ms: int) -> None:
     await asyncio.sleep(ms / 1000)
 
 
-@dataclass(frozen=True)
-class Media:
-    """A file nodes fetch by URL and check by hash."""
-
-    url: str
-    sha: str
-    size: int
-
-    def wire(self) -> dict[str, Any]:
-        return {"url": self.url, "sha": self.sha, "size": self.size}
-
-
 @dataclass
 class BuiltPlan:
     node_id: str
@@ -79,42 +68,6 @@ def quiet_window(schedule: Schedule, at_ms: int) -> list[int]:
     offset = datetime.fromtimestamp(at_ms / 1000, tz).utcoffset()
     offset_min = int(offset.total_seconds() // 60) if offset is not None else 0
     return [schedule.quiet_start, schedule.quiet_end, offset_min]
-
-
-class MediaLibrary:
-    """Bulletin files from the schedule, copied once into the headend's media directory under
-    a content-addressed name that the web server serves at /media/<name>."""
-
-    def __init__(self, media_dir: Path, base_url: str) -> None:
-        self.media_dir = media_dir
-        self.base_url = base_url.rstrip("/")
-        self._known: dict[tuple[Path, int, int], Media] = {}
-
-    def add_file(self, path: Path) -> Media:
-        st = path.stat()
-        key = (path.resolve(), st.st_mtime_ns, st.st_size)
-        media = self._known.get(key)
-        if media is None:
-            media = self._known[key] = self.add_bytes(node_audio(path.read_bytes()))
-        return media
-
-    def add_bytes(self, wav: bytes) -> Media:
-        from headend.media.store import store_media
-
-        stored = store_media(self.media_dir, wav, ".wav")
-        return Media(f"{self.base_url}/media/{stored.name}", stored.sha256, stored.size)
-
-
-def node_audio(data: bytes) -> bytes:
-    """What nodes play: a PCM WAV as it is (already in a node format), anything else
-    decoded with ffmpeg and converted to the ESP32 profile."""
-    from headend.media.store import is_pcm_wav, wav_for_nodes
-
-    if is_pcm_wav(data):
-        return data
-    from pydub import AudioSegment
-
-    return wav_for_nodes(AudioSegment.from_file(io.BytesIO(data)))
 
 
 def _item(entry: PlanEntry, media: Media | None,
@@ -317,8 +270,6 @@ class SourceWatch:
         return out
 
     async def check(self) -> None:
-        from headend.media.sources import probe_async
-
         now = self.clock()
         due = await asyncio.to_thread(self.due, now)
         results = await asyncio.gather(*(

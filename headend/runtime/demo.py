@@ -19,11 +19,15 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from firmware.plan import in_quiet
 from headend.core import auth
 from headend.core.home import Home
 from headend.core.paths import example_commune
 from headend.media.store import TEST_TONE, write_test_tone
 from headend.nodes.gateway import Headend
+from headend.planning.publishing import quiet_window
+from headend.planning.schedule import hhmm, load_schedule
+from headend.planning.schedule import in_quiet as slot_in_quiet
 from headend.runtime.serve import Runtime
 from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 from hwsim.stations import Stations, tone_pattern
@@ -127,11 +131,6 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
 def _playable_now(home: Home, commune_file: Path) -> Path:
     """The commune file the demo runs. Inside its quiet hours nothing would play, so the demo
     then runs a copy in its state directory with the quiet hours moved 12 hours away."""
-    from firmware.plan import in_quiet
-    from headend.planning.publishing import quiet_window
-    from headend.planning.schedule import hhmm, load_schedule
-    from headend.planning.schedule import in_quiet as slot_in_quiet
-
     schedule = load_schedule(commune_file)
     now = time.time_ns() // 1_000_000
     quiet = quiet_window(schedule, now)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,14 @@ from headend.communes.registry import NodeSecrets, headend_password, provision_c
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import Node
-from headend.media.store import StoredMedia, write_test_tone
+from headend.media.library import Media, MediaLibrary
+from headend.media.store import StoredMedia, wav_for_nodes, write_test_tone
+from headend.media.tts import TtsError, default_engine
 from headend.nodes import health
 from headend.nodes.broker import Broker, find_free_port
 from headend.nodes.emergency import EmergencyResult, broadcast, find_target
 from headend.nodes.gateway import Headend, wall_clock_ms
-from headend.planning.publishing import Media, MediaLibrary, PlanPublisher, SourceWatch, real_sleep
+from headend.planning.publishing import PlanPublisher, SourceWatch, real_sleep
 from headend.planning.schedule import Schedule, load_schedule
 
 log = logging.getLogger("loaxa.runtime")
@@ -42,11 +45,7 @@ FALLBACK_TEXT = ("Xin lỗi bà con, chương trình tiếp sóng đang tạm th
 def fallback_announcement(library: MediaLibrary) -> Media:
     """What a node plays when neither relay stream can be reached: spoken (TTS) if the
     engine is installed, else a short tone so the village still hears that something is wrong."""
-    from headend.media.store import wav_for_nodes
-
     try:
-        from headend.media.tts import TtsError, default_engine
-
         try:
             return library.add_bytes(wav_for_nodes(default_engine().synthesize(FALLBACK_TEXT)))
         except TtsError as e:
@@ -175,8 +174,6 @@ class Runtime:
 
 async def serve(home: Home, schedule_path: Path, port: int) -> None:
     """`loaxa serve`: run until Ctrl-C or SIGTERM."""
-    import signal
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

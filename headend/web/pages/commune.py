@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from headend.core import audit
+from headend.core.alarms import LABELS_VI
 from headend.core.audit import ACTION_VI
 from headend.core.auth import ROLE_VI, VIEW, Principal
 from headend.diary.reading import commune_name, commune_timezone, node_rows
-from headend.nodes.alarms import LABELS_VI
 from headend.web.context import WebContext
 
 

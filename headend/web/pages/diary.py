@@ -19,8 +19,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
+from headend.core.alarms import AlarmView, list_alarms
 from headend.core.auth import NODES, VIEW, Forbidden, Principal
 from headend.core.models import Alarm, Commune, DiaryHead, Node, Village
+from headend.diary.exports import ExportError, export_diary
+from headend.diary.monthly import export_monthly, monthly_report
 from headend.diary.reading import commune_timezone, node_rows, time_of_day
 from headend.diary.reconciliation import (
     KIND_VI,
@@ -31,7 +34,6 @@ from headend.diary.reconciliation import (
     lines_for_days,
     session_of,
 )
-from headend.nodes.alarms import AlarmView, list_alarms
 from headend.web.context import WebContext, parse_day
 
 PAGE_DAYS = 31  # the page shows at most a month; exports take up to a year
@@ -87,8 +89,6 @@ def diary_router(ctx: WebContext) -> APIRouter:
     @r.get("/diary/{commune_id}/export")
     def export(commune_id: str, fmt: str = "pdf", first: str | None = None,
                last: str | None = None, me: Principal = me_dep) -> Response:
-        from headend.diary.exports import ExportError, export_diary
-
         me.check(VIEW, commune_id)
         lo, hi = span(commune_id, first, last)
         return _download(fmt, f"so-nhat-ky-{commune_id}-{lo}-{hi}", "sổ nhật ký",
@@ -98,9 +98,6 @@ def diary_router(ctx: WebContext) -> APIRouter:
     @r.get("/diary/{commune_id}/report")
     def report(commune_id: str, month: str | None = None, fmt: str = "pdf",
                me: Principal = me_dep) -> Response:
-        from headend.diary.exports import ExportError
-        from headend.diary.monthly import export_monthly, monthly_report
-
         me.check(VIEW, commune_id)
         try:
             year, mon = (int(x) for x in
