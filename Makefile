@@ -14,11 +14,13 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check headend tests hw-sim
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check headend tests hw-sim
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 install: system-deps $(STAMP)
 

@@ -6,7 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from loaxa_stack import Stack
+from sqlalchemy import Engine
+from support.commune_diary import commune_home
+from support.loaxa_stack import Stack
+
+from headend.planning.schedule import Schedule
 
 
 @pytest.fixture
@@ -16,3 +20,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Engine, Schedule]:
+    """The diary tests' commune (support/commune_diary.py): its engine and schedule."""
+    _, engine, schedule = commune_home(tmp_path)
+    return engine, schedule

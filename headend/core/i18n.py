@@ -299,7 +299,7 @@ EN: Final[dict[str, str]] = {
     "âm lượng {volume}": "volume {volume}",
     "Kỹ thuật viên xem chi tiết ở trang": "Technicians find the details under",
 
-    # --- Words the pages get from Python (see tests/test_i18n.py for where they live) ---
+    # --- Words the pages get from Python (see tests/core/test_i18n.py for where they live) ---
     # Roles (auth.ROLE_VI)
     "Quản trị (tỉnh)": "Administrator (province)",
     "Kỹ thuật viên": "Technician",

@@ -1,5 +1,5 @@
 # firmware/modem.py under both interpreters: the line parsers, and the driver against a small
-# scripted modem in memory (the pty + pyserial tests are tests/test_modem.py, CPython only).
+# scripted modem in memory (the pty + pyserial tests are tests/hal/test_modem.py, CPython only).
 # Plain asserts; runs under MicroPython and CPython.
 import fwtest
 

@@ -1,5 +1,5 @@
 # Protocol v1 codec tests: the same functions run under CPython (pytest) and MicroPython
-# (tests/mp_runner.py), which is what proves both sides sign and check identically.
+# (tests/support/mp_runner.py), which is what proves both sides sign and check identically.
 from firmware import protocol as P
 
 KEY = P.node_key("11" * 32)

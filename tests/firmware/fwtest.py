@@ -1,7 +1,7 @@
 # Shared helpers for firmware tests that run under both MicroPython and CPython.
 # ruff: noqa: SIM105  (MicroPython has no contextlib)
 # The case modules (fw_*_cases.py) hold plain `test_*` functions with bare asserts; the pytest
-# side (conftest.py, test_fw_transport.py) and tests/mp_runner.py both import and call them.
+# side (conftest.py, test_fw_transport.py) and tests/support/mp_runner.py both import and call them.
 # Environment, set by the pytest side:
 #   LOAXA_FW_BROKER   host:port of a mosquitto that stays up for the whole run
 #   LOAXA_FW_BROKER2  host:port of a mosquitto that tests may stop and start

@@ -1,4 +1,4 @@
-# A node over hal.sim whose power tests/test_power_cut.py cuts (SIGKILL) at chosen moments.
+# A node over hal.sim whose power tests/hwsim/test_power_cut.py cuts (SIGKILL) at chosen moments.
 # Runs under MicroPython (and CPython). Usage:
 #   power_cut_node.py air DIR PORT SIM_EPOCH REAL_EPOCH RATE START_S MEDIA_SIZE MEDIA_SHA
 #       follow a plan with one bulletin at START_S (simulated s after SIM_EPOCH) whose media is

@@ -1,7 +1,7 @@
 """Firmware tests (protocol codec, node pieces, MQTT, session, HTTP) under both interpreters.
 
 The same test functions (fw_*_cases.py) run here under CPython, one pytest test each, and under
-real MicroPython through tests/mp_runner.py.
+real MicroPython through tests/support/mp_runner.py.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def test_micropython(case_id: str, fw_env: dict[str, str]) -> None:
     if not MICROPYTHON.exists():
         pytest.skip("MicroPython unix port not installed (make install)")
     module = case_id.split(".")[0]
-    args = [str(MICROPYTHON), "-X", f"heapsize={MP_HEAP}", str(ROOT / "tests" / "mp_runner.py"),
+    runner = ROOT / "tests" / "support" / "mp_runner.py"
+    args = [str(MICROPYTHON), "-X", f"heapsize={MP_HEAP}", str(runner),
             str(HERE / f"{module}.py"), "-k", case_id]
     proc = subprocess.run(
         args, cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=240

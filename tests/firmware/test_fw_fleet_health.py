@@ -8,20 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.audio_check import dominant_hz
 
 from firmware import protocol
 from firmware.mqtt import MQTTClient
 from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from audio_check import dominant_hz
 
 KEY = "22" * 32
 NODE = "n-health"
