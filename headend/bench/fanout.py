@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from firmware import protocol
+from hal.sim import SimClock
 from headend.bench.common import CpuMeter, bench_commune
 from headend.communes.registry import headend_password, provision_commune
 from headend.core.db import open_db
@@ -29,7 +30,7 @@ from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
 from headend.nodes.gateway import Headend
 from headend.web.app import make_app
-from hwsim.fleet import Fleet, SimNode
+from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 
 BLIP = "blip.wav"
 START_AFTER_MS = 8000
@@ -155,7 +156,11 @@ def _flash_dir() -> tempfile.TemporaryDirectory[str] | None:
 
 
 async def run_fanout(nodes: int, rounds: int, per_process: int,
-                     root: Path | None = None, op: str = "play") -> FanoutResult:
+                     root: Path | None = None, op: str = "play",
+                     clock: SimClock | None = None) -> FanoutResult:
+    """clock: the time the headend and the nodes share (default: the real clock). The nodes'
+    quiet hours are put 12 hours away from it, so the benchmark plays at any hour."""
+    shared = clock or SimClock()
     tmp = tempfile.TemporaryDirectory(prefix="loaxa-bench-") if root is None else None
     base = Path(tmp.name) if tmp else root
     assert base is not None
@@ -172,8 +177,12 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
                   media_hosts=[f"127.0.0.1:{web_port}"], per_process=per_process,
                   telemetry_s=3600, keepalive=120,
                   nodes=[SimNode(s.id, s.key, s.password) for s in secrets],
-                  session={"initial_jitter_ms": 5000})
-    headend = Headend(engine, broker.port, password)
+                  session={"initial_jitter_ms": 5000},
+                  clock=None if clock is None else {
+                      "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms,
+                      "rate": clock.rate},
+                  extra={"quiet": quiet_away_from_now(now_ms=shared.time_ms())})
+    headend = Headend(engine, broker.port, password, clock=shared.time_ms)
 
     server = uvicorn.Server(uvicorn.Config(make_app(engine, home.media_dir), host="127.0.0.1",
                                            port=web_port, log_level="warning"))
