@@ -15,6 +15,7 @@ body is read at all. Nothing is stored before the audio pipeline has accepted th
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -33,15 +34,18 @@ from headend.api.common import (
     diary_lines,
     iso,
     known_commune,
+    parse_day,
     plan_items,
     store_bulletin,
 )
 from headend.api.httttn import httttn_router
-from headend.core.auth import MAKE, PERMISSIONS, VIEW, Principal
+from headend.core.alarms import alarm_visible, list_alarms
+from headend.core.auth import MAKE, NODES, PERMISSIONS, VIEW, Principal
 from headend.core.models import Bulletin
 from headend.diary.reading import (
     commune_rows,
     commune_timezone,
+    diary_for_day,
     node_rows,
 )
 from headend.diary.reconciliation import (
@@ -116,7 +120,7 @@ people: 400 bad query (dates as `YYYY-MM-DD`), 401 no or bad token, 403 not allo
 `maBanTin`, `tieuDe`); see those endpoints and headend/api/httttn.py for the mapping.
 """
 
-TAG_ACCOUNT, TAG_COMMUNES, TAG_BULLETINS = "tài khoản", "xã", "bản tin"
+TAG_ACCOUNT, TAG_COMMUNES, TAG_BULLETINS, TAG_NODES = "tài khoản", "xã", "bản tin", "cụm loa"
 class MeOut(BaseModel):
     username: str
     name: str
@@ -203,6 +207,43 @@ class NodeOut(BaseModel):
     volume: int | None
     telemetry: dict[str, Any] = Field(description="The newest telemetry, as the node sent it")
     alarms: list[str] = Field(description="Kinds of the node's open alarms")
+
+
+class FleetNodeOut(NodeOut):
+    commune_id: str
+    commune: str
+    province: str
+
+
+class AsRunOut(BaseModel):
+    """One item as one node played it (or did not): what the node reported."""
+
+    node_id: str
+    village: str
+    title: str
+    trigger: str = Field(description="plan, command, emergency, button ...")
+    planned_ms: int | None
+    start_ms: int | None
+    end_ms: int | None
+    planned_local: str | None
+    start_local: str | None
+    end_local: str | None
+    duration_s: int | None
+    outcome: str = Field(description="aired, partial, failed, missed")
+    reason: str | None
+    operator: str
+    command_id: str | None
+
+
+class AlarmOut(BaseModel):
+    id: int
+    kind: str
+    label_vi: str
+    subject: str = Field(description="The node, the source or the part the alarm is about")
+    commune_id: str | None = Field(description="None: the province's (broker, headend)")
+    detail: str
+    raised_ms: int
+    cleared_ms: int | None
 
 
 class NodesOut(BaseModel):
@@ -345,6 +386,44 @@ def api_router(ctx: WebContext) -> APIRouter:
                 for n in node_rows(ctx.engine, [commune_id])]
         return NodesOut(commune_id=commune_id, total=len(rows),
                         online=sum(n.online for n in rows), nodes=rows)
+
+    def scope(me: Principal) -> list[str] | None:
+        return None if me.province_wide else sorted(me.communes)
+
+    @r.get("/nodes", tags=[TAG_NODES],
+           summary="Every loudspeaker cluster the caller sees, of all their communes")
+    def all_nodes(me: Principal = me_dep) -> list[FleetNodeOut]:
+        me.check(VIEW)
+        tz = commune_timezone(ctx.engine)
+        return [FleetNodeOut(
+            id=n.id, village_id=n.village_id, village=n.village, online=n.online,
+            last_seen_ms=n.last_seen_ms, last_seen_local=iso(n.last_seen_ms, tz),
+            playing=n.playing, fw=n.fw, volume=n.volume, telemetry=n.telemetry,
+            alarms=list(n.alarms), commune_id=n.commune_id, commune=n.commune,
+            province=n.province) for n in node_rows(ctx.engine, scope(me))]
+
+    @r.get("/asrun", tags=[TAG_NODES],
+           summary="What each node reported it aired on a day (default: today), every commune "
+                   "the caller sees")
+    def asrun(day: str | None = None, me: Principal = me_dep) -> list[AsRunOut]:
+        me.check(VIEW)
+        tz = commune_timezone(ctx.engine)
+        d = parse_day(day, "day") or ctx.today(tz)
+        visible = scope(me)
+        rows = diary_for_day(ctx.engine, d, tz) if visible is None else [
+            row for cid in visible for row in diary_for_day(ctx.engine, d, tz, cid)]
+        return [AsRunOut(**asdict(row), duration_s=row.duration_s,
+                         planned_local=iso(row.planned_ms, tz), start_local=iso(row.start_ms, tz),
+                         end_local=iso(row.end_ms, tz)) for row in rows]
+
+    @r.get("/alarms", tags=[TAG_NODES],
+           summary="Open alarms (all=true: cleared ones too), for technicians")
+    def alarms(all: bool = False, me: Principal = me_dep) -> list[AlarmOut]:
+        me.check(NODES)
+        return [AlarmOut(id=a.id, kind=a.kind, label_vi=a.label, subject=a.subject,
+                         commune_id=a.commune_id, detail=a.detail, raised_ms=a.raised_ms,
+                         cleared_ms=a.cleared_ms)
+                for a in list_alarms(ctx.engine, open_only=not all) if alarm_visible(a, me)]
 
     @r.get("/communes/{commune_id}/bulletins", tags=[TAG_BULLETINS],
            summary="Bulletins, newest first (status: draft, approved, rejected)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from headend.core.auth import Principal
 from headend.core.models import Alarm
 
 # Relay sources and plans (headend/media/sources.py, headend/nodes/ingest.py).
@@ -121,3 +122,8 @@ def list_alarms(engine: Engine, open_only: bool = False) -> list[AlarmView]:
         return [AlarmView(a.id, a.kind, a.subject, a.detail, a.raised_ms, a.cleared_ms,
                           a.commune_id)
                 for a in s.scalars(q)]
+
+
+def alarm_visible(a: AlarmView, me: Principal) -> bool:
+    """Alarms of no commune (the broker, the headend) are the province's."""
+    return me.province_wide if a.commune_id is None else me.sees(a.commune_id)

@@ -36,7 +36,6 @@ from headend.api.v1 import API_DESCRIPTION, api_router
 from headend.core import i18n
 from headend.core.auth import VIEW, Forbidden, LoginLimiter, Principal
 from headend.diary.reading import (
-    DiaryRow,
     commune_name,
     commune_rows,
     commune_timezone,
@@ -138,11 +137,6 @@ def _shift(day: date, days: int) -> date | None:
         return day + timedelta(days=days)
     except OverflowError:
         return None
-
-
-def _diary_json(r: DiaryRow, tz: ZoneInfo) -> dict[str, Any]:
-    return dict(asdict(r), duration_s=r.duration_s, start_local=_iso(r.start_ms, tz),
-                end_local=_iso(r.end_ms, tz), planned_local=_iso(r.planned_ms, tz))
 
 
 def _wants_json(request: Request) -> bool:
@@ -270,26 +264,6 @@ def make_app(engine: Engine, media_dir: Path,
                            reason_vi=_reason_vi(r.reason))
                       for r in diary],
         })
-
-    def scope(me: Principal) -> list[str] | None:
-        return None if me.province_wide else sorted(me.communes)
-
-    @app.get("/api/nodes")
-    def api_nodes(me: Principal = me_dep) -> list[dict[str, Any]]:
-        me.check(VIEW)
-        tz = commune_timezone(engine)
-        return [dict(asdict(n), last_seen_local=_iso(n.last_seen_ms, tz))
-                for n in node_rows(engine, scope(me))]
-
-    @app.get("/api/diary")
-    def api_diary(day: str | None = None, me: Principal = me_dep) -> list[dict[str, Any]]:
-        me.check(VIEW)
-        tz = commune_timezone(engine)
-        d = parse_day(day, ctx.today(tz))
-        visible = scope(me)
-        rows = diary_for_day(engine, d, tz) if visible is None else [
-            r for cid in visible for r in diary_for_day(engine, d, tz, cid)]
-        return [_diary_json(r, tz) for r in rows]
 
     @app.get("/media/{name}")
     def media(name: str) -> FileResponse:

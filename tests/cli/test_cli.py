@@ -434,7 +434,7 @@ def test_web_serves_an_existing_state_directory(home: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/nodes",
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/nodes",
                                              headers={"Authorization": f"Bearer {token}"})
                 with urllib.request.urlopen(req, timeout=2) as r:
                     body = r.read().decode()

@@ -59,12 +59,12 @@ def test_demo_shows_nodes_and_diary_and_cleans_up(tmp_path: Path, stop_with: str
             return client.get(path).raise_for_status().json()
 
         def online() -> list[str]:
-            nodes = get_json("/api/nodes")
+            nodes = get_json("/api/v1/nodes")
             assert isinstance(nodes, list)
             return [n["id"] for n in nodes if n["online"]]
 
         nodes = wait_for(lambda: len(online()) >= 5 and online(), 60, "5 online nodes")
-        diary = wait_for(lambda: get_json("/api/diary"), 60, "a diary entry")
+        diary = wait_for(lambda: get_json("/api/v1/asrun"), 60, "a diary entry")
         assert time.monotonic() - started < 60
         assert nodes
         assert diary[0]["outcome"] == "aired"  # type: ignore[index]

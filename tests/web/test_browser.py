@@ -103,7 +103,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             assert r.status_code == 303, r.text
 
             def online() -> int:
-                nodes = client.get("/api/nodes").raise_for_status().json()
+                nodes = client.get("/api/v1/nodes").raise_for_status().json()
                 return sum(n["online"] for n in nodes)
 
             wait_for(lambda: online() >= VILLAGES, 60, f"{VILLAGES} online nodes", d)

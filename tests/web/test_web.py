@@ -184,7 +184,7 @@ def test_todays_diary_is_in_the_commune_timezone(site: Site) -> None:
 
 
 def test_api_diary_gives_local_and_utc_times(site: Site) -> None:
-    r = site.client.get("/api/diary")
+    r = site.client.get("/api/v1/asrun")
     assert r.status_code == 200
     data = r.json()
     assert len(data) == 4
@@ -192,7 +192,7 @@ def test_api_diary_gives_local_and_utc_times(site: Site) -> None:
     assert night["start_ms"] == AFTER_MIDNIGHT
     assert night["start_local"] == "2026-11-23T00:30:00+07:00"
     assert night["duration_s"] == 754
-    assert site.client.get("/api/diary?day=2026-11-22").json()[0]["title"] == (
+    assert site.client.get("/api/v1/asrun?day=2026-11-22").json()[0]["title"] == (
         "Chương trình tối qua")
 
 
@@ -202,11 +202,11 @@ def test_a_day_without_records_says_so(site: Site, day: str) -> None:
     assert r.status_code == 200
     assert "Không có buổi phát nào được ghi trong ngày này." in r.text
     assert rows(r.text, "diary") == []
-    assert site.client.get(f"/api/diary?day={day}").json() == []
+    assert site.client.get(f"/api/v1/asrun?day={day}").json() == []
 
 
 def test_api_nodes(site: Site) -> None:
-    r = site.client.get("/api/nodes")
+    r = site.client.get("/api/v1/nodes")
     assert r.status_code == 200
     nodes = {n["id"]: n for n in r.json()}
     assert sorted(nodes) == sorted(load_commune(COMMUNE).node_ids)
@@ -242,7 +242,7 @@ def test_bad_day_is_400_in_vietnamese(site: Site, day: str) -> None:
     assert '{"detail"' not in page.text
     assert "x" * 100 not in page.text  # the echo of what was typed is cut short
 
-    api = site.client.get("/api/diary", params={"day": day})
+    api = site.client.get("/api/v1/asrun", params={"day": day})
     assert api.status_code == 400
     assert api.headers["content-type"] == "application/json"
     assert api.json()["detail"].startswith("Ngày không hợp lệ")
@@ -274,11 +274,11 @@ def test_a_dropped_table_is_503_and_the_server_stays_up(site: Site) -> None:
     assert page.status_code == 503
     assert page.headers["content-type"].startswith("text/html")
     assert "Không đọc được cơ sở dữ liệu" in page.text
-    api = site.client.get("/api/diary")
+    api = site.client.get("/api/v1/asrun")
     assert api.status_code == 503
     assert "Không đọc được cơ sở dữ liệu" in api.json()["detail"]
     # What does not need the lost table still works; the process is alive.
-    assert site.client.get("/api/nodes").status_code == 200
+    assert site.client.get("/api/v1/nodes").status_code == 200
     assert site.client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -291,7 +291,7 @@ def test_a_replaced_database_file_is_503(site: Site) -> None:
         r = site.client.get(path)
         assert r.status_code == 503
         assert "Không đọc được cơ sở dữ liệu" in r.text
-    for path in ("/api/nodes", "/api/diary"):
+    for path in ("/api/v1/nodes", "/api/v1/asrun"):
         r = site.client.get(path)
         assert r.status_code == 503
         assert "Không đọc được cơ sở dữ liệu" in r.json()["detail"]

@@ -94,7 +94,7 @@ def test_the_health_page_groups_nodes_and_lists_open_alarms(client: TestClient) 
     assert "Lỗi" in row.group(1) and "+3000 ms" in row.group(1)
     for label in ("Lỗi bộ khuếch đại (ampli)", "Sóng 4G yếu", "Đồng hồ cụm loa lệch"):
         assert label in html
-    alarms = client.get("/api/alarms").json()
+    alarms = client.get("/api/v1/alarms").json()
     assert {(a["kind"], a["subject"]) for a in alarms} >= {
         ("amp_fault", "n1-a"), ("weak_signal", "n1-a"), ("clock_offset", "n1-a"),
         ("broadcast_missed", "n2-a")}

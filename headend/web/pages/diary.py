@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from headend.core.alarms import AlarmView, list_alarms
+from headend.core.alarms import alarm_visible, list_alarms
 from headend.core.auth import NODES, VIEW, Forbidden, Principal
 from headend.core.models import Alarm, Commune, DiaryHead, Node, Village
 from headend.diary.exports import ExportError, export_diary
@@ -129,17 +129,9 @@ def diary_router(ctx: WebContext) -> APIRouter:
         alarms = [{"label": a.label, "subject": a.subject, "detail": a.detail,
                    "raised": datetime.fromtimestamp(a.raised_ms / 1000, tz)
                    .strftime("%d/%m %H:%M")} for a in list_alarms(engine, open_only=True)
-                  if _alarm_visible(a, me)]
+                  if alarm_visible(a, me)]
         return ctx.page(request, "health.html", me, tree=tree, alarms=alarms,
                         online=sum(n.online for n in nodes), total=len(nodes))
-
-    @r.get("/api/alarms")
-    def api_alarms(all: bool = False, me: Principal = me_dep) -> list[dict[str, Any]]:
-        me.check(NODES)
-        return [{"id": a.id, "kind": a.kind, "label_vi": a.label, "subject": a.subject,
-                 "commune_id": a.commune_id, "detail": a.detail, "raised_ms": a.raised_ms,
-                 "cleared_ms": a.cleared_ms}
-                for a in list_alarms(engine, open_only=not all) if _alarm_visible(a, me)]
 
     @r.get("/metrics")
     def metrics(me: Principal = me_dep) -> Response:
@@ -151,11 +143,6 @@ def diary_router(ctx: WebContext) -> APIRouter:
                                  media_type=CONTENT_TYPE_LATEST)
 
     return r
-
-
-def _alarm_visible(a: AlarmView, me: Principal) -> bool:
-    """Alarms of no commune (the broker, the headend) are the province's."""
-    return me.province_wide if a.commune_id is None else me.sees(a.commune_id)
 
 
 def _download(fmt: str, name: str, what: str, write: Callable[[Path], object],
