@@ -1,0 +1,1 @@
+"""The LoaXa headend: one package per concern; docs/architecture.md maps them."""

@@ -27,13 +27,8 @@ from headend.diary.reconciliation import (
 )
 from headend.media import bulletins
 from headend.media.bulletins import BulletinError, Meta
-from headend.media.pipeline import (
-    AudioPipelineError,
-    AudioRejected,
-    PreparedAudio,
-    prepare_speech,
-    prepare_upload,
-)
+from headend.media.pipeline import PreparedAudio, prepare_speech, prepare_upload
+from headend.media.probe import AudioPipelineError, AudioRejected
 from headend.planning.expansion import expand
 from headend.planning.programme import programme_items
 from headend.planning.schedule import CLASSES, ScheduleError

@@ -106,7 +106,7 @@ from headend.diary.reconciliation import (
 from headend.diary.reconciliation import MAX_DAYS as DIARY_MAX_DAYS
 from headend.media import bulletins
 from headend.media.bulletins import Meta
-from headend.media.pipeline import MAX_BYTES
+from headend.media.probe import MAX_BYTES
 from headend.web.context import WebContext
 from headend.web.uploads import declared_too_large, temp_dir, too_large_vi
 

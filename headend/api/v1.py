@@ -64,9 +64,7 @@ from headend.media.bulletins import (
     STATUS_VI,
     Meta,
 )
-from headend.media.pipeline import (
-    MAX_BYTES,
-)
+from headend.media.probe import MAX_BYTES
 from headend.planning.schedule import CLASSES
 from headend.web.context import WebContext
 from headend.web.uploads import FormRefused, read_form

@@ -1,0 +1,2 @@
+"""The `loaxa` command: main.py parses and dispatches, one module per command group over
+common.py."""

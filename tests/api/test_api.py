@@ -45,7 +45,7 @@ from headend.diary.reconciliation import (
     ProgrammeLine,
     VillageOutcome,
 )
-from headend.media.pipeline import MAX_BYTES
+from headend.media.probe import MAX_BYTES
 from headend.planning.expansion import expand
 from headend.planning.programme import record_programme
 from headend.planning.schedule import load_schedule

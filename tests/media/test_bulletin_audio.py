@@ -22,22 +22,15 @@ import numpy.typing as npt
 import pytest
 
 from headend.bench.upload import measure_upload, render
-from headend.media.pipeline import (
+from headend.media.pipeline import PROFILES, PreparedAudio, prepare, prepare_speech, prepare_upload
+from headend.media.probe import (
     ALLOWED_SUFFIXES,
     MAX_BYTES,
     MAX_SECONDS,
-    PEAK_CEILING_DBFS,
-    PROFILES,
-    TARGET_LUFS,
     AudioRejected,
-    PreparedAudio,
     check_upload,
-    integrated_lufs,
-    make_chime,
-    prepare,
-    prepare_speech,
-    prepare_upload,
 )
+from headend.media.signal import PEAK_CEILING_DBFS, TARGET_LUFS, integrated_lufs, make_chime
 from headend.media.store import NODE_WAV
 from headend.media.tts import EspeakNg
 

@@ -1,0 +1,1 @@
+"""The web pages, one module per group; each builds a router over the shared WebContext."""

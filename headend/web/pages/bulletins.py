@@ -22,7 +22,8 @@ from headend.media.bulletins import (
     BulletinError,
     Meta,
 )
-from headend.media.pipeline import MAX_BYTES, AudioRejected, prepare_speech, prepare_upload
+from headend.media.pipeline import prepare_speech, prepare_upload
+from headend.media.probe import MAX_BYTES, AudioRejected
 from headend.web.context import WebContext
 from headend.web.uploads import FormRefused, read_form
 

@@ -20,7 +20,8 @@ from headend.core.auth import EMERGENCY, Principal
 from headend.core.models import Broadcast, Village
 from headend.diary.reading import commune_name, commune_timezone
 from headend.media import bulletins
-from headend.media.pipeline import AudioRejected, prepare_speech
+from headend.media.pipeline import prepare_speech
+from headend.media.probe import AudioRejected
 from headend.media.store import StoredMedia
 from headend.web.context import WebContext
 
