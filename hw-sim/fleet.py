@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.node import ITEM_LEAD_MS
+from hal.sim import SimClock
 
 REPO = Path(__file__).resolve().parent.parent
 HOST_SCRIPT = Path(__file__).resolve().parent / "simnode.py"
@@ -103,8 +104,8 @@ class Fleet:
     telemetry_s: int = 60
     keepalive: int = 30
     session: dict[str, Any] = field(default_factory=dict)
-    # Controlled time shared by every node: {"sim_epoch_ms", "real_epoch_ms", "rate"} (see
-    # hal.sim.SimClock). None: real time. Build one with Fleet.fast_clock().
+    # Controlled time shared by every node: {"sim_epoch_ms", "real_epoch_ms", "rate", "warp"}
+    # (hal.sim.SimClock.config()). None: real time. Build one with Fleet.fast_clock().
     clock: dict[str, Any] | None = None
     cache_bytes: int | None = None  # each node's media cache (firmware default when None)
     real_lead_ms: int = 60  # under a fast clock, items start at least this long (real) ahead
@@ -130,11 +131,11 @@ class Fleet:
 
     def sim_time_ms(self) -> int:
         """The fleet's simulated time now (without any node's own clock offset)."""
-        real = time.time_ns() // 1_000_000
         if not self.clock:
-            return real
+            return time.time_ns() // 1_000_000
         c = self.clock
-        return int(c["sim_epoch_ms"] + (real - c["real_epoch_ms"]) * c.get("rate", 1))
+        return int(SimClock(0, c.get("rate", 1), c["sim_epoch_ms"], c["real_epoch_ms"],
+                            c.get("warp")).time_ms())
 
     def node_dir(self, node_id: str) -> Path:
         return self.root / "nodes" / node_id

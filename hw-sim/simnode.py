@@ -21,7 +21,7 @@ def make_clock(nc):
     """The node's SimClock: its own offset on the fleet's shared controlled time, if any."""
     ck = nc.get("clock") or {}
     return SimClock(nc.get("clock_offset_ms", 0), ck.get("rate", 1), ck.get("sim_epoch_ms"),
-                    ck.get("real_epoch_ms"))
+                    ck.get("real_epoch_ms"), ck.get("warp"))
 
 
 BOOT_MS = 300  # real ms a rebooting node is gone before its firmware starts again

@@ -41,32 +41,78 @@ class SimClock(base.Clock):
 
     time_ms = sim_epoch + (real_now - real_epoch) * rate + offset. Both epochs default to real
     now, so SimClock() is real time. Several processes given the same epochs share one
-    simulated time. sleep_ms(ms) sleeps ms simulated (ms / rate real)."""
+    simulated time. sleep_ms(ms) sleeps ms simulated (ms / rate real).
 
-    def __init__(self, offset_ms=0, rate=1, sim_epoch_ms=None, real_epoch_ms=None):
+    warp: [[sim_from_ms, sim_to_ms, rate], ...], stretches of simulated time that run at another
+    rate: a simulated week runs its nights and idle hours fast and its broadcasts at `rate`."""
+
+    def __init__(self, offset_ms=0, rate=1, sim_epoch_ms=None, real_epoch_ms=None, warp=None):
         now = _real_ms()
         self.offset_ms = offset_ms
         self.rate = rate
         self.real_epoch_ms = now if real_epoch_ms is None else real_epoch_ms
         self.sim_epoch_ms = self.real_epoch_ms if sim_epoch_ms is None else sim_epoch_ms
+        self.warp = [list(w) for w in warp] if warp else []
+        # (sim_start, real_start, rate) of each stretch, in order; real_start from the rates
+        segs = [(self.sim_epoch_ms, self.real_epoch_ms, rate)]
+        for a, b, r in sorted(self.warp, key=lambda w: w[0]):
+            for sim, r2 in ((a, r), (b, rate)):
+                s0, t0, r0 = segs[-1]
+                if sim > s0:
+                    segs.append((sim, t0 + (sim - s0) / r0, r2))
+                elif sim == s0:
+                    segs[-1] = (s0, t0, r2)
+        self._segs = segs
         self._t0 = self.time_ms()
 
+    def config(self):
+        """What another process needs to share this clock (hw-sim node configs)."""
+        cfg = {"sim_epoch_ms": self.sim_epoch_ms, "real_epoch_ms": self.real_epoch_ms,
+               "rate": self.rate}
+        if self.warp:
+            cfg["warp"] = self.warp
+        return cfg
+
+    def _seg_at_real(self, real):
+        segs = self._segs
+        i = len(segs) - 1
+        while i > 0 and segs[i][1] > real:
+            i -= 1
+        return segs[i]
+
     def time_ms(self):
-        if self.rate == 1:
-            return self.sim_epoch_ms + _real_ms() - self.real_epoch_ms + self.offset_ms
-        return (self.sim_epoch_ms + int((_real_ms() - self.real_epoch_ms) * self.rate)
-                + self.offset_ms)
+        if not self.warp:
+            if self.rate == 1:
+                return self.sim_epoch_ms + _real_ms() - self.real_epoch_ms + self.offset_ms
+            return (self.sim_epoch_ms + int((_real_ms() - self.real_epoch_ms) * self.rate)
+                    + self.offset_ms)
+        real = _real_ms()
+        s0, t0, r = self._seg_at_real(real)
+        return s0 + int((real - t0) * r) + self.offset_ms
+
+    def real_ms_at(self, sim_ms):
+        """The real time (ms since the epoch) at which this clock reads sim_ms."""
+        sim_ms -= self.offset_ms
+        segs = self._segs
+        i = len(segs) - 1
+        while i > 0 and segs[i][0] > sim_ms:
+            i -= 1
+        s0, t0, r = segs[i]
+        return t0 + (sim_ms - s0) / r
 
     def ticks_ms(self):
         """Simulated milliseconds since construction (not wrapped: subtract to compare)."""
         return self.time_ms() - self._t0
 
     def sleep_ms(self, ms):
-        if self.rate == 1:
+        if self.rate == 1 and not self.warp:
             return _sleep_ms(ms)
         if ms <= 0:
             return _sleep_ms(0)
-        return asyncio.sleep(ms / self.rate / 1000)
+        if not self.warp:
+            return asyncio.sleep(ms / self.rate / 1000)
+        real = self.real_ms_at(self.time_ms() + ms) - _real_ms()
+        return asyncio.sleep(max(0, real) / 1000)
 
 
 class EventLog:

@@ -28,7 +28,7 @@ from headend.core.db import open_db
 from headend.core.home import Home
 from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 from headend.web.app import make_app
 from hwsim.fleet import Fleet, SimNode, quiet_away_from_now
 
@@ -93,7 +93,7 @@ class FanoutResult:
         ])
 
 
-async def _reference_round(headend: Headend, node_ids: list[str],
+async def _reference_round(headend: Gateway, node_ids: list[str],
                            meter: CpuMeter) -> tuple[float, dict[str, float]]:
     loop = asyncio.get_running_loop()
     futs = {}
@@ -108,7 +108,7 @@ async def _reference_round(headend: Headend, node_ids: list[str],
     return time.perf_counter() - t0, meter.stop()
 
 
-async def _signed_round(headend: Headend, node_ids: list[str], url: str,
+async def _signed_round(headend: Gateway, node_ids: list[str], url: str,
                         meter: CpuMeter, op: str) -> tuple[float, float, dict[str, float]]:
     t_prep = time.perf_counter()
     first: tuple[str, ...]
@@ -178,11 +178,9 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
                   telemetry_s=3600, keepalive=120,
                   nodes=[SimNode(s.id, s.key, s.password) for s in secrets],
                   session={"initial_jitter_ms": 5000},
-                  clock=None if clock is None else {
-                      "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms,
-                      "rate": clock.rate},
+                  clock=None if clock is None else clock.config(),
                   extra={"quiet": quiet_away_from_now(now_ms=shared.time_ms())})
-    headend = Headend(engine, broker.port, password, clock=shared.time_ms)
+    headend = Gateway(engine, broker.port, password, clock=shared.time_ms)
 
     server = uvicorn.Server(uvicorn.Config(make_app(engine, home.media_dir), host="127.0.0.1",
                                            port=web_port, log_level="warning"))
@@ -199,7 +197,7 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
         result.connect_s = time.perf_counter() - t0
         await asyncio.sleep(2)
         await headend.flush()
-        gc.freeze()  # as a long-running headend is after start-up (see Headend._session)
+        gc.freeze()  # as a long-running headend is after start-up (see Gateway._session)
         node_ids = [s.id for s in secrets]
         assert broker.pid is not None
         meter = CpuMeter({"headend": [os.getpid()], "broker": [broker.pid],

@@ -11,10 +11,10 @@ Two phases in the same run, over the same node connections and the same offered 
 - **reference**: a minimal subscriber (raw socket, counts and PUBACKs, nothing else) takes the
   same topics the headend takes (`+/telemetry`, `+/asrun`, QoS 1): the plain broker delivery
   rate to one subscriber;
-- **headend**: `headend.nodes.gateway.Headend` receives, decodes, batches and stores every
+- **headend**: `headend.nodes.gateway.Gateway` receives, decodes, batches and stores every
   message in
   SQLite (`headend.nodes.ingest.store_reports`), then acknowledges each as-run record to its node.
-  Stored = committed in the database (`Headend.stored`).
+  Stored = committed in the database (`Gateway.stored`).
 
 Afterwards the run checks that what was offered was stored exactly once: as-run rows in the
 database = as-run records offered, every record acknowledged to its node, and every node's
@@ -51,7 +51,7 @@ from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import AsRunRecord, Node
 from headend.nodes.broker import Broker, find_free_port, raise_fd_limit
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 
 TARGET_RATE = 10_000  # messages stored per second (issue #4)
 TICK_S = 0.005  # the generator sends what is due every 5 ms
@@ -540,7 +540,7 @@ async def measure(nodes: int = 1000, rate: float = 12_000, seconds: float = 60,
     broker = Broker(home.broker_dir, port=find_free_port(), headend_password=password)
     broker.write_config({s.id: s.password for s in secrets})
     result = IngestResult(nodes, rate, asrun_share, generators)
-    headend = Headend(engine, broker.port, password)
+    headend = Gateway(engine, broker.port, password)
     gens: Generators | None = None
     task: asyncio.Task[None] | None = None
     try:

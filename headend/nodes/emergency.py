@@ -21,7 +21,7 @@ from headend.core.models import Broadcast, Commune, Node, Village
 from headend.media.library import Media, MediaLibrary, node_audio
 from headend.media.store import wav_for_nodes
 from headend.media.tts import TtsError, default_engine
-from headend.nodes.gateway import Headend, HeadendOffline, tool_session
+from headend.nodes.gateway import Gateway, HeadendOffline, tool_session
 
 TTL_MS = 60_000  # an emergency not received within a minute is stale
 MAX_TEXT = 5000
@@ -98,7 +98,7 @@ def emergency_audio(library: MediaLibrary, file: Path | None, text: str | None) 
     return library.add_bytes(wav_for_nodes(speech))
 
 
-async def broadcast(headend: Headend, engine: Engine, target: Target, media: Media, title: str,
+async def broadcast(headend: Gateway, engine: Engine, target: Target, media: Media, title: str,
                     sent_by: str, sent_from: str, text: str | None = None,
                     wait_s: float = 15.0) -> EmergencyResult:
     """Send the emergency to every target node and wait (up to wait_s) for them to start."""

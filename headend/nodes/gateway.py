@@ -92,7 +92,10 @@ class _Waiters:
             del self.by_cmd[cmd_id]
 
 
-class Headend:
+class Gateway:
+    """The headend's one MQTT client: signs and publishes commands and plans, batches what
+    nodes report into the database (nodes/ingest.py) and wakes whoever awaits an ack."""
+
     def __init__(
         self,
         engine: Engine,
@@ -381,10 +384,10 @@ class Headend:
 
 @contextlib.asynccontextmanager
 async def tool_session(engine: Engine, broker_port: int, password: str,
-                       name: str) -> AsyncIterator[Headend]:
+                       name: str) -> AsyncIterator[Gateway]:
     """A one-off client of the running headend's broker (`loaxa broadcast`, `loaxa node`): it
     sends commands and follows their acks; the running headend stores them."""
-    headend = Headend(engine, broker_port, password, persistent=False,
+    headend = Gateway(engine, broker_port, password, persistent=False,
                       client_id=f"loaxa-{name}-{secrets.token_hex(4)}")
     task = asyncio.create_task(headend.run())
     try:

@@ -24,7 +24,7 @@ from headend.core import auth
 from headend.core.home import Home
 from headend.core.paths import example_commune
 from headend.media.store import TEST_TONE, write_test_tone
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 from headend.planning.publishing import quiet_window
 from headend.planning.schedule import hhmm, load_schedule
 from headend.planning.schedule import in_quiet as slot_in_quiet
@@ -155,7 +155,7 @@ def _playable_now(home: Home, commune_file: Path) -> Path:
     return copy
 
 
-async def _announce(headend: Headend, node_ids: list[str], port: int) -> None:
+async def _announce(headend: Gateway, node_ids: list[str], port: int) -> None:
     await asyncio.sleep(ANNOUNCE_AFTER_S)
     url = f"http://127.0.0.1:{port}/media/{TEST_TONE}"
     cmds = await headend.send(node_ids, "play", {"url": url, "title": "Thông báo thử nghiệm"},

@@ -32,7 +32,7 @@ from headend.media.tts import TtsError, default_engine
 from headend.nodes import health
 from headend.nodes.broker import Broker, find_free_port
 from headend.nodes.emergency import EmergencyResult, broadcast, find_target
-from headend.nodes.gateway import Headend, wall_clock_ms
+from headend.nodes.gateway import Gateway, wall_clock_ms
 from headend.planning.publishing import PlanPublisher, SourceWatch, real_sleep
 from headend.planning.schedule import Schedule, load_schedule
 
@@ -70,7 +70,7 @@ class Runtime:
     schedule: Schedule = field(init=False)
     secrets: list[NodeSecrets] = field(init=False)
     broker: Broker = field(init=False)
-    headend: Headend = field(init=False)
+    headend: Gateway = field(init=False)
     library: MediaLibrary = field(init=False)
     publisher: PlanPublisher = field(init=False)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -86,7 +86,7 @@ class Runtime:
         self.broker = Broker(self.home.broker_dir, port=find_free_port(),
                              headend_password=password)
         self.broker.write_config({s.id: s.password for s in self.secrets})
-        self.headend = Headend(self.engine, self.broker.port, password, clock=self.clock)
+        self.headend = Gateway(self.engine, self.broker.port, password, clock=self.clock)
 
     def _remember_schedule(self) -> None:
         path = self.home.communes_path

@@ -24,7 +24,7 @@ from headend.diary.reconciliation import (
     commune_info,
     lines_for_days,
 )
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 from headend.nodes.ingest import store_reports
 from headend.planning.expansion import expand
 from headend.planning.programme import record_programme
@@ -86,7 +86,7 @@ def test_an_item_not_yet_due_is_planned_and_a_correction_changes_the_outcome(
 
 def test_an_emergency_to_several_nodes_is_one_line(setup: tuple[Engine, Schedule]) -> None:
     engine, _ = setup
-    cmds = Headend(engine, 1, "x", clock=lambda: ms(DAY, 9 * 60)).prepare(
+    cmds = Gateway(engine, 1, "x", clock=lambda: ms(DAY, 9 * 60)).prepare(
         ["n0-a", "n1-a", "n2-a"], "emergency", {"url": "http://h:1/bao.wav"},
         operator="Cán bộ VH", title="Bão số 5")
     start = ms(DAY, 9 * 60) + 300

@@ -126,8 +126,7 @@ def test_a_headend_killed_in_the_middle_of_an_upload_loses_and_doubles_nothing(
     stack.start()
     nodes = stack.node_ids
     cfg = json.dumps({"db": stack.home.db_url, "port": stack.broker.port,
-                      "password": stack.password, "rate": rate,
-                      "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms})
+                      "password": stack.password, **clock.config()})
     log = (tmp_path / "headend.log").open("w")
 
     def spawn() -> subprocess.Popen[bytes]:

@@ -16,7 +16,7 @@ from headend.communes.registry import provision_commune
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import AsRunRecord, Command, Node
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 from headend.nodes.ingest import store_reports
 
 NODE = "n0001"
@@ -54,7 +54,7 @@ def node(engine: Engine) -> Node:
 
 
 def sent(engine: Engine) -> str:
-    [c] = Headend(engine, 1, "x").prepare([NODE], "play", {"url": "http://h:1/a.wav"})
+    [c] = Gateway(engine, 1, "x").prepare([NODE], "play", {"url": "http://h:1/a.wav"})
     return c.id
 
 

@@ -10,7 +10,7 @@ import sys
 
 from hal.sim import SimClock
 from headend.core.db import open_db
-from headend.nodes.gateway import Headend
+from headend.nodes.gateway import Gateway
 
 
 def main() -> None:
@@ -18,9 +18,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     clock = SimClock(rate=cfg["rate"], sim_epoch_ms=cfg["sim_epoch_ms"],
-                     real_epoch_ms=cfg["real_epoch_ms"])
+                     real_epoch_ms=cfg["real_epoch_ms"], warp=cfg.get("warp"))
     engine = open_db(cfg["db"])
-    asyncio.run(Headend(engine, cfg["port"], cfg["password"], clock=clock.time_ms).run())
+    asyncio.run(Gateway(engine, cfg["port"], cfg["password"], clock=clock.time_ms).run())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from headend.core.models import AsRunRecord, Command, Node
 from headend.media.library import MediaLibrary
 from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
-from headend.nodes.gateway import Headend, SentCommand
+from headend.nodes.gateway import Gateway, SentCommand
 from headend.nodes.health import HealthPolicy
 from headend.planning.publishing import PlanPublisher, SourceWatch
 from headend.web.app import make_app
@@ -84,9 +84,7 @@ class Stack:
             # Small backoff so reconnect tests run in seconds, still jittered.
             session=session if session is not None else {
                 "backoff_min_ms": 200, "backoff_max_ms": 2000, "initial_jitter_ms": 300},
-            clock=None if clock is None else {
-                "sim_epoch_ms": clock.sim_epoch_ms, "real_epoch_ms": clock.real_epoch_ms,
-                "rate": clock.rate},
+            clock=None if clock is None else clock.config(),
             **options,
         )
         self.loop = asyncio.new_event_loop()
@@ -113,8 +111,8 @@ class Stack:
         wait_until(lambda: self.online_count() == len(self.node_ids), 15, "births stored")
         return self
 
-    def _new_headend(self) -> Headend:
-        headend = Headend(self.engine, self.broker.port, self.password, clock=self.clock.time_ms)
+    def _new_headend(self) -> Gateway:
+        headend = Gateway(self.engine, self.broker.port, self.password, clock=self.clock.time_ms)
         if self.clock.rate != 1:
             # Delivery takes real milliseconds, which a fast clock turns into simulated
             # seconds: allow for half a real second of it before calling a clock wrong.

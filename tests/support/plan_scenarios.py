@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 from hal.sim import SimClock
 from headend.communes.files import CommuneSpec, VillageSpec
 from headend.core.models import AsRunRecord
+from headend.planning.expansion import expand
+from headend.planning.schedule import load_schedule
 from hwsim.stations import Stations, byte_pattern, wav_header
 from support.loaxa_stack import Stack, wait_until
 
@@ -26,12 +28,39 @@ def local_ms(day: date, hhmm: str) -> int:
     return int(datetime(day.year, day.month, day.day, h, m, tzinfo=TZ).timestamp() * 1000)
 
 
-def fast_clock(sim_start: datetime, rate: float, lead_s: float) -> SimClock:
+def fast_clock(sim_start: datetime, rate: float, lead_s: float,
+               warp: list[list[int]] | None = None) -> SimClock:
     """A clock that reads `sim_start` lead_s real seconds from now and runs `rate` times as
-    fast as real time (the nodes boot during the lead)."""
+    fast as real time (the nodes boot during the lead); warp: stretches that run at their own
+    rate (see idle_warp)."""
     real_now = int(time.time() * 1000)
     return SimClock(rate=rate, sim_epoch_ms=int(sim_start.timestamp() * 1000),
-                    real_epoch_ms=real_now + int(lead_s * 1000))
+                    real_epoch_ms=real_now + int(lead_s * 1000), warp=warp)
+
+
+IDLE_MARGIN_MS = 20 * 60_000  # source probes start 10 minutes ahead; as-run uploads follow
+IDLE_MIN_MS = 30 * 60_000  # shorter gaps are not worth switching rates for
+
+
+def idle_warp(directory: Path, villages: int, slots: str, first_ms: int, last_ms: int,
+              rate: int, margin_ms: int = IDLE_MARGIN_MS) -> list[list[int]]:
+    """The stretches of [first_ms, last_ms) in which nothing of the schedule (commune(villages)
+    with these slots, its media in directory) airs, with margin_ms before and after each item,
+    to run at `rate`: a simulated week's nights and idle hours pass in seconds while every item
+    still airs at the test's own rate, so what a test measures about items is as before."""
+    path = directory / "idle-warp.toml"
+    path.write_text(schedule_text(commune(villages), slots))
+    busy = sorted((e.start_ms - margin_ms, e.end_ms + margin_ms)
+                  for entries in expand(load_schedule(path), first_ms, last_ms).values()
+                  for e in entries)
+    out, at = [], first_ms
+    for start, end in busy:
+        if start - at >= IDLE_MIN_MS:
+            out.append([at, start, rate])
+        at = max(at, end)
+    if last_ms - at >= IDLE_MIN_MS:
+        out.append([at, last_ms, rate])
+    return out
 
 
 def commune(villages: int) -> CommuneSpec:
@@ -125,9 +154,9 @@ def days(first: date, n: int) -> list[date]:
 
 
 def wait_sim(clock: SimClock, until_ms: int) -> None:
-    left = until_ms - clock.time_ms()
+    left = clock.real_ms_at(until_ms) - time.time() * 1000
     if left > 0:
-        time.sleep(left / clock.rate / 1000)
+        time.sleep(left / 1000)
 
 
 def records_settled(stack: Stack, want: int, timeout: float = 60) -> list[AsRunRecord]:
