@@ -23,6 +23,7 @@ from support.plan_scenarios import (
     add_stations,
     commune,
     fast_clock,
+    idle_warp,
     local_ms,
     records_settled,
     schedule_text,
@@ -42,11 +43,14 @@ TOLERANCE_MS = 60_000
 def test_a_node_offline_for_two_days_uploads_every_record_once_and_the_diary_reconciles(
         tmp_path: Path) -> None:
     rate = 1000
-    clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8)
     tuesday, wednesday = MONDAY + timedelta(days=1), MONDAY + timedelta(days=2)
     spec = commune(3)
     with Stations() as stations:
         write_wav(tmp_path / "ban-tin.wav", 600, 7)
+        # The idle hours after the node goes offline run at 5000x (idle_warp).
+        warp = idle_warp(tmp_path, 3, WEEK_SLOTS, local_ms(MONDAY, "03:10"),
+                         local_ms(wednesday, "09:00"), 5000)
+        clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8, warp=warp)
         fallback = tmp_path / "fallback.wav"
         write_wav(fallback, 20, 42)
         urls = add_stations(stations)
