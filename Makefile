@@ -15,7 +15,7 @@ test: install
 	$(VENV)/bin/ruff check headend tests hw-sim
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=20 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check headend tests hw-sim

@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 Mode = Literal["live", "down", "refuse", "stall", "mute", "cut_after"]
@@ -101,6 +101,12 @@ class _Server(ThreadingHTTPServer):
     # kernel drops the rest and they retry a second later, which is no station's behaviour.
     request_queue_size = 256
     stations: Stations
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # Each request's thread named as the stations' own: a test counting this server's
+        # threads must not count another server's in the same process.
+        threading.current_thread().name = f"stations:{self.server_address[1]}:request"
+        super().process_request_thread(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
