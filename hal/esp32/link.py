@@ -1,5 +1,6 @@
 # IP links: WiFi, Ethernet (LAN8720) and 4G (the modem's AT set-up, then network.PPP), each
-# kept up by a polling task that also sets the clock by NTP.
+# kept up by a polling task that also sets the clock by NTP. The up/down plumbing is
+# hal/base.py's Link.
 # ruff: noqa: UP031, SIM105, RUF006, RUF012  (MicroPython: %-formatting, no contextlib)
 import asyncio
 
@@ -14,15 +15,13 @@ LINK_RETRY_MS = 5000  # real ms between attempts to bring a link up
 
 class _PolledLink(base.Link):
     """A link whose state is polled (MicroPython gives no event for a lost connection): a
-    task keeps it up, reports a drop to the on_down callbacks and sets the clock by NTP."""
+    task keeps it up, reports its state to base.Link.set_up and sets the clock by NTP."""
 
     kind = "unknown"
 
     def __init__(self, hw):
+        super().__init__()
         self._hw = hw
-        self._callbacks = []  # type: list
-        self._up = False
-        self._event = asyncio.Event()
         self._task = None  # type: object | None
         self._ntp_at = None  # type: int | None
         self._ntp_every = NTP_EVERY_MS
@@ -38,31 +37,9 @@ class _PolledLink(base.Link):
         if self._task is None:
             self._task = asyncio.create_task(self._keep())
 
-    async def up(self):
+    def up(self):
         self.start()
-        while not self._up:
-            self._event.clear()
-            await self._event.wait()
-
-    def is_up(self):
-        return self._up
-
-    def on_down(self, callback):
-        self._callbacks.append(callback)
-
-    def _set(self, up):
-        if up == self._up:
-            return
-        self._up = up
-        if up:
-            self._event.set()
-            self._ntp_at = None  # set the clock at once
-        else:
-            for cb in self._callbacks:
-                try:
-                    cb()
-                except Exception:  # a failing callback must not keep the link "up"
-                    pass
+        return base.Link.up(self)  # (its coroutine itself: no second one on the heap)
 
     def _ntp(self):
         if self._ntp_at is not None and since(self._ntp_at) < self._ntp_every:
@@ -78,11 +55,12 @@ class _PolledLink(base.Link):
     async def _keep(self):
         while True:
             if self._connected():
-                self._set(True)
+                if self.set_up(True):
+                    self._ntp_at = None  # set the clock at once
                 self._ntp()
                 await sleep_ms(LINK_POLL_MS)
                 continue
-            self._set(False)
+            self.set_up(False)
             try:
                 await self._connect()
             except (OSError, RuntimeError) as e:
