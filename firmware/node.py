@@ -1,90 +1,41 @@
 # A loudspeaker node: checks signed commands, follows its signed plan on its own (firmware/plan.py
 # decides, firmware/player.py airs), drives playback through the HAL, keeps its as-run records in
-# flash until the headend acknowledges them, and reports health.
+# flash until the headend acknowledges them (firmware/asrun.py), and reports health
+# (firmware/health.py). The test tone is firmware/tone.py.
 import asyncio
 import json
 import random
-import struct
 
-from firmware import http, ota as otalib, plan as planlib, protocol, wav
+from firmware import asrun, health, http, ota as otalib, plan as planlib, protocol, tone, wav
+from firmware.asrun import F_ASRUN
 from firmware.cache import CacheFull, MediaCache
+from firmware.health import AMP_MIN_MA, FULL_EVERY_MS, TELEMETRY_S  # noqa: F401 (the bench's)
 from firmware.mqtt import MQTTClient, sleep_ms, ticks_diff, ticks_ms
-from firmware.player import LEAD_MS, RELAY_TIMEOUT_MS, Airing, Player
+from firmware.player import AMP_PREROLL_MS, LEAD_MS, RELAY_TIMEOUT_MS, Airing, Player
 from firmware.session import Session
 
 FW_VERSION = "0.1.0"
 CHUNK = 1024  # bytes of PCM per read: small enough for a 100 KB heap
-AMP_PREROLL_MS = 300  # relay closes this long before audio so the first word is not clipped
 AMP_POSTROLL_MS = 300
 FETCH_LEAD_MS = 2000  # for a play with a start time: open the stream this long before it
-ASRUN_MAX = 200  # as-run records kept while the headend is unreachable (about a week of items)
-ASRUN_RESEND_MS = 30000
 
 # Persisted files in the node's storage
 F_SEQ = "seq.ctr"  # last accepted command sequence number: replay protection across reboots
 F_STATE = "state.json"  # session counter, next as-run record id, volume
-F_ASRUN = "asrun.json"  # as-run records not yet acknowledged by the headend
 F_PLAN = "plan.json"  # the plan in force (after the lock-window merge), written atomically
 F_DONE = "done.json"  # ids of plan items already dealt with (aired, missed, stopped)
 
-# Telemetry: every TELEMETRY_S the readings that move (MOVING); the whole message when anything
-# else has changed, at least every FULL_EVERY_MS, and at once on connect or an amplifier fault.
-# A full message is about 700 bytes, a short one about 200: this keeps a node's control
-# traffic well under 150 KB a day (docs/benchmarks.md, node-day).
-TELEMETRY_S = 300
-FULL_EVERY_MS = 3600 * 1000
-MOVING = ("v", "t", "node", "at", "clock", "uptime_s", "heap_free", "signal_dbm", "temp_c",
-          "amp_ma")
 CACHE_BYTES = 4 * 1024 * 1024  # default media cache size (config "cache_bytes")
 PREFETCH_RETRY_MS = 5000  # real ms; doubles per failed round up to PREFETCH_RETRY_MAX_MS
 PREFETCH_RETRY_MAX_MS = 300000
 CLOSE_OUT_DELAY_MS = 100  # real ms: as-run and done writes wait for the next item's start
 NAP_MAX_MS = 60000  # the plan runner looks again at least this often (simulated ms)
 ITEM_LEAD_MS = LEAD_MS + AMP_PREROLL_MS  # an item's task starts this long before its "s"
-
-# test_tone: 16-bit mono at the rate the headend prepares media in; one 100 ms block (3.2 KB)
-# holding whole periods is computed once per tone and written again and again.
-TONE_RATE = 16000
-TONE_BLOCK_MS = 100
-TONE_PEAK = 16384  # -6 dBFS: loud enough to hear, no clipping in the amplifier
-# Health
-AMP_MIN_MA = 100  # an amplifier switched on that draws less is faulty (config "amp_min_ma")
 AMP_SENSE_MS = 100  # after switching by hand, the current is read this much later
-HEALTH_CHECK_MS = 2000  # real ms: how often the amplifier's current is looked at
 REBOOT_DELAY_MS = 200  # real ms between the reboot's ack and the reset, so the ack leaves
 # Heartbeats (firmware/device.py feeds the watchdog only while every loop beats in time): a
 # loop may be silent for its own period plus this (config "device": {"beat_slack_ms"}).
 BEAT_SLACK_MS = 30000
-LOCAL_TEST = "local test"  # as-run trigger of the test tone played by the local button
-# Config keys a full report may show (never the key, never the broker password)
-REPORT_CONFIG_KEYS = ("media_hosts", "telemetry_s", "cache_bytes", "relay_timeout_ms",
-                      "item_lead_ms", "amp_min_ma")
-
-
-def _sin_cos(x):
-    """sin and cos of a small angle (|x| <= pi / 2), by their series (no math module needed:
-    the step of a tone's sine is computed once, the samples by rotation)."""
-    s, c, term_s, term_c, x2 = x, 1.0, x, 1.0, x * x
-    for k in range(1, 12):
-        term_s = -term_s * x2 / ((2 * k) * (2 * k + 1))
-        term_c = -term_c * x2 / ((2 * k - 1) * (2 * k))
-        s += term_s
-        c += term_c
-    return s, c
-
-
-def tone_block(hz, rate=TONE_RATE, block_ms=TONE_BLOCK_MS):
-    """One block of 16-bit mono PCM holding a whole number of periods of a sine near hz (to
-    1000 / block_ms Hz), so the block repeats without a click."""
-    n = rate * block_ms // 1000
-    periods = (hz * block_ms + 500) // 1000
-    buf = bytearray(2 * n)
-    ds, dc = _sin_cos(2 * 3.141592653589793 * periods / n)  # <= pi / 2 for hz <= rate / 4
-    y, x = 0.0, 1.0  # sin and cos of the phase, advanced by one step per sample
-    for i in range(n):
-        struct.pack_into("<h", buf, 2 * i, int(TONE_PEAK * y))
-        y, x = y * dc + x * ds, x * dc - y * ds
-    return buf
 
 
 async def _cancel(task):
@@ -107,7 +58,7 @@ class Node:
         self.signer = protocol.Signer(protocol.node_key(config["key"]))
         self.media_prefixes = ["http://%s/" % h for h in config.get("media_hosts", [])]
         self.telemetry_ms = config.get("telemetry_s", TELEMETRY_S) * 1000
-        self._told = None  # the last full telemetry's settled fields (_settled)
+        self._told = None  # the last full telemetry's settled fields (health.settled)
         self._told_at = 0  # and when it went (ticks, real ms)
         self.boot_ms = self.clock.time_ms()
         self.seq = board.storage.counter(F_SEQ)
@@ -181,8 +132,14 @@ class Node:
         st = {"session": self.session_no, "rid": self.next_rid, "volume": self.volume}
         self.board.storage.write(F_STATE, json.dumps(st).encode())
 
-    def _save_pending(self):
-        self.board.storage.write(F_ASRUN, json.dumps(self.pending).encode())
+    # Parts in their own modules, as methods too under the names the board, firmware/device.py,
+    # hw-sim and the tests call (a class attribute: no heap per node, no extra call).
+    _test_button = tone.button_pressed
+    _store = asrun.store
+    _save_pending = asrun.save
+    telemetry = health.telemetry
+    _send_telemetry = health.send_telemetry
+    _health_loop = health.health_loop
 
     # --- MQTT session -----------------------------------------------------------------
 
@@ -208,7 +165,7 @@ class Node:
         birth = protocol.state(self.id, True, self.session_no, self.clock.time_ms(), self.fw)
         await client.publish(self._t(protocol.STATE), protocol.encode(birth), 1, True)
         self.board.led.set("on")
-        self.reported = await self._send_telemetry()
+        self.reported = await health.send_telemetry(self)
         for rec in self.pending:
             await self._publish(protocol.ASRUN, rec)
 
@@ -238,7 +195,7 @@ class Node:
         if leaf == protocol.CMD:
             self._on_command(payload)
         elif leaf == protocol.ASRUN_ACK:
-            self._on_asrun_ack(payload)
+            asrun.on_ack(self, payload)
         elif leaf == protocol.PLAN:
             self._on_plan(payload)
         elif leaf == protocol.ECHO:
@@ -345,7 +302,7 @@ class Node:
                 return
             await self._stop_item("pre-empted by command")
             await self._stop_playback("pre-empted by command")
-            run = self._play(cmd) if op == "play" else self._tone(cmd)
+            run = self._play(cmd) if op == "play" else tone.play(self, cmd)
             self._play_task = asyncio.create_task(run)
         elif op == "emergency":
             # Always allowed (also in quiet hours): stops whatever is on air, at once.
@@ -366,7 +323,7 @@ class Node:
         elif op == "ping":
             await self._ack(cid, protocol.DONE, extra={"pong": self.clock.time_ms()})
         elif op == "report":
-            await self._publish(protocol.TELEMETRY, self.full_report(), 0)
+            await self._publish(protocol.TELEMETRY, health.full_report(self), 0)
             await self._ack(cid, protocol.DONE)
         elif op == "amp":
             # By hand (a technician checking the relay). On, it stays on until switched off
@@ -377,7 +334,7 @@ class Node:
                 await self.clock.sleep_ms(AMP_SENSE_MS)  # let the current settle
             else:
                 amp.off()
-            self._check_amp()
+            health.check_amp(self)
             await self._ack(cid, protocol.DONE, extra={"amp": amp.is_on(),
                                                        "amp_ma": amp.current_ma(),
                                                        "amp_fault": self.amp_fault})
@@ -472,7 +429,7 @@ class Node:
                 await self.clock.sleep_ms(preroll)
             board.audio.open(rate, bits, channels, cmd["id"])
             start = self.clock.time_ms()
-            self._check_amp()
+            health.check_amp(self)
             await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
             left = size
             try:
@@ -495,7 +452,7 @@ class Node:
             if resp:
                 resp.close()
             await self._playback_ended(cmd)
-            self._record(cmd, start, end, outcome, reason, trigger)
+            asrun.record_command(self, cmd, start, end, outcome, reason, trigger)
             self._final_ack(cmd, start, end, outcome, reason)
 
     async def _playback_ended(self, cmd):
@@ -517,76 +474,6 @@ class Node:
         asyncio.create_task(self._ack(cmd["id"], status, reason,
                                       extra={"start": start, "end": end, "outcome": outcome}))
         self._wake.set()  # the plan resumes
-
-    def _test_button(self):
-        """The local test button: the test tone as op test_tone plays it (and refuses it:
-        in safe mode, during an emergency, in quiet hours), recorded with trigger
-        "local test"; a press while that tone plays is ignored."""
-        if self.safe_mode or self.emergency is not None or self.rebooting \
-                or planlib.in_quiet(self.quiet, self.clock.time_ms()):
-            return
-        if self.local_tone:
-            return
-        self.local_tone = True
-        asyncio.create_task(self._local_tone())
-
-    async def _local_tone(self):
-        try:
-            await self._stop_item("pre-empted by local test")
-            await self._stop_playback("pre-empted by local test")
-            cmd = {"id": "local-%d" % self.clock.time_ms(), "args": {}}
-            self._play_task = asyncio.create_task(self._tone(cmd, LOCAL_TEST))
-            await self._play_task
-        except BaseException:  # noqa: B036 - stopped like a test_tone; nothing more to do
-            pass
-        finally:
-            self.local_tone = False
-
-    async def _tone(self, cmd, trigger="manual"):
-        """test_tone: a sine generated here (no download: works with the media host down),
-        with the usual amplifier pre-roll and post-roll, recorded in the diary. From the
-        local button (trigger "local test") there is no command to ack."""
-        local = trigger == LOCAL_TEST
-        args = cmd["args"]
-        hz = args.get("hz", protocol.TONE_HZ_DEFAULT)
-        seconds = args.get("seconds", protocol.TONE_SECONDS_DEFAULT)
-        board = self.board
-        self.playing = cmd["id"]
-        start = end = None
-        outcome, reason = protocol.AIRED, None
-        try:
-            block = tone_block(hz)
-            preroll = 0 if board.amp.is_on() else AMP_PREROLL_MS  # on: handed over
-            board.amp.on()
-            board.led.set("play")
-            if preroll:
-                await self.clock.sleep_ms(preroll)
-            board.audio.open(TONE_RATE, 16, 1, cmd["id"])
-            start = self.clock.time_ms()
-            self._check_amp()
-            if not local:
-                await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
-            for _ in range(seconds * 1000 // TONE_BLOCK_MS):
-                await board.audio.write(block)
-            await board.audio.drain()
-            end = self.clock.time_ms()
-        except asyncio.CancelledError:
-            end, outcome, reason = self._cut_short(start)
-        except OSError as e:
-            end = self.clock.time_ms() if start is not None else None
-            outcome = protocol.PARTIAL if start is not None else protocol.OUTCOME_FAILED
-            reason = "audio: %s" % e
-        finally:
-            await self._playback_ended(cmd)
-            self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
-                         "cmd": None if local else cmd["id"], "trigger": trigger,
-                         "kind": "test", "media": "tone:%dHz" % hz,
-                         "title": "Thử loa: âm thử %d Hz" % hz, "planned": None,
-                         "start": start, "end": end, "outcome": outcome, "reason": reason})
-            if local:
-                self._wake.set()  # the plan resumes
-            else:
-                self._final_ack(cmd, start, end, outcome, reason)
 
     async def _postroll(self):
         try:
@@ -646,7 +533,7 @@ class Node:
             if it["e"] <= now and it["id"] not in self.done:
                 a = Airing()
                 a.outcome, a.reason = protocol.MISSED, "node was off"
-                self._record_item(it, a)
+                asrun.record_item(self, it, a)
                 self.done[it["id"]] = 1
                 changed = True
         if changed:
@@ -773,7 +660,7 @@ class Node:
         if self._play_task is not None and self.emergency is None:
             await self._stop_playback("pre-empted by plan item")
             self.board.amp.on()
-        self._check_amp()
+        health.check_amp(self)
 
     @staticmethod
     def _handover(why):
@@ -843,152 +730,9 @@ class Node:
             if done:
                 self._save_done()
             if done or airing.start is not None:
-                self._record_item(item, airing)
+                asrun.record_item(self, item, airing)
         finally:
             self.closing -= 1
-
-    # --- as-run records ---------------------------------------------------------------
-
-    def _record(self, cmd, start, end, outcome, reason, trigger="command"):
-        self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
-                     "cmd": cmd["id"], "trigger": trigger, "media": cmd["args"]["url"],
-                     "title": cmd["args"].get("title", ""), "planned": cmd["args"].get("at"),
-                     "start": start, "end": end, "outcome": outcome, "reason": reason})
-
-    def _record_item(self, item, airing):
-        self._store({"v": protocol.VERSION, "t": "asrun", "node": self.id, "rid": 0,
-                     "trigger": "plan", "item": item["id"], "kind": item["kind"],
-                     "p": item["p"], "lang": item.get("lang", ""), "title": item.get("title", ""),
-                     "planned": item["s"], "planned_end": item["e"],
-                     "start": airing.start, "end": airing.end, "outcome": airing.outcome,
-                     "reason": airing.reason, "src": airing.src, "media": airing.media})
-
-    def _store(self, rec):
-        rec["rid"] = self.next_rid
-        self.next_rid += 1
-        self._save_state()
-        self.pending.append(rec)
-        if len(self.pending) > ASRUN_MAX:
-            self.pending.pop(0)  # the oldest goes; the headend sees the gap in record ids
-        self._save_pending()
-        asyncio.create_task(self._publish(protocol.ASRUN, rec))
-
-    def _on_asrun_ack(self, payload):
-        msg = protocol.decode(payload)
-        if not msg or not isinstance(msg.get("rids"), list):
-            return
-        acked = msg["rids"]
-        keep = [r for r in self.pending if r["rid"] not in acked]
-        if len(keep) != len(self.pending):
-            self.pending = keep
-            self._save_pending()
-
-    async def _resend_asrun(self):
-        while True:
-            self.beat("asrun", ASRUN_RESEND_MS + 10000)
-            await sleep_ms(ASRUN_RESEND_MS)  # transport timer: real time, not the board clock
-            if self.session.connected:
-                for rec in list(self.pending):
-                    self.beat("asrun", 10000)  # a publish times out after 10 s
-                    await self._publish(protocol.ASRUN, rec)
-
-    # --- health -----------------------------------------------------------------------
-
-    def _check_amp(self, send=True):
-        """Judge the amplifier: faulty if the hardware says so, or if it is on and draws less
-        than amp_min_ma where current is sensed. Off (and no hardware verdict), the last
-        verdict stands: it clears when the amplifier next draws current. A change is sent
-        as telemetry at once, so the headend raises or clears its alarm without waiting."""
-        amp = self.board.amp
-        fault = amp.fault()
-        if fault is None and amp.is_on():
-            ma = amp.current_ma()
-            if ma is not None:
-                fault = ma < self.amp_min_ma
-        if fault is None or fault == self.amp_fault:
-            return
-        self.amp_fault = fault
-        if send:
-            asyncio.create_task(self._send_telemetry())
-
-    async def _health_loop(self):
-        while True:
-            self.beat("health", HEALTH_CHECK_MS)
-            await sleep_ms(HEALTH_CHECK_MS)  # real time, like the other transport timers
-            self._check_amp()
-
-    def telemetry(self):
-        self._check_amp(send=False)  # this message says it already
-        board = self.board
-        link = board.link
-        return {"v": protocol.VERSION, "t": "telemetry", "node": self.id,
-                "at": self.clock.time_ms(), "fw": self.fw, "board": self.board.name,
-                "uptime_s": (self.clock.time_ms() - self.boot_ms) // 1000,
-                "heap_free": self.board.heap_free(), "link": link.kind,
-                "signal_dbm": link.signal_dbm(), "volume": self.volume,
-                "amp": self.board.amp.is_on(), "playing": self.playing,
-                "seq": self.seq.value, "session": self.session_no,
-                "asrun_pending": len(self.pending), "rejections": self.rejections,
-                "plan": self.plan["ver"] if self.plan else None,
-                "plan_to": self.plan["to"] if self.plan else None,
-                "on_air": self.on_air, "emergency": self.emergency,
-                "cache_used": self.cache.used(), "cache_full": self.cache.full,
-                "cache_error": self.cache_error, "clock": self.clock.time_ms(),
-                "temp_c": board.temperature_c(), "amp_ma": board.amp.current_ma(),
-                "amp_fault": self.amp_fault, "safe_mode": bool(self.safe_mode),
-                "safe_why": self.safe_mode, "reset": board.reset_cause(),
-                "reset_why": self.reset_why, "ota": otalib.summary(board, self.ota_last),
-                "link_info": link.info()}
-
-    def full_report(self):
-        """Telemetry plus what a technician asks for (op "report"): the media cache, the
-        non-secret config and the as-run records not yet acknowledged; lists capped."""
-        msg = self.telemetry()
-        msg["full"] = True
-        shas = sorted(self.cache.entries())
-        msg["cache"] = shas[:protocol.REPORT_MAX_CACHE]
-        msg["cache_n"] = len(shas)
-        cfg = {"id": self.id, "quiet": self.quiet}
-        for k in REPORT_CONFIG_KEYS:
-            if k in self.config:
-                cfg[k] = self.config[k]
-        b = self.config.get("broker", {})
-        cfg["broker"] = {"host": b.get("host"), "port": b.get("port"),
-                         "keepalive": b.get("keepalive", 30)}
-        msg["config"] = cfg
-        msg["pending_rids"] = [r["rid"] for r in self.pending[:protocol.REPORT_MAX_RIDS]]
-        return msg
-
-    @staticmethod
-    def _settled(msg):
-        """The fields of a telemetry message that only change when something happens (the
-        modem's signal moves with signal_dbm, so it does not count)."""
-        out = {}
-        for k in msg:
-            if k not in MOVING:
-                out[k] = msg[k]
-        li = out.get("link_info")
-        if isinstance(li, dict) and "dbm" in li:
-            li = dict(li)
-            li.pop("dbm")
-            out["link_info"] = li
-        return out
-
-    async def _send_telemetry(self, short_ok=False):
-        """Telemetry: the whole message, or with short_ok only the moving readings ("part")
-        when nothing else changed since the last whole one, sent less than FULL_EVERY_MS ago."""
-        msg = self.telemetry()
-        settled = self._settled(msg)
-        if short_ok and settled == self._told \
-                and ticks_diff(ticks_ms(), self._told_at) < FULL_EVERY_MS:
-            short = {"part": True}
-            for k in MOVING:
-                short[k] = msg[k]
-            return await self._publish(protocol.TELEMETRY, short, 0)
-        sent = await self._publish(protocol.TELEMETRY, msg, 0)
-        if sent:
-            self._told, self._told_at = settled, ticks_ms()
-        return sent
 
     # --- heartbeats (the watchdog, firmware/device.py) -------------------------------------
 
@@ -1011,13 +755,6 @@ class Node:
         return (self.session.connected and self.reported and "plan" in self.beats
                 and self.silent_loop() is None)
 
-    async def _telemetry_loop(self):
-        while True:
-            self.beat("telemetry", self.telemetry_ms + 10000)
-            await sleep_ms(self.telemetry_ms)  # transport timer: real time
-            if self.session.connected:
-                await self._send_telemetry(short_ok=True)
-
     # --- reboot -------------------------------------------------------------------------
 
     async def _reboot(self):
@@ -1034,7 +771,7 @@ class Node:
                 break
             await sleep_ms(20)
         self._save_state()
-        self._save_pending()
+        asrun.save(self)
         self._save_done()
         await sleep_ms(REBOOT_DELAY_MS)  # real time: the network gets the ack out first
         if self.on_reboot is not None:
@@ -1064,6 +801,7 @@ class Node:
         self.board.led.set("blink")
         if not self.safe_mode:  # safe mode: network, telemetry and OTA only
             self.start_plan()
-        for loop in (self._telemetry_loop(), self._resend_asrun(), self._health_loop()):
+        # (the health loop through self: a test hangs it)
+        for loop in (health.telemetry_loop(self), asrun.resend_loop(self), self._health_loop()):
             self._tasks.append(asyncio.create_task(loop))
         await self.session.run()

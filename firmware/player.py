@@ -8,7 +8,7 @@ from firmware import http, wav
 from firmware.plan import position_ms
 
 CHUNK = 1024  # bytes of PCM per read: small enough for a 100 KB heap
-AMP_PREROLL_MS = 300
+AMP_PREROLL_MS = 300  # relay closes this long before audio so the first word is not clipped
 LEAD_MS = 5000  # a relay opens its stream this long before the slot starts
 RELAY_TIMEOUT_MS = 5000  # real ms: connect/read stall that counts as a dead source
 RETRY_MS = 10000  # both sources dead and no fallback: try again after this long

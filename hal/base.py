@@ -1,5 +1,6 @@
 # The hardware boundary. Firmware code reaches hardware only through these interfaces;
 # hal/sim, hal/esp32 and hal/rpi each implement them. Plain classes (MicroPython has no abc).
+import asyncio
 
 
 class Clock:
@@ -118,24 +119,58 @@ class FileCounter:
 
 
 class Link:
-    """The IP link (WiFi, Ethernet or 4G PPP). The MQTT transport only needs 'is there IP'."""
+    """The IP link (WiFi, Ethernet or 4G PPP). The MQTT transport only needs 'is there IP'.
+
+    The up/down plumbing every board shares lives here: the board's watcher (a task polling
+    the hardware, the simulator's switch) reports the state with set_up(); up() returns once
+    it is up, and the on_down callbacks run when it drops. A board overrides up() to start
+    its watcher or to bring the link up, and is_up() where it can look at the hardware."""
 
     kind = "unknown"
 
+    def __init__(self, up=False):
+        self._up = up
+        self._event = asyncio.Event()  # set while up: what up() waits on
+        if up:
+            self._event.set()
+        self._callbacks = []  # type: list
+
     async def up(self):
         """Return once the link carries IP (bring it up if needed)."""
-        raise NotImplementedError
+        while not self._up:
+            self._event.clear()
+            await self._event.wait()
 
     def is_up(self):
-        raise NotImplementedError
+        return self._up
 
     def signal_dbm(self):
         """Signal strength in dBm, or None where it means nothing (Ethernet)."""
         return None
 
     def on_down(self, callback):
-        """Register callback() to run when the link drops, so open sockets are abandoned at once."""
-        raise NotImplementedError
+        """Register callback() to run when the link drops, so open sockets are abandoned at
+        once. It runs in set_up(), on the event loop's thread."""
+        self._callbacks.append(callback)
+
+    def set_up(self, up):
+        """The watcher saw the link up (True) or down (False): wake up(), or run the on_down
+        callbacks. Returns True when that is a change."""
+        if up == self._up:
+            return False
+        self._up = up
+        if up:
+            self._event.set()
+        else:
+            for cb in self._callbacks:
+                try:
+                    cb()
+                except Exception:  # a failing callback must not keep the link "up"
+                    self._callback_failed()
+        return True
+
+    def _callback_failed(self):
+        """An on_down callback raised (called in its except clause): a board may log it."""
 
     def info(self):
         """What the technician should see about the link, for telemetry: a small dict (a 4G

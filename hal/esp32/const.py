@@ -1,4 +1,5 @@
 # Names and defaults of the ESP32 board (docs/hardware.md has the wiring table).
+# ruff: noqa: UP031  (MicroPython: %-formatting)
 # Default pins for an ESP32-WROVER DevKit: no flash/PSRAM pins (6-11, 16-17 on WROVER), no
 # strapping pins for outputs that must be low at boot (0, 2, 5, 12, 15). config.json "pins"
 # overrides any of them; None means not fitted.
@@ -21,3 +22,13 @@ DEFAULT_PINS = {
 PIN_NAMES = tuple(DEFAULT_PINS)
 I2S_IBUF = 6144  # bytes of DMA ring: 192 ms of 16 kHz 16-bit mono
 VOLUME_BUF = 1024  # bytes: the player's chunk; volume is applied in this buffer
+
+
+def pins_from(config):
+    """The pin map: DEFAULT_PINS overridden by config["pins"]; a pin set to None is absent."""
+    pins = dict(DEFAULT_PINS)
+    pins.update(config.get("pins") or {})
+    for k in pins:
+        if k not in PIN_NAMES:
+            raise ValueError("unknown pin name %s" % k)
+    return pins

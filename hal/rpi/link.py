@@ -4,7 +4,6 @@ import asyncio
 import logging
 import socket
 import subprocess
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from hal import base
@@ -37,11 +36,11 @@ def can_resolve(host: str) -> bool:
 
 
 class _Watched(base.Link):
-    """A link whose state a background task polls; on_down callbacks run on up -> down."""
+    """A link whose state a background task polls into base.Link.set_up (which runs the
+    on_down callbacks on up -> down). is_up() and up() look at the system themselves."""
 
     def __init__(self) -> None:
-        self._callbacks: list[Callable[[], Any]] = []
-        self._was_up = False
+        super().__init__()
         self._task: asyncio.Task[None] | None = None
 
     def _check(self) -> bool:
@@ -50,8 +49,8 @@ class _Watched(base.Link):
     def is_up(self) -> bool:
         return self._check()
 
-    def on_down(self, callback: Callable[[], Any]) -> None:
-        self._callbacks.append(callback)
+    def _callback_failed(self) -> None:
+        log.exception("on_down callback")
 
     def _watch(self) -> None:
         if self._task is None:
@@ -60,21 +59,16 @@ class _Watched(base.Link):
     async def _watch_loop(self) -> None:
         while True:
             up = self._check()
-            if self._was_up and not up:
+            if self._up and not up:
                 log.warning("%s link down", self.kind)
-                for cb in self._callbacks:
-                    try:
-                        cb()
-                    except Exception:
-                        log.exception("on_down callback")
-            self._was_up = up
+            self.set_up(up)
             await asyncio.sleep(POLL_S)
 
     async def up(self) -> None:
         self._watch()
         while not self._check():
             await asyncio.sleep(POLL_S / 4)
-        self._was_up = True
+        self.set_up(True)
 
 
 class NetLink(_Watched):

@@ -310,44 +310,17 @@ class SlotCounter:
 
 
 class SimLink(base.Link):
-    """A link the simulator can cut: dropping it aborts open sockets through on_down callbacks."""
+    """A link the simulator can cut (set_up): dropping it aborts open sockets through the
+    on_down callbacks."""
 
     kind = "sim"
 
     def __init__(self, up=True, dbm=-71):
-        self._up = up
-        self._event = asyncio.Event()
-        if up:
-            self._event.set()
-        self._callbacks = []
+        super().__init__(up)
         self.dbm = dbm
-
-    async def up(self):
-        while not self._up:
-            self._event.clear()
-            await self._event.wait()
-
-    def is_up(self):
-        return self._up
 
     def signal_dbm(self):
         return self.dbm if self._up else None
-
-    def on_down(self, callback):
-        self._callbacks.append(callback)
-
-    def set_up(self, up):
-        if up == self._up:
-            return
-        self._up = up
-        if up:
-            self._event.set()
-        else:
-            for cb in self._callbacks:
-                try:
-                    cb()
-                except Exception:  # a failing callback must not keep the link "up"
-                    pass
 
 
 class SimWatchdog(base.Watchdog):

@@ -161,7 +161,7 @@ _ITEMS = [
 
 
 def _asrun_parts(node_id: str, item: int) -> tuple[bytes, bytes]:
-    """An as-run record of a plan item (firmware Node._record_item()), split around `rid`."""
+    """An as-run record of a plan item (firmware/asrun.py record_item()), split around `rid`."""
     now = int(time.time() * 1000)
     iid, kind, title, src = _ITEMS[item % len(_ITEMS)]
     head = {"v": protocol.VERSION, "t": "asrun", "node": node_id, "rid": 0}

@@ -1,6 +1,6 @@
 """A commune's diary built the way production builds it: programme rows as plans write them,
 as-run records stored through `store_reports` in the shape the firmware sends
-(firmware/node.py `_record_item`)."""
+(firmware/asrun.py `record_item`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,66 @@
+# The node's as-run journal: a record of what actually aired (or did not) for every command
+# playback and plan item, kept in flash until the headend acknowledges it and resent meanwhile.
+# Module functions over the Node (firmware/node.py), not a class of their own: the records stay
+# in node.pending, with no second object on a 100 KB heap.
+import asyncio
+import json
+
+from firmware import protocol
+from firmware.mqtt import sleep_ms
+
+F_ASRUN = "asrun.json"  # as-run records not yet acknowledged by the headend
+ASRUN_MAX = 200  # as-run records kept while the headend is unreachable (about a week of items)
+ASRUN_RESEND_MS = 30000
+
+
+def save(node):
+    node.board.storage.write(F_ASRUN, json.dumps(node.pending).encode())
+
+
+def store(node, rec):
+    """Give rec the next record id, keep it in flash and send it."""
+    rec["rid"] = node.next_rid
+    node.next_rid += 1
+    node._save_state()
+    node.pending.append(rec)
+    if len(node.pending) > ASRUN_MAX:
+        node.pending.pop(0)  # the oldest goes; the headend sees the gap in record ids
+    save(node)
+    asyncio.create_task(node._publish(protocol.ASRUN, rec))
+
+
+def record_command(node, cmd, start, end, outcome, reason, trigger="command"):
+    store(node, {"v": protocol.VERSION, "t": "asrun", "node": node.id, "rid": 0,
+                 "cmd": cmd["id"], "trigger": trigger, "media": cmd["args"]["url"],
+                 "title": cmd["args"].get("title", ""), "planned": cmd["args"].get("at"),
+                 "start": start, "end": end, "outcome": outcome, "reason": reason})
+
+
+def record_item(node, item, airing):
+    store(node, {"v": protocol.VERSION, "t": "asrun", "node": node.id, "rid": 0,
+                 "trigger": "plan", "item": item["id"], "kind": item["kind"],
+                 "p": item["p"], "lang": item.get("lang", ""), "title": item.get("title", ""),
+                 "planned": item["s"], "planned_end": item["e"],
+                 "start": airing.start, "end": airing.end, "outcome": airing.outcome,
+                 "reason": airing.reason, "src": airing.src, "media": airing.media})
+
+
+def on_ack(node, payload):
+    msg = protocol.decode(payload)
+    if not msg or not isinstance(msg.get("rids"), list):
+        return
+    acked = msg["rids"]
+    keep = [r for r in node.pending if r["rid"] not in acked]
+    if len(keep) != len(node.pending):
+        node.pending = keep
+        save(node)
+
+
+async def resend_loop(node):
+    while True:
+        node.beat("asrun", ASRUN_RESEND_MS + 10000)
+        await sleep_ms(ASRUN_RESEND_MS)  # transport timer: real time, not the board clock
+        if node.session.connected:
+            for rec in list(node.pending):
+                node.beat("asrun", 10000)  # a publish times out after 10 s
+                await node._publish(protocol.ASRUN, rec)
