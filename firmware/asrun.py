@@ -29,6 +29,19 @@ def store(node, rec):
     asyncio.create_task(node._publish(protocol.ASRUN, rec))
 
 
+def heard(node, outcome, reason):
+    """Aired means heard: an airing whose amplifier was judged faulty (it drew no current
+    while on) failed, whatever the audio did; on a board that cannot sense the amplifier,
+    it aired "not verified". Anything else is left as it was."""
+    if outcome != protocol.AIRED and outcome != protocol.PARTIAL:
+        return outcome, reason
+    if node.amp_fault:
+        return protocol.OUTCOME_FAILED, protocol.R_AMP_FAULT
+    if not node.board.amp.verifies():
+        return outcome, reason or protocol.R_NOT_VERIFIED
+    return outcome, reason
+
+
 def record_command(node, cmd, start, end, outcome, reason, trigger="command"):
     store(node, {"v": protocol.VERSION, "t": "asrun", "node": node.id, "rid": 0,
                  "cmd": cmd["id"], "trigger": trigger, "media": cmd["args"]["url"],
@@ -37,6 +50,7 @@ def record_command(node, cmd, start, end, outcome, reason, trigger="command"):
 
 
 def record_item(node, item, airing):
+    airing.outcome, airing.reason = heard(node, airing.outcome, airing.reason)
     store(node, {"v": protocol.VERSION, "t": "asrun", "node": node.id, "rid": 0,
                  "trigger": "plan", "item": item["id"], "kind": item["kind"],
                  "p": item["p"], "lang": item.get("lang", ""), "title": item.get("title", ""),

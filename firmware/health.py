@@ -55,6 +55,7 @@ def telemetry(node):
     plan = node.plan
     return {"v": protocol.VERSION, "t": "telemetry", "node": node.id,
             "at": clock.time_ms(), "fw": node.fw, "board": board.name,
+            "telemetry_s": node.telemetry_ms // 1000,  # the headend's offline time follows it
             "uptime_s": (clock.time_ms() - node.boot_ms) // 1000,
             "heap_free": board.heap_free(), "link": link.kind,
             "signal_dbm": link.signal_dbm(), "volume": node.volume,

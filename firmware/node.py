@@ -452,6 +452,7 @@ class Node:
             if resp:
                 resp.close()
             await self._playback_ended(cmd)
+            outcome, reason = asrun.heard(self, outcome, reason)
             asrun.record_command(self, cmd, start, end, outcome, reason, trigger)
             self._final_ack(cmd, start, end, outcome, reason)
 

@@ -76,6 +76,8 @@ R_DOWNLOAD = "download_failed"  # connect, HTTP status, cut or stalled download
 R_BAD_SIZE = "bad_size"  # the image is not the size the manifest says
 R_BAD_HASH = "bad_hash"  # its SHA-256 is not the manifest's
 R_OTA_WRITE = "write_failed"  # the board could not write or switch its inactive slot
+R_AMP_FAULT = "amp_fault"  # (as-run) the amplifier's current showed it did not drive the speakers
+R_NOT_VERIFIED = "not_verified"  # (as-run) played; the board cannot sense the amplifier's current
 R_NOT_HEALTHY = "not_healthy"  # (telemetry) the new image was rolled back: not healthy in time
 # (a manifest whose signature does not verify fails with R_SIGNATURE, "bad_signature")
 

@@ -102,6 +102,7 @@ async def play(node, cmd, trigger="manual"):
         reason = "audio: %s" % e
     finally:
         await node._playback_ended(cmd)
+        outcome, reason = asrun.heard(node, outcome, reason)
         asrun.store(node, {"v": protocol.VERSION, "t": "asrun", "node": node.id, "rid": 0,
                            "cmd": None if local else cmd["id"], "trigger": trigger,
                            "kind": "test", "media": "tone:%dHz" % hz,

@@ -55,6 +55,11 @@ class Amplifier:
         has not settled since the relay closed)."""
         return None
 
+    def verifies(self):
+        """True where current_ma() is sensed: the node can tell an amplifier that drives the
+        speakers from one that does not (else its airings are recorded "not verified")."""
+        return False
+
     def fault(self):
         """True if the hardware itself reports a fault (a protection pin, say), False if it
         reports none, None where it cannot tell. The node also judges current_ma()."""
@@ -247,6 +252,8 @@ class Board:
         """Free heap in bytes (a board may collect garbage first), or None."""
         return None
 
+    # The headend raises its temperature alarm above this board's limit, by `name`
+    # (BOARD_TEMP_MAX_C in headend/nodes/health.py: esp32 70, rpi 80).
     def temperature_c(self):
         """Board (or enclosure) temperature in whole degrees Celsius, or None if not sensed."""
         return None

@@ -53,6 +53,9 @@ class PinAmplifier(base.Amplifier):
         ma = int((mv - self._zero_mv) * self._ma_per_mv)
         return ma if ma > 0 else 0
 
+    def verifies(self):
+        return self._adc is not None
+
     def fault(self):
         if self._fault is None:
             return None

@@ -126,7 +126,7 @@ CANH_BAO: Final = {
     "node_offline": "MAT_KET_NOI", "amp_fault": "LOI_AMPLI", "weak_signal": "SONG_YEU",
     "clock_offset": "LECH_GIO", "broadcast_missed": "BO_LO_PHAT",
     "relay_failed": "LOI_TIEP_SONG", "plan_rejected": "LICH_BI_TU_CHOI",
-    "village_silent": "THON_MAT_LOA"}
+    "village_silent": "THON_MAT_LOA", "temperature": "QUA_NHIET"}
 TRANG_THAI_BAN_TIN: Final = {"draft": "CHO_DUYET", "approved": "DA_DUYET",
                              "rejected": "KHONG_DUYET"}
 LOAI_BAN_TIN_NHAP: Final = {"BAN_TIN_DIA_PHUONG": "local_bulletin",

@@ -16,7 +16,7 @@ body is read at all. Nothing is stored before the audio pipeline has accepted th
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -43,8 +43,10 @@ from headend.core.alarms import alarm_visible, list_alarms
 from headend.core.auth import MAKE, NODES, PERMISSIONS, VIEW, Principal
 from headend.core.models import Bulletin
 from headend.diary.reading import (
+    aired_between,
     commune_rows,
     commune_timezone,
+    day_bounds_ms,
     diary_for_day,
     node_rows,
 )
@@ -65,7 +67,16 @@ from headend.media.bulletins import (
     Meta,
 )
 from headend.media.probe import MAX_BYTES
-from headend.planning.schedule import CLASSES
+from headend.planning.criterion import (
+    MIN_NEWS_SECONDS,
+    REQUIRED_LOCAL_NEWS,
+    REQUIRED_PROVINCE_DAYS,
+    REQUIRED_VOV_DAYS,
+    WeekVerdict,
+    judge,
+    judge_plan,
+)
+from headend.planning.schedule import CLASSES, ScheduleError
 from headend.web.context import WebContext
 from headend.web.uploads import FormRefused, read_form
 
@@ -101,7 +112,8 @@ works too; then requests that change something also need the session's CSRF toke
 | `officer` (cán bộ văn hóa xã) | one commune | view; make bulletins; schedule; emergency |
 | `approver` (trưởng ban biên tập) | one commune | view; approve; schedule; emergency |
 
-Reading a commune's plan, diary, nodes or bulletins needs *view* on that commune; importing a
+Reading a commune's plan, diary, criterion 8.3, nodes or bulletins needs *view* on that
+commune; importing a
 bulletin needs *make*. Imported bulletins are always **drafts**: only an approver of the
 commune approves them, on the web page.
 
@@ -143,6 +155,55 @@ class PlanOut(BaseModel):
     first: date
     last: date
     items: list[PlanItemOut]
+
+
+class CriterionWeekOut(BaseModel):
+    """Criterion 8.3 for one week, judged by `planning.criterion` (the rule every view uses)."""
+
+    basis: str = Field(description="aired (the diary) or planned (the schedule with the "
+                                   "calendar's edits, as if it all aired)")
+    week: str = Field(description="ISO week, e.g. 2026-W48")
+    monday: date
+    sunday: date
+    ok: bool
+    verdict_vi: str = Field(description="Đạt or Chưa đạt")
+    vov_days: int
+    vov_days_required: int
+    province_days: int
+    province_days_required: int
+    local_news: int = Field(description="Local bulletins that count: with audio, at least "
+                                        "min_news_seconds of it")
+    local_news_required: int
+    local_news_text: str = Field(description="What is counted, e.g. \"5 tin, cần ít nhất 3\"")
+    local_news_items: list[str] = Field(description="Occurrences counted")
+    placeholders: list[str] = Field(description="Planned bulletins with no recording "
+                                                "(thiếu bản ghi): not counted")
+    short_news: list[str] = Field(description="Bulletins shorter than min_news_seconds "
+                                              "(the audio's own length): not counted")
+    min_news_seconds: int
+    warnings: list[str] = Field(description="What does not count, in Vietnamese")
+    missing: list[str] = Field(description="Why the week falls short")
+
+
+class CriterionOut(BaseModel):
+    commune_id: str
+    timezone: str
+    aired: CriterionWeekOut
+    planned: CriterionWeekOut | None = Field(
+        description="This week and later ones; none for a past week")
+
+
+def criterion_week_out(v: WeekVerdict, basis: str) -> CriterionWeekOut:
+    return CriterionWeekOut(
+        basis=basis, week=v.week, monday=v.monday, sunday=v.sunday, ok=v.ok,
+        verdict_vi="Đạt" if v.ok else "Chưa đạt", vov_days=len(v.vov_days),
+        vov_days_required=REQUIRED_VOV_DAYS, province_days=len(v.province_days),
+        province_days_required=REQUIRED_PROVINCE_DAYS, local_news=len(v.local_news),
+        local_news_required=REQUIRED_LOCAL_NEWS, local_news_text=v.news_text,
+        local_news_items=[occ for _, occ in v.local_news],
+        placeholders=[occ for _, occ in v.placeholders],
+        short_news=[occ for _, occ in v.short_news], min_news_seconds=MIN_NEWS_SECONDS,
+        warnings=v.warnings, missing=v.missing)
 
 
 class VillageOutcomeOut(BaseModel):
@@ -370,6 +431,37 @@ def api_router(ctx: WebContext) -> APIRouter:
         info, lines = diary_lines(ctx, commune_id, d0, d1)
         return DiaryOut(commune_id=commune_id, commune_name=info.name, timezone=info.tz.key,
                         first=d0, last=d1, lines=[diary_line_out(line, info.tz) for line in lines])
+
+    @r.get("/communes/{commune_id}/criterion", tags=[TAG_COMMUNES],
+           summary="Criterion 8.3 for the week holding `week` (default this week): what aired, "
+                   "and for this week and later what the schedule plans",
+           responses={409: {"model": ErrorOut}})
+    def criterion(commune_id: str, week: str | None = None,
+                  me: Principal = me_dep) -> CriterionOut:
+        me.check(VIEW, commune_id)
+        known_commune(ctx, commune_id)
+        tz = commune_timezone(ctx.engine, commune_id)
+        today = ctx.today(tz)
+        day = parse_day(week, "week") or today
+        monday = day - timedelta(days=day.weekday())
+        try:
+            lo, _ = day_bounds_ms(monday, tz)
+            hi, _ = day_bounds_ms(monday + timedelta(days=7), tz)
+        except OverflowError:
+            raise HTTPException(400, "Ngày nằm ngoài khoảng cho phép.") from None
+        (aired,) = judge(aired_between(ctx.engine, lo, hi, commune_id), tz, monday, 1)
+        planned = None
+        if monday + timedelta(days=6) >= today:
+            try:
+                schedule = ctx.schedule(commune_id)
+            except ScheduleError as e:
+                raise HTTPException(409, f"Lịch phát của xã có lỗi, hãy báo kỹ thuật viên: "
+                                         f"{e}") from None
+            if schedule is not None:
+                (verdict,) = judge_plan(schedule, monday, 1)
+                planned = criterion_week_out(verdict, "planned")
+        return CriterionOut(commune_id=commune_id, timezone=tz.key,
+                            aired=criterion_week_out(aired, "aired"), planned=planned)
 
     @r.get("/communes/{commune_id}/nodes", tags=[TAG_COMMUNES],
            summary="Loudspeaker clusters: online, last seen, telemetry, open alarms")

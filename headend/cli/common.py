@@ -82,6 +82,15 @@ def who_and_where() -> tuple[str, str]:
     return user, f"cli@{socket.gethostname()}"
 
 
+def operator_name(given: str | None) -> str:
+    """Who the diary names for a command-line action: the --operator given, or the system
+    user's login flagged as such (a login like "root" is not a person's name)."""
+    if given and given.strip():
+        return given.strip()
+    user, _ = who_and_where()
+    return f"{user} (tài khoản máy chủ)"
+
+
 def running_headend(home_running: Path) -> dict[str, object]:
     """The running headend's ports from its running.json, checked to be alive."""
     try:

@@ -22,6 +22,7 @@ from headend.cli.common import (
     day,
     fmt_ms,
     open_engine,
+    operator_name,
     path_arg,
     port,
     positive,
@@ -192,32 +193,22 @@ def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
     """Print the file's warnings and the criterion 8.3 tables; the exit code."""
     from datetime import timedelta
 
-    from headend.planning.criterion import aired_from_plan, format_week, judge
-    from headend.planning.expansion import expand
+    from headend.planning.criterion import format_week, judge_plan
     from headend.planning.schedule import load_schedule
 
     schedule = load_schedule(path)  # ScheduleError: main() prints every error, exit 2
     tz = ZoneInfo(schedule.commune.timezone)
     first = from_day or datetime.now(tz).date()
     monday = first - timedelta(days=first.weekday())
-    start = datetime(monday.year, monday.month, monday.day, tzinfo=tz)
-    end = start + timedelta(days=7 * weeks)
-    plans = expand(schedule, int(start.timestamp() * 1000), int(end.timestamp() * 1000))
-    verdicts = judge(aired_from_plan(plans), tz, monday, weeks)
+    verdicts = judge_plan(schedule, monday, weeks)
     c = schedule.commune
     print(f"{path}: {c.name} ({c.id}), {len(c.villages)} villages, {len(c.node_ids)} nodes, "
           f"{len(schedule.slots)} slots; times in {tz.key}")
     for problem in schedule.warnings:
         print(f"cảnh báo (warning): {problem}")
-    for w, v in enumerate(verdicts):
+    for v in verdicts:
         print()
         print("\n".join(format_week(v)))
-        week_ms = [int((start + timedelta(days=7 * k)).timestamp() * 1000) for k in (w, w + 1)]
-        empty = sorted({e.occurrence for p in plans.values() for e in p
-                        if e.placeholder and week_ms[0] <= e.start_ms < week_ms[1]})
-        if empty:
-            print(f"  cảnh báo (warning): {len(empty)} mục chưa có âm thanh (no audio yet), "
-                  f"counted but not sent until they have media: {', '.join(empty)}")
     short = [v for v in verdicts if not v.ok]
     print()
     for v in short:
@@ -283,6 +274,7 @@ def cmd_serve(home: Home, schedule: Path, port: int) -> None:
 def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
     from headend.communes.registry import headend_password
     from headend.core.db import open_db
+    from headend.diary.reasons import reason_vi
     from headend.media.library import MediaLibrary
     from headend.nodes import emergency as em
 
@@ -293,16 +285,18 @@ def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
         library = MediaLibrary(home.media_dir, str(running.get("media_base") or
                                                    f"http://127.0.0.1:{running['web_port']}"))
         media = em.emergency_audio(library, args.file, args.text)
-        user, where = who_and_where()
+        _, where = who_and_where()
         result = asyncio.run(em.send_from_cli(
             engine, int(str(running["broker_port"])), headend_password(home), target, media,
-            args.title, args.operator or user, where, args.text, args.wait))
+            args.title, operator_name(args.operator), where, args.text, args.wait))
     finally:
         engine.dispose()
-    print(f"Khẩn cấp (emergency) #{result.broadcast_id}: {len(result.started)} of "
-          f"{len(result.nodes)} loudspeaker clusters started")
+    print(f"Khẩn cấp #{result.broadcast_id}: {len(result.started)}/{len(result.nodes)} "
+          "cụm loa đã bắt đầu phát")
     for node, reason in sorted(result.refused.items()):
-        print(f"  {node}: refused ({reason})")
+        print(f"  {node}: từ chối ({reason_vi(reason)})")
+    for node in result.silent:
+        print(f"  {node}: không trả lời (mất kết nối?)")
     for node in result.silent:
         print(f"  {node}: no answer within {args.wait:g} s (offline?)")
     return 0 if len(result.started) == len(result.nodes) else 1

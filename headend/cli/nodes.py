@@ -15,8 +15,8 @@ from headend.cli.common import (
     CliError,
     fmt_ms,
     open_engine,
+    operator_name,
     running_headend,
-    who_and_where,
 )
 from headend.cli.device import DEVICE_OPS, add_device_parsers, cmd_device
 from headend.core.home import Home
@@ -156,7 +156,6 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
         "volume": lambda: {"level": args.level},
         "amp": lambda: {"on": args.state == "on"},
     }.get(name, dict)()
-    user, _ = who_and_where()
     engine = open_engine(home)
     started = time.monotonic()
     try:
@@ -172,7 +171,7 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
             async def go() -> dict[str, Any]:
                 op = asyncio.ensure_future(run_op(
                     engine, int(str(running["broker_port"])), headend_password(home),
-                    args.node, name, op_args, args.operator or user, on_ack))
+                    args.node, name, op_args, operator_name(args.operator), on_ack))
                 while not op.done():
                     await asyncio.sleep(0.2)
                     if total:
@@ -235,14 +234,13 @@ def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
             image = ota.load_image(path, board, version)
             name = ota.publish_image(image, home.media_dir)
         url = f"{running['media_base']}/media/{name}"
-        user, _ = who_and_where()
         engine = open_engine(home)
         try:
             print(f"ota on {args.node}: {board} {version}, {image.size} bytes, "
                   f"sha256 {image.sha256[:16]}..., {url}")
             final = asyncio.run(ota.send_ota(
                 engine, int(str(running["broker_port"])), headend_password(home), args.node,
-                image, url, args.operator or user,
+                image, url, operator_name(args.operator),
                 lambda msg: print(f"ota on {args.node}: {msg.get('status')}"),
                 back_within_s=args.wait))
         finally:

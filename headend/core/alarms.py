@@ -6,7 +6,8 @@ an alarm that is already open does nothing; clearing one that is not open does n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -27,6 +28,7 @@ AMP_FAULT = "amp_fault"
 WEAK_SIGNAL = "weak_signal"
 CLOCK_OFFSET = "clock_offset"
 VILLAGE_SILENT = "village_silent"  # every loudspeaker cluster of a village has failed
+TEMPERATURE = "temperature"  # a board hotter than its limit (headend/nodes/health.py)
 
 LABELS_VI = {
     SOURCE_UNREACHABLE: "Nguồn tiếp sóng không truy cập được",
@@ -39,7 +41,57 @@ LABELS_VI = {
     WEAK_SIGNAL: "Sóng 4G yếu",
     CLOCK_OFFSET: "Đồng hồ cụm loa lệch quá 2 giây",
     VILLAGE_SILENT: "Cả thôn không còn loa hoạt động",
+    TEMPERATURE: "Cụm loa quá nóng",
 }
+
+# What an alarm's detail says, stored in Vietnamese (the CLI and the API show it as stored).
+# Pages show it in their language: `detail_text` finds the template a detail was made from
+# and formats the template's English (headend/core/i18n.py) with the same values. A detail
+# made otherwise (a relay probe's error, an older English one) is shown as it is.
+DETAIL_AMP_CURRENT = "Ampli đang bật nhưng chỉ tiêu thụ {ma} mA"
+DETAIL_AMP_REPORTED = "Ampli báo lỗi (phần cứng báo, hoặc dòng điện quá thấp khi bật)"
+DETAIL_WEAK_SIGNAL = "Sóng {dbm} dBm ({link})"
+DETAIL_CLOCK = "Đồng hồ cụm loa lệch {ms} ms so với máy chủ"
+DETAIL_SILENT_S = "Không nhận được tin nào từ cụm loa trong {seconds} giây"
+DETAIL_SILENT_MIN = "Không nhận được tin nào từ cụm loa trong {minutes} phút"
+DETAIL_GONE_S = ("Không nhận được tin nào từ cụm loa trong {seconds} giây (máy chủ MQTT đã "
+                 "báo cụm loa mất kết nối)")
+DETAIL_GONE_MIN = ("Không nhận được tin nào từ cụm loa trong {minutes} phút (máy chủ MQTT đã "
+                   "báo cụm loa mất kết nối)")
+DETAIL_MISSED = "Bỏ lỡ “{what}”: {reason}"
+DETAIL_FAILED = "Không phát được “{what}”: {reason}"
+DETAIL_NO_REASON = "không rõ lý do"
+DETAIL_VILLAGE_ONE = "Cụm loa duy nhất của thôn mất kết nối hoặc lỗi ampli: {nodes}"
+DETAIL_VILLAGE_ALL = "Cả {n} cụm loa của thôn đều mất kết nối hoặc lỗi ampli: {nodes}"
+DETAIL_HOT = "Nhiệt độ {temp} °C, vượt ngưỡng {limit} °C của bo mạch {board}"
+DETAILS = (DETAIL_AMP_CURRENT, DETAIL_AMP_REPORTED, DETAIL_WEAK_SIGNAL, DETAIL_CLOCK,
+           DETAIL_SILENT_S, DETAIL_SILENT_MIN, DETAIL_GONE_S, DETAIL_GONE_MIN, DETAIL_MISSED,
+           DETAIL_FAILED, DETAIL_VILLAGE_ONE, DETAIL_VILLAGE_ALL, DETAIL_HOT)
+# Values that are words themselves (looked up in the catalog too); the others are data.
+_WORDS = {DETAIL_NO_REASON}
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts, at = [], 0
+    for m in _FIELD.finditer(template):
+        parts += [re.escape(template[at:m.start()]), f"(?P<{m.group(1)}>.+?)"]
+        at = m.end()
+    parts.append(re.escape(template[at:]))
+    return re.compile("".join(parts), re.S)
+
+
+_PATTERNS = [(t, _pattern(t)) for t in DETAILS]
+
+
+def detail_text(detail: str, translate: Callable[[str], str]) -> str:
+    """An alarm's detail in the language of `translate` (a page's `_`)."""
+    for template, pattern in _PATTERNS:
+        m = pattern.fullmatch(detail)
+        if m:
+            values = {k: translate(v) if v in _WORDS else v for k, v in m.groupdict().items()}
+            return translate(template).format(**values)
+    return translate(detail)
 
 
 @dataclass(frozen=True)

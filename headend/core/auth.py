@@ -180,6 +180,18 @@ def authenticate(engine: Engine, username: str, password: str) -> User | None:
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
+def communes_of(engine: Engine, username: str) -> list[str]:
+    """The communes of the user of that name (PROVINCE for the whole province); none for a
+    name nobody has. For filing a failed log-in where that user's commune reads it."""
+    with Session(engine) as s:
+        raw = s.scalar(select(User.communes).where(User.username == username.strip()))
+    try:
+        found = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [c for c in found if isinstance(c, str)] if isinstance(found, list) else []
+
+
 def start_session(engine: Engine, user: User, ip: str, now_ms: int) -> tuple[str, Principal]:
     """A new session for `user`: the cookie value to set and the principal (with its CSRF)."""
     cookie = secrets.token_urlsafe(32)

@@ -142,9 +142,6 @@ EN: Final[dict[str, str]] = {
     "giờ": "hours",
     "Đạt": "Met",
     "Chưa đạt": "Not met",
-    "Theo lịch phát (kể cả chỗ dành cho bản tin chưa có bản ghi); đã phát thực tế: {n} tin":
-        "As scheduled (including slots kept for bulletins not recorded yet); actually aired: "
-        "{n} items",
     "Tuần trước": "Previous week",
     "Tuần {first} – {last}": "Week {first} – {last}",
     "Tuần sau": "Next week",
@@ -169,6 +166,14 @@ EN: Final[dict[str, str]] = {
     "Đưa vào lịch": "Add to the schedule",
     "Chưa có bản tin nào đã được duyệt.": "No bulletin has been approved yet.",
     ", rồi nhờ trưởng ban biên tập duyệt.": ", then ask the editorial board head to approve it.",
+    # Criterion 8.3: what counts as local news (calendar badge, overview)
+    "{n} tin, cần ít nhất {need}": "{n} items, at least {need} needed",
+    "{n} bản tin thiếu bản ghi, không tính": "{n} bulletins with no recording, not counted",
+    "{n} bản tin ngắn dưới {s} giây, không tính":
+        "{n} bulletins shorter than {s} seconds, not counted",
+    "Theo lịch phát: chỉ tính bản tin có bản ghi dài ít nhất {s} giây; đã phát thực tế: {n} tin":
+        "As scheduled: only bulletins with a recording of at least {s} seconds count; actually "
+        "aired: {n} items",
     # Communes
     "Tỉnh": "Province",
     "Xã": "Commune",
@@ -232,9 +237,15 @@ EN: Final[dict[str, str]] = {
     "Quay lại": "Go back",
     "Đã phát khẩn cấp": "Emergency broadcast sent",
     "Đã gửi lệnh phát khẩn cấp": "Emergency broadcast command sent",
-    "cụm loa đã bắt đầu phát.": "loudspeaker clusters have started playing.",
-    "Cụm loa từ chối:": "Clusters that refused:",
-    "Chưa trả lời (mất kết nối?):": "No answer yet (offline?):",
+    "Đang gửi…": "Sending…",
+    "thôn đã bắt đầu phát.": "villages have started playing.",
+    "Đang chờ các cụm loa trả lời…": "Waiting for the clusters to answer…",
+    "Thôn": "Village",
+    "Thôn không trả lời: kỹ thuật viên xem trang":
+        "Villages that do not answer: the technician checks the page",
+    "Đã gửi, đang chờ cụm loa": "Sent, waiting for the cluster",
+    "Không phát": "Not played",
+    "Không trả lời": "No answer",
     "Kỹ thuật viên xem trang": "A technician should check",
     "Lần phát này được ghi vào sổ nhật ký và nhật ký thao tác.":
         "This broadcast is recorded in the broadcast diary and in the audit log.",
@@ -406,6 +417,112 @@ EN: Final[dict[str, str]] = {
         "The form is out of date or your session has expired. Reload the page and try again "
         "(nothing was changed).",
     "Sai tên đăng nhập hoặc mật khẩu.": "Wrong username or password.",
+
+    # --- Health on the overview and /health, alarm details, the province's audit log ---
+    # Cluster states (reading.NODE_STATE_VI, web_commune.STATE_LOWER_VI)
+    "Lỗi ampli": "Amplifier fault",
+    "lỗi ampli": "amplifier fault",
+    "Cụm loa quá nóng": "Cluster overheating",
+    "Ở đâu": "Where",
+    "{n} cụm lỗi ampli": "{n} clusters with an amplifier fault",
+    "Thôn có loa đang hoạt động:": "Villages with a working loudspeaker now:",
+    "Không còn loa hoạt động:": "No working loudspeaker left:",
+    "“Hoạt động”: liên lạc được và ampli không lỗi. Mất kết nối: không nhận được tin nào "
+    "trong 2 chu kỳ báo cáo của cụm loa.":
+        "“Online”: reachable, with no amplifier fault. Offline: nothing heard from the "
+        "cluster for 2 of its reporting periods.",
+    # Alarm details (alarms.DETAIL_*), stored in Vietnamese, shown through alarms.detail_text
+    "Ampli đang bật nhưng chỉ tiêu thụ {ma} mA": "The amplifier is on but draws only {ma} mA",
+    "Ampli báo lỗi (phần cứng báo, hoặc dòng điện quá thấp khi bật)":
+        "Amplifier fault (reported by the hardware, or too little current while on)",
+    "Sóng {dbm} dBm ({link})": "Signal {dbm} dBm ({link})",
+    "Đồng hồ cụm loa lệch {ms} ms so với máy chủ":
+        "The cluster's clock is {ms} ms off the server's",
+    "Không nhận được tin nào từ cụm loa trong {seconds} giây":
+        "Nothing heard from the cluster for {seconds} s",
+    "Không nhận được tin nào từ cụm loa trong {minutes} phút":
+        "Nothing heard from the cluster for {minutes} min",
+    "Không nhận được tin nào từ cụm loa trong {seconds} giây (máy chủ MQTT đã báo cụm loa mất "
+    "kết nối)":
+        "Nothing heard from the cluster for {seconds} s (the MQTT broker reported it "
+        "disconnected)",
+    "Không nhận được tin nào từ cụm loa trong {minutes} phút (máy chủ MQTT đã báo cụm loa mất "
+    "kết nối)":
+        "Nothing heard from the cluster for {minutes} min (the MQTT broker reported it "
+        "disconnected)",
+    "Bỏ lỡ “{what}”: {reason}": "Missed “{what}”: {reason}",
+    "Không phát được “{what}”: {reason}": "Could not play “{what}”: {reason}",
+    "không rõ lý do": "no reason given",
+    "Cụm loa duy nhất của thôn mất kết nối hoặc lỗi ampli: {nodes}":
+        "The village's only cluster is offline or has an amplifier fault: {nodes}",
+    "Cả {n} cụm loa của thôn đều mất kết nối hoặc lỗi ampli: {nodes}":
+        "All {n} clusters of the village are offline or have an amplifier fault: {nodes}",
+    "Nhiệt độ {temp} °C, vượt ngưỡng {limit} °C của bo mạch {board}":
+        "Temperature {temp} °C, above the {limit} °C limit of the {board} board",
+    # The province's audit log (web_commune.PROVINCE_AUDIT_VI)
+    "Nhật ký thao tác toàn tỉnh": "Audit log of the whole province",
+    "toàn tỉnh": "whole province",
+    "Toàn tỉnh": "Whole province",
+    "Mọi xã, và những việc không thuộc xã nào (quản trị, đăng nhập sai bằng tên không có).":
+        "Every commune, and what belongs to none (administration, failed log-ins under names "
+        "nobody has).",
+    "Nhật ký thao tác toàn tỉnh chỉ dành cho quản trị viên tỉnh.":
+        "Only the province's administrator may read the whole province's audit log.",
+    # Why a village did not air an item (diary.reasons.CODES_VI)
+    "lệnh đã hết hạn khi cụm loa nhận được (mất kết nối lúc gửi)":
+        "the command had expired when the cluster got it (offline when sent)",
+    "đang trong giờ nghỉ của thôn":
+        "within the village's quiet hours",
+    "đang phát tin khẩn cấp":
+        "an emergency was on air",
+    "đang phát":
+        "something was on air",
+    "cụm loa đang ở chế độ an toàn (khởi động lại liên tục)":
+        "the cluster is in safe mode (reboot loop)",
+    "lệnh bị gửi lặp lại, cụm loa từ chối":
+        "a replayed command, refused",
+    "chữ ký lệnh không hợp lệ":
+        "the command's signature is not valid",
+    "lệnh hỏng":
+        "a malformed command",
+    "lệnh quá lớn":
+        "the command is too large",
+    "phiên bản lệnh không hỗ trợ":
+        "unsupported command version",
+    "lệnh gửi nhầm cụm loa":
+        "the command was for another cluster",
+    "lệnh chưa đến giờ hiệu lực (đồng hồ cụm loa lệch)":
+        "the command is not valid yet (the cluster's clock is off)",
+    "cụm loa không biết lệnh này":
+        "the cluster does not know this command",
+    "tham số lệnh sai":
+        "wrong command arguments",
+    "địa chỉ âm thanh không được phép":
+        "the audio address is not allowed",
+    "cụm loa mất kết nối khi gửi lệnh":
+        "the cluster was offline when the command was sent",
+    "cụm loa không trả lời":
+        "the cluster did not answer",
+    "đã bắt đầu phát, chưa có báo cáo":
+        "started, no report yet",
+    "ampli không đẩy ra loa (lỗi ampli)":
+        "the amplifier did not drive the speakers (amplifier fault)",
+    "đã phát, chưa kiểm chứng được ampli (bo mạch không đo dòng)":
+        "played, the amplifier not verified (the board does not sense its current)",
+    "bị dừng do khởi động lại":
+        "stopped by a reboot",
+    "luồng âm thanh bị ngắt":
+        "the stream broke off",
+    "luồng âm thanh bị ngắt trước điểm nối":
+        "the stream broke off before the join point",
+    "bản ghi ngắn hơn khung giờ":
+        "the recording is shorter than the slot",
+    "bản ghi kết thúc sớm":
+        "the recording ended early",
+    "không có luồng":
+        "no stream",
+    "luồng âm thanh":
+        "the stream",
 }
 
 # Where one Vietnamese text needs another English: (context, Vietnamese) -> English.

@@ -49,7 +49,7 @@ class Command(Base):
     op: Mapped[str] = mapped_column(String(16))
     args: Mapped[str] = mapped_column(Text)  # JSON
     title: Mapped[str] = mapped_column(String(300), default="")
-    issued_ms: Mapped[int] = mapped_column(BigInteger)
+    issued_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # the diary reads by day
     expires_ms: Mapped[int] = mapped_column(BigInteger)
     operator: Mapped[str] = mapped_column(String(100), default="")
     status: Mapped[str] = mapped_column(String(16), default="sent")
@@ -175,6 +175,9 @@ class Broadcast(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     nodes: Mapped[int] = mapped_column(Integer, default=0)
     started: Mapped[int] = mapped_column(Integer, default=0)  # nodes that acked "started"
+    # The sender's idempotency key: a reload, back or second tap finds this row, sends nothing.
+    idem_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    commands: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of command ids
 
 
 class User(Base):

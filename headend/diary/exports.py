@@ -32,7 +32,6 @@ from headend.diary.reconciliation import (
     AIRED,
     KIND_VI,
     LANGUAGE_VI,
-    OUTCOME_VI,
     PARTIAL,
     PLANNED,
     TRIGGER_VI,
@@ -183,14 +182,6 @@ def diary_row(line: ProgrammeLine, tz: ZoneInfo) -> list[str]:
     title = line.title or "(không có tên)"
     if line.summary:
         title = f"{title} — {line.summary}"
-    silent = []
-    said = set()  # a silent village's reason is in its own column, not again in the notes
-    for v in line.silent_villages:
-        if v.outcome == PLANNED:
-            continue  # not due yet: not a village that failed to air it
-        said.add(f"{v.village}: {v.reason}")
-        why = OUTCOME_VI.get(v.outcome, v.outcome)
-        silent.append(f"{v.village} ({why}: {v.reason})" if v.reason else f"{v.village} ({why})")
     notes = (["Chưa đến giờ phát"] if line.outcome == PLANNED else []) + line.notes
     duration = line.duration_s if line.outcome in (AIRED, PARTIAL) else None
     return [
@@ -204,10 +195,10 @@ def diary_row(line: ProgrammeLine, tz: ZoneInfo) -> list[str]:
         line.source,
         LANGUAGE_VI.get(line.language, line.language),
         ", ".join(line.aired_villages),
-        "; ".join(silent),
+        line.silent_text(),
         line.operator or TRIGGER_VI.get(line.trigger, line.trigger),
         line.approver,
-        "; ".join(n for n in notes if n not in said),
+        "; ".join(notes),
     ]
 
 

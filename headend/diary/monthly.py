@@ -7,7 +7,8 @@ exported diary shows, corrections applied):
   emergencies) and by language, from the time each item sounded;
 - per ISO week (Monday to Sunday, commune time): the days with a VOV and a provincial relay and the
   locally produced news items, judged by `criterion.judge` with its thresholds (7 relay days each,
-  at least 3 news items). A week that straddles two months is judged whole, on its seven days, and
+  at least 3 news items, each a bulletin of which at least 60 s aired; shorter ones are named
+  apart). A week that straddles two months is judged whole, on its seven days, and
   appears in the report of both months; a week that has not ended is shown but not judged;
 - the share of villages whose loudspeakers work, against 2/3 (standard level) and 90 %
   (mountainous communes) or 100 % (lowland communes) for the advanced level.
@@ -59,6 +60,7 @@ from headend.diary.reconciliation import (
     local_day,
 )
 from headend.planning.criterion import (
+    MIN_NEWS_SECONDS,
     REQUIRED_LOCAL_NEWS,
     REQUIRED_PROVINCE_DAYS,
     REQUIRED_VOV_DAYS,
@@ -91,13 +93,11 @@ class WeekResult:
 
     @property
     def relays_ok(self) -> bool:
-        v = self.verdict
-        return (len(v.vov_days) >= REQUIRED_VOV_DAYS
-                and len(v.province_days) >= REQUIRED_PROVINCE_DAYS)
+        return self.verdict.relays_ok
 
     @property
     def news_ok(self) -> bool:
-        return len(self.verdict.local_news) >= REQUIRED_LOCAL_NEWS
+        return self.verdict.news_ok
 
 
 @dataclass(frozen=True)
@@ -256,8 +256,8 @@ def monthly_document(r: MonthlyReport) -> Document:
                   else "Tuần chưa kết thúc")
         weeks.append([f"Tuần {n:02d}/{y}",
                       f"{vn_date(v.monday)}–{vn_date(v.monday + timedelta(days=6))}",
-                      f"{len(v.vov_days)}/7", f"{len(v.province_days)}/7",
-                      f"{len(v.local_news)}/{REQUIRED_LOCAL_NEWS}", result])
+                      f"{len(v.vov_days)}/7", f"{len(v.province_days)}/7", v.news_text,
+                      result])
     villages = [[v.name, str(v.due), str(v.aired),
                  _pct(Fraction(v.aired, v.due)) if v.due else "—",
                  "Có" if v.working else "Không"] for v in r.villages]
@@ -271,7 +271,12 @@ def monthly_document(r: MonthlyReport) -> Document:
         + (f"; chưa đến giờ: {t.pending})" if t.pending else ")"),
         "Thôn có loa hoạt động: thôn đã phát (toàn bộ hoặc một phần) ít nhất "
         f"{_pct(WORKING_SHARE)} số lượt phát dành cho thôn trong tháng.",
+        f"Tin địa phương: chỉ tính bản tin đã phát ít nhất {MIN_NEWS_SECONDS} giây; bản tin "
+        "chưa có bản ghi không được phát nên không tính.",
     ]
+    for w in r.weeks:  # the bulletins that aired but do not count, week by week
+        y, n, _ = w.verdict.monday.isocalendar()
+        summary += [f"Tuần {n:02d}/{y}: {text}." for text in w.verdict.warnings]
     return Document(
         province_label(r.info), commune_label(r.info),
         "BÁO CÁO THÁNG VỀ HOẠT ĐỘNG ĐÀI TRUYỀN THANH XÃ", subtitle,

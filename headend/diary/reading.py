@@ -13,12 +13,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from headend.core.alarms import AMP_FAULT, NODE_OFFLINE
 from headend.core.models import Alarm, AsRunRecord, Command, Commune, Node, Village
 from headend.planning.criterion import Aired
 
 log = logging.getLogger("loaxa.diary")
 DEFAULT_TZ = "Asia/Ho_Chi_Minh"
 DAY_MS = 86_400_000
+# A node's state for people (NodeRow.state); a village is working when one of its nodes is.
+WORKING, AMP_BROKEN, OFFLINE = "working", "amp_fault", "offline"
+NODE_STATE_VI = {WORKING: "Hoạt động", AMP_BROKEN: "Lỗi ampli", OFFLINE: "Mất kết nối"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,27 @@ class NodeRow:
 
     def reading(self, key: str) -> Any:
         return self.telemetry.get(key)
+
+    @property
+    def amp_fault(self) -> bool:
+        return AMP_FAULT in self.alarms or self.telemetry.get("amp_fault") is True
+
+    @property
+    def reachable(self) -> bool:
+        """Online, and not silent for longer than the offline time (a half-open link)."""
+        return self.online and NODE_OFFLINE not in self.alarms
+
+    @property
+    def state(self) -> str:
+        """"working" (reachable, no amplifier fault: its loudspeakers sound), "amp_fault" or
+        "offline"."""
+        if not self.reachable:
+            return OFFLINE
+        return AMP_BROKEN if self.amp_fault else WORKING
+
+    @property
+    def working(self) -> bool:
+        return self.state == WORKING
 
 
 def commune_timezone(engine: Engine, commune_id: str | None = None) -> ZoneInfo:

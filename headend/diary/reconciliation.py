@@ -19,8 +19,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
-from headend.core.models import AsRunRecord, Command, Commune, Node, Programme, Village
+from headend.core.models import (
+    AsRunRecord,
+    Bulletin,
+    Command,
+    Commune,
+    Node,
+    Programme,
+    Village,
+)
+from headend.diary import reasons
 from headend.diary.reading import DAY_MS, DEFAULT_TZ, day_bounds_ms
+from headend.planning.programme import LOCAL_SOURCE
 
 MAX_DAYS = 366  # one request covers at most a year; longer ranges are asked for in parts
 LATE_MS = 6 * 3600_000  # records of an item may arrive for a while after it ends
@@ -35,6 +45,9 @@ KIND_VI = {"vov_relay": "Tiếp sóng VOV", "province_relay": "Tiếp sóng Đà
            "emergency": "Khẩn cấp", "test": "Thử loa"}
 TRIGGER_VI = {"plan": "Lịch phát", "emergency": "Khẩn cấp", "command": "Lệnh phát",
               "manual": "Kỹ thuật viên", "live": "Trực tiếp"}
+# Commands that air something, and the trigger their nodes' records carry.
+PLAYING_OPS = {"play": "command", "emergency": "emergency", "test_tone": "manual"}
+OP_KIND = {"play": "notice", "emergency": "emergency", "test_tone": "test"}
 LANGUAGE_VI = {"vi": "Tiếng Việt", "tay": "Tiếng Tày", "nung": "Tiếng Nùng",
                "dao": "Tiếng Dao", "hmong": "Tiếng Mông"}
 
@@ -87,6 +100,20 @@ class ProgrammeLine:
     def silent_villages(self) -> list[VillageOutcome]:
         return [v for v in self.villages if v.outcome not in (AIRED, PARTIAL)]
 
+    def silent_text(self) -> str:
+        """The villages that did not air it, those sharing an outcome and reason together:
+        "Thôn Nà Lầu, Bản Pò (Bỏ lỡ: cụm loa mất kết nối khi gửi lệnh)". Villages whose item
+        is not due yet are not listed."""
+        groups: dict[tuple[str, str | None], list[str]] = {}
+        for v in self.silent_villages:
+            if v.outcome != PLANNED:
+                groups.setdefault((v.outcome, v.reason), []).append(v.village)
+        out = []
+        for (outcome, reason), names in groups.items():
+            why = OUTCOME_VI.get(outcome, outcome) + (f": {reason}" if reason else "")
+            out.append(f"{', '.join(names)} ({why})")
+        return "; ".join(out)
+
     @property
     def outcome(self) -> str:
         outs = {v.outcome for v in self.villages}
@@ -111,6 +138,17 @@ class ProgrammeLine:
         if self.start_ms is None or self.end_ms is None:
             return None
         return max(0, round((self.end_ms - self.start_ms) / 1000))
+
+
+def outcome_vi(line: ProgrammeLine) -> str:
+    """The line's outcome as the diary says it; an airing on a board that cannot sense its
+    amplifier is not plainly "Đã phát"."""
+    label = OUTCOME_VI.get(line.outcome, line.outcome)
+    unverified = reasons.reason_vi(reasons.NOT_VERIFIED)
+    if line.outcome in (AIRED, PARTIAL) and any(
+            v.reason == unverified for v in line.villages if v.outcome in (AIRED, PARTIAL)):
+        label += " (chưa kiểm chứng ampli)"
+    return label
 
 
 def session_of(ms: int, tz: ZoneInfo) -> str:
@@ -154,7 +192,10 @@ def range_ms(info: CommuneInfo, first: date, last: date) -> tuple[int, int]:
 
 def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
                   now_ms: int) -> list[ProgrammeLine]:
-    """The commune's programme items that start (or were planned to start) in [lo, hi)."""
+    """The commune's programme items that start (or were planned to start) in [lo, hi).
+    Every village an item was meant for is on its line: from the plan for planned items, and
+    from the commands sent for the others (a node that never got its command has no record
+    to say so)."""
     lines: dict[str, ProgrammeLine] = {}
     targets: dict[str, list[str]] = {}
     with Session(engine) as s:
@@ -169,16 +210,39 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
         # of records, and building entities was most of the page's time.
         records = s.execute(
             select(*_RECORD_COLUMNS, Node.village_id, Command.operator.label("cmd_operator"),
-                   Command.issued_ms)
+                   Command.issued_ms, Command.op.label("cmd_op"),
+                   Command.title.label("cmd_title"))
             .join(Node, Node.id == AsRunRecord.node_id)
             .outerjoin(Command, Command.id == AsRunRecord.command_id)
             .where(_in_range(info.id, lo_ms, hi_ms))
             .order_by(AsRunRecord.chain_seq)).all()
+        commands = s.execute(
+            select(Command.op, Command.title, Command.args, Command.issued_ms,
+                   Command.expires_ms, Command.status, Command.reason, Command.operator,
+                   Node.village_id)
+            .join(Node, Node.id == Command.node_id)
+            .join(Village, Village.id == Node.village_id)
+            .where(Village.commune_id == info.id, Command.op.in_(list(PLAYING_OPS)),
+                   Command.issued_ms >= lo_ms, Command.issued_ms < hi_ms)).all()
+        titles = _media_titles(s, info.id, [json.loads(c.args).get("url", "") for c in commands]
+                               + [r.media for r in records if not r.item_id])
+    for c in commands:  # every command's line and villages, before anything is reported
+        key = _command_key(c.op, c.issued_ms, c.title)
+        if key not in lines:
+            media = str(json.loads(c.args).get("url") or "")
+            lines[key] = ProgrammeLine(
+                key, OP_KIND[c.op], c.title, "", "vi", 0, PLAYING_OPS[c.op],
+                _what_aired(media, c.title, titles), c.issued_ms, None,
+                operator=c.operator or "")
+            targets[key] = []
+        if c.village_id not in targets[key]:
+            targets[key].append(c.village_id)
     corrected: dict[int, Any] = {}
     for r in records:
         if r.corrects_id is not None:
             corrected[r.corrects_id] = r  # the newest correction wins (chain order)
     per_village: dict[str, dict[str, VillageOutcome]] = defaultdict(dict)
+    roles: dict[str, set[str]] = defaultdict(set)  # the sources that aired each line
     for r in records:
         village_id, operator, issued = r.village_id, r.cmd_operator, r.issued_ms
         if r.corrects_id is not None:
@@ -195,7 +259,8 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
             kind = r.kind or ("emergency" if r.trigger == "emergency" else "notice")
             line = lines[key] = ProgrammeLine(
                 key, kind, r.title, "", r.language or "vi", r.priority or 0, r.trigger,
-                r.media, start, r.planned_end_ms, operator=operator or "")
+                _what_aired(r.media, r.title, titles), start, r.planned_end_ms,
+                operator=operator or "")
             targets[key] = []
         if village_id not in targets[key]:
             targets[key].append(village_id)
@@ -204,24 +269,97 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
                                                                          r.start_ms)
             if r.end_ms is not None:
                 line.end_ms = r.end_ms if line.end_ms is None else max(line.end_ms, r.end_ms)
+            if r.source:
+                roles[key].add(r.source)
         name = info.villages.get(village_id, village_id)
         if fix is not None:
             line.notes.append(f"{name}: sửa thành “{OUTCOME_VI.get(fix.outcome, fix.outcome)}” "
                               f"bởi {fix.operator}: {fix.note}")
-        elif r.reason and outcome != AIRED:
-            line.notes.append(f"{name}: {r.reason}")
         old = per_village[key].get(village_id)
         if old is None or _RANK[outcome] > _RANK[old.outcome]:
-            reason = fix.note if fix else r.reason
+            reason = fix.note if fix else reasons.reason_vi(r.reason)
             per_village[key][village_id] = VillageOutcome(name, outcome, reason)
+    for c in commands:  # a node that has not reported: what its command's answer says
+        key = _command_key(c.op, c.issued_ms, c.title)
+        answer = _command_outcome(c, now_ms)
+        old = per_village[key].get(c.village_id)
+        if old is None or (old.outcome == NO_REPORT and _RANK[answer[0]] > 0):
+            name = info.villages.get(c.village_id, c.village_id)
+            per_village[key][c.village_id] = VillageOutcome(name, *answer)
     for key, line in lines.items():
         due = (line.planned_end_ms or line.sort_ms) < now_ms
         for vid in targets[key]:
             got = per_village[key].get(vid)
             line.villages.append(got or VillageOutcome(info.villages.get(vid, vid),
                                                        NO_REPORT if due else PLANNED))
-        line.notes = sorted(set(line.notes))
+        line.notes = sorted(set(line.notes)) + _shared_notes(line)
+        if roles[key] and line.kind.endswith("_relay"):  # which of its streams aired
+            said = ", ".join(reasons.SOURCE_ROLE_VI.get(x, x) for x in sorted(
+                roles[key], key=lambda x: list(reasons.SOURCE_ROLE_VI).index(x)
+                if x in reasons.SOURCE_ROLE_VI else 99))
+            line.source = f"{line.source} – {said}"
+        elif line.source.startswith(LOCAL_SOURCE + ": "):
+            line.source = f"{LOCAL_SOURCE}: “{line.title}”"
     return sorted(lines.values(), key=lambda x: (x.sort_ms, x.key))
+
+
+def _shared_notes(line: ProgrammeLine) -> list[str]:
+    """What the villages that aired it said (a partial airing's reason), once per reason:
+    alone when every village of the line shares it, else after the villages' names."""
+    groups: dict[str, list[str]] = {}
+    for v in line.villages:
+        if v.outcome in (AIRED, PARTIAL) and v.reason:
+            groups.setdefault(v.reason, []).append(v.village)
+    return [why if len(names) == len(line.villages) else f"{', '.join(names)}: {why}"
+            for why, names in groups.items()]
+
+
+def _command_key(op: str, issued_ms: int, title: str) -> str:
+    """One broadcast sends one command per node; they share the op, moment and title."""
+    return f"cmd:{op}:{issued_ms}:{title}"
+
+
+def _command_outcome(c: Any, now_ms: int) -> tuple[str, str | None]:
+    """A village's outcome from its node's command alone (no as-run record from it)."""
+    if c.status == "rejected":
+        return MISSED, reasons.reason_vi(c.reason)
+    if c.status == "failed":
+        return FAILED, reasons.reason_vi(c.reason)
+    if c.status in ("started", "done"):
+        return NO_REPORT, reasons.reason_vi(reasons.STARTED_NO_REPORT)
+    if now_ms > c.expires_ms:  # never answered, and too late now
+        return MISSED, reasons.reason_vi(c.reason or reasons.NO_ANSWER)
+    return NO_REPORT, reasons.reason_vi(c.reason)
+
+
+def _media_titles(s: Session, commune_id: str, urls: list[str]) -> dict[str, str]:
+    """Media file name -> the title of the bulletin made from it (the commune's)."""
+    names = {u.rsplit("/", 1)[-1] for u in urls if u}
+    if not names:
+        return {}
+    out: dict[str, str] = {}
+    for title, media in s.execute(select(Bulletin.title, Bulletin.media)
+                                  .where(Bulletin.commune_id == commune_id)):
+        try:
+            files = json.loads(media or "{}")
+        except ValueError:
+            continue
+        for name in files.values() if isinstance(files, dict) else ():
+            if name in names:
+                out[name] = title
+    return out
+
+
+def _what_aired(media: str, title: str, titles: dict[str, str]) -> str:
+    """The source column for an airing nobody planned: the bulletin's title, the test tone,
+    or the announcement's own title; never a URL."""
+    tone = reasons.tone_vi(media)
+    if tone:
+        return tone
+    bulletin = titles.get(media.rsplit("/", 1)[-1]) if media else None
+    if bulletin:
+        return f"Bản tin “{bulletin}”"
+    return f"Thông báo “{title}”" if title else "Thông báo"
 
 
 def _in_range(commune_id: str, lo_ms: int, hi_ms: int) -> ColumnElement[bool]:
@@ -247,12 +385,14 @@ _RECORD_COLUMNS = (
     AsRunRecord.trigger, AsRunRecord.media, AsRunRecord.start_ms, AsRunRecord.end_ms,
     AsRunRecord.planned_start_ms, AsRunRecord.planned_end_ms, AsRunRecord.received_ms,
     AsRunRecord.kind, AsRunRecord.title, AsRunRecord.language, AsRunRecord.priority,
-    AsRunRecord.reason, AsRunRecord.operator, AsRunRecord.note)
+    AsRunRecord.reason, AsRunRecord.operator, AsRunRecord.note, AsRunRecord.source)
 
 
 def _line_key(r: Any, issued: int | None) -> str:
     if r.item_id:
         return str(r.item_id).split("#")[0]  # a cut item's segments are one programme item
+    if issued is not None and r.cmd_op in PLAYING_OPS:
+        return _command_key(r.cmd_op, issued, r.cmd_title)
     # One broadcast sends one command per node; they share the media and the moment.
     return f"{r.trigger}:{r.media}:{issued if issued is not None else r.start_ms}"
 

@@ -38,6 +38,7 @@ both encoders running at the same time.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -72,7 +73,8 @@ class AudioRejected(Exception):
     """Input the pipeline will not take; ``str(e)`` is Vietnamese for the commune officer.
 
     ``english`` says the same for logs and the API, ``code`` is a stable short name
-    (suffix, empty, too_big, not_audio, no_audio, too_long, truncated, damaged, silent, speech).
+    (suffix, empty, too_big, not_audio, no_audio, too_long, truncated, damaged, silent, speech;
+    no_duration from ``audio_duration_ms``).
     """
 
     def __init__(self, message: str, english: str, code: str) -> None:
@@ -243,6 +245,24 @@ def _ffprobe_file(path: Path, filename: str, size: int) -> Probe:
                  sample_rate=int(_float(stream.get("sample_rate")) or 0),
                  channels=int(stream.get("channels") or 0),
                  duration_s=duration, duration_exact=not estimated)
+
+
+def audio_duration_ms(path: Path) -> int:
+    """How long the audio file at `path` sounds, in ms, as its container declares it (ffprobe,
+    local file, audio demuxers only): the audio's own length, whatever slot it is put in.
+    Probed once per version of the file (path, mtime, size). Raises AudioRejected when it is
+    not audio or does not say its length, OSError when it cannot be read."""
+    st = path.stat()
+    return _duration_ms(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _duration_ms(path: str, mtime_ns: int, size: int) -> int:
+    probe = _ffprobe_file(Path(path), PurePath(path).name, size)
+    if probe.duration_s is None:
+        raise AudioRejected("Không đọc được độ dài của tệp âm thanh.",
+                            "the file does not say how long it is", "no_duration")
+    return round(probe.duration_s * 1000)
 
 
 def _float(value: object) -> float | None:

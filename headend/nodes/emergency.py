@@ -11,13 +11,16 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydub.exceptions import CouldntDecodeError
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.core.models import Broadcast, Commune, Node, Village
+from headend.core.models import Broadcast, Command, Commune, Node, Village
+from headend.diary.reasons import NO_ANSWER, reason_vi
 from headend.media.library import Media, MediaLibrary, node_audio
 from headend.media.store import wav_for_nodes
 from headend.media.tts import TtsError, default_engine
@@ -98,43 +101,150 @@ def emergency_audio(library: MediaLibrary, file: Path | None, text: str | None) 
     return library.add_bytes(wav_for_nodes(speech))
 
 
+class AlreadySent(Exception):
+    """The idempotency key was used before: that broadcast, not a new one."""
+
+    def __init__(self, broadcast_id: int) -> None:
+        super().__init__(broadcast_id)
+        self.broadcast_id = broadcast_id
+
+
+@dataclass
+class Sent:
+    """A broadcast whose commands are out; wait() learns which nodes started it."""
+
+    headend: Gateway
+    engine: Engine
+    broadcast_id: int
+    waits: dict[str, asyncio.Future[dict[str, Any]]]
+
+    async def wait(self, wait_s: float = 15.0) -> EmergencyResult:
+        result = EmergencyResult(self.broadcast_id, list(self.waits))
+        done, _ = await asyncio.wait(list(self.waits.values()), timeout=wait_s) \
+            if self.waits else (set(), set())
+        for node_id, fut in self.waits.items():
+            if fut not in done:
+                fut.cancel()
+                continue
+            msg = fut.result()
+            if msg.get("status") in (protocol.STARTED, protocol.DONE):
+                result.started[node_id] = int(msg.get("start") or msg.get("at") or 0)
+            else:
+                result.refused[node_id] = str(msg.get("reason") or msg.get("status"))
+        await asyncio.to_thread(_count_started, self.engine, self.broadcast_id,
+                                len(result.started))
+        return result
+
+
+async def send(headend: Gateway, engine: Engine, target: Target, media: Media, title: str,
+               sent_by: str, sent_from: str, text: str | None = None,
+               key: str | None = None) -> Sent:
+    """Send the emergency to every target node, once per idempotency key: a key already
+    used raises AlreadySent with that broadcast's id (nothing is sent again). The row is
+    written before the commands go, so two requests with one key cannot both send."""
+    row_id = await asyncio.to_thread(_log, engine, target, media, title, text, sent_by,
+                                     sent_from, headend.clock(), key)
+    args = {"url": media.url, "title": title[:120]}
+    try:
+        cmds = await headend.send(target.node_ids, "emergency", args, ttl_ms=TTL_MS,
+                                  operator=sent_by, title=title)
+    except BaseException:
+        await asyncio.to_thread(_forget, engine, row_id)  # nothing went: the key may retry
+        raise
+    waits = {c.node_id: headend.waiters.add(
+        c.id, (protocol.STARTED, protocol.REJECTED, protocol.FAILED, protocol.DONE))
+        for c in cmds}
+    await asyncio.to_thread(_sent, engine, row_id, [c.id for c in cmds])
+    return Sent(headend, engine, row_id, waits)
+
+
 async def broadcast(headend: Gateway, engine: Engine, target: Target, media: Media, title: str,
                     sent_by: str, sent_from: str, text: str | None = None,
                     wait_s: float = 15.0) -> EmergencyResult:
     """Send the emergency to every target node and wait (up to wait_s) for them to start."""
-    args = {"url": media.url, "title": title[:120]}
-    cmds = await headend.send(target.node_ids, "emergency", args, ttl_ms=TTL_MS,
-                              operator=sent_by, title=title)
-    waits = {c.node_id: headend.waiters.add(
-        c.id, (protocol.STARTED, protocol.REJECTED, protocol.FAILED, protocol.DONE))
-        for c in cmds}
-    row_id = await asyncio.to_thread(_log, engine, target, media, title, text, sent_by,
-                                     sent_from, headend.clock(), len(cmds))
-    result = EmergencyResult(row_id, [c.node_id for c in cmds])
-    done, _ = await asyncio.wait(list(waits.values()), timeout=wait_s)
-    for node_id, fut in waits.items():
-        if fut not in done:
-            fut.cancel()
-            continue
-        msg = fut.result()
-        if msg.get("status") in (protocol.STARTED, protocol.DONE):
-            result.started[node_id] = int(msg.get("start") or msg.get("at") or 0)
-        else:
-            result.refused[node_id] = str(msg.get("reason") or msg.get("status"))
-    await asyncio.to_thread(_count_started, engine, row_id, len(result.started))
-    return result
+    sent = await send(headend, engine, target, media, title, sent_by, sent_from, text)
+    return await sent.wait(wait_s)
 
 
 def _log(engine: Engine, target: Target, media: Media, title: str, text: str | None,
-         sent_by: str, sent_from: str, now: int, nodes: int) -> int:
+         sent_by: str, sent_from: str, now: int, key: str | None) -> int:
+    try:
+        with Session(engine) as s, s.begin():
+            row = Broadcast(commune_id=target.commune_id, kind="emergency", title=title[:300],
+                            text=text, media=media.url.rsplit("/", 1)[-1][:200],
+                            villages=json.dumps(target.villages), sent_by=sent_by[:100],
+                            sent_from=sent_from[:200], sent_ms=now, nodes=0, started=0,
+                            idem_key=key, commands="[]")
+            s.add(row)
+            s.flush()
+            return row.id
+    except IntegrityError:
+        with Session(engine) as s:
+            first = s.scalar(select(Broadcast.id).where(Broadcast.idem_key == key))
+        if first is None:
+            raise
+        raise AlreadySent(first) from None
+
+
+def _sent(engine: Engine, row_id: int, command_ids: list[str]) -> None:
     with Session(engine) as s, s.begin():
-        row = Broadcast(commune_id=target.commune_id, kind="emergency", title=title[:300],
-                        text=text, media=media.url.rsplit("/", 1)[-1][:200],
-                        villages=json.dumps(target.villages), sent_by=sent_by[:100],
-                        sent_from=sent_from[:200], sent_ms=now, nodes=nodes, started=0)
-        s.add(row)
-        s.flush()
-        return row.id
+        row = s.get(Broadcast, row_id)
+        if row is not None:
+            row.commands = json.dumps(command_ids)
+            row.nodes = len(command_ids)
+
+
+def _forget(engine: Engine, row_id: int) -> None:
+    with Session(engine) as s, s.begin():
+        row = s.get(Broadcast, row_id)
+        if row is not None:
+            s.delete(row)
+
+
+@dataclass(frozen=True)
+class VillageState:
+    village: str  # name
+    state: str  # STARTED, SENT, REFUSED, SILENT
+    reason: str | None = None
+
+
+SENT, STARTED, REFUSED, SILENT = "sent", "started", "refused", "silent"
+STATE_VI = {SENT: "Đã gửi, đang chờ cụm loa", STARTED: "Đã phát",
+            REFUSED: "Không phát", SILENT: "Không trả lời"}
+
+
+def village_states(engine: Engine, broadcast_id: int, now_ms: int) -> list[VillageState]:
+    """Each target village's state, from its nodes' commands: started when one of its nodes
+    started; else refused (with the reason) or silent once the commands expired; else sent."""
+    with Session(engine) as s:
+        b = s.get(Broadcast, broadcast_id)
+        if b is None:
+            return []
+        ids = json.loads(b.commands or "[]")
+        rows = s.execute(select(Village.id, Village.name, Command.status, Command.reason,
+                                Command.expires_ms)
+                         .join(Node, Node.village_id == Village.id)
+                         .join(Command, Command.node_id == Node.id)
+                         .where(Command.id.in_(ids))).all() if ids else []
+        names = dict(s.execute(select(Village.id, Village.name)
+                               .where(Village.id.in_(json.loads(b.villages) or
+                                                     [r[0] for r in rows]))).all())
+    rank = {STARTED: 3, SENT: 2, REFUSED: 1, SILENT: 0}
+    best: dict[str, VillageState] = {}
+    for vid, name, status, reason, expires in rows:
+        if status in (protocol.STARTED, protocol.DONE):
+            st = VillageState(name, STARTED)
+        elif status in (protocol.REJECTED, protocol.FAILED):
+            st = VillageState(name, REFUSED, reason_vi(reason))
+        elif now_ms <= expires:
+            st = VillageState(name, SENT, reason_vi(reason))
+        else:
+            st = VillageState(name, SILENT, reason_vi(reason or NO_ANSWER))
+        if vid not in best or rank[st.state] > rank[best[vid].state]:
+            best[vid] = st
+    order = sorted(names, key=lambda v: names[v])
+    return [best.get(v, VillageState(names[v], SILENT)) for v in order if v in names] + [
+        st for v, st in best.items() if v not in names]
 
 
 def _count_started(engine: Engine, row_id: int, started: int) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.core.models import Command, Node
+from headend.diary.reasons import OFFLINE_WHEN_SENT
 from headend.nodes.health import DEFAULT_POLICY
 from headend.nodes.ingest import Report, store_reports
 
@@ -318,13 +319,14 @@ class Gateway:
         with Session(self.engine) as s, s.begin():
             rows = s.execute(
                 update(Node).where(Node.id.in_(node_ids)).values(seq=Node.seq + 1)
-                .returning(Node.id, Node.seq, Node.key)
+                .returning(Node.id, Node.seq, Node.key, Node.online)
             ).all()
             found = {r[0] for r in rows}
             missing = sorted(set(node_ids) - found)
             if missing:
                 raise KeyError(f"unknown node(s): {', '.join(missing[:5])}")
-            for node_id, seq, key in rows:
+            offline = {r[0] for r in rows if not r[3]}
+            for node_id, seq, key, _ in rows:
                 cmd_id = "c" + secrets.token_hex(10)
                 cmd = protocol.make_command(self._signer(node_id, key), cmd_id, node_id, seq,
                                             now, now + ttl_ms, op, args)
@@ -333,7 +335,9 @@ class Gateway:
                 {"id": c.id, "node_id": c.node_id, "seq": c.seq, "op": op,
                  "args": json.dumps(args, ensure_ascii=False), "title": title[:300],
                  "issued_ms": now, "expires_ms": now + ttl_ms, "operator": operator[:100],
-                 "status": "sent", "reason": None, "updated_ms": now}
+                 "status": "sent", "updated_ms": now,
+                 # Kept until the node answers: the diary says why a village never aired it.
+                 "reason": OFFLINE_WHEN_SENT if c.node_id in offline else None}
                 for c in out
             ])
         return out

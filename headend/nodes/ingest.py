@@ -29,6 +29,7 @@ from firmware import protocol
 from headend.core.alarms import RELAY_FAILED, Decision, settle
 from headend.core.models import AsRunRecord, Command, Node, NodePlan
 from headend.diary import chain
+from headend.diary.reasons import reason_vi
 from headend.nodes.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
@@ -254,7 +255,8 @@ def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> Non
                       key=lambda r: (r["start_ms"] or 0, r["rid"])):
         if row["source"] == "fallback" or row["outcome"] == protocol.OUTCOME_FAILED:
             decisions[row["node_id"]] = (
-                True, f"{row['item_id']}: {row['reason'] or 'no stream'}", row["commune_id"])
+                True, f"{row['title'] or row['item_id']}: "
+                      f"{reason_vi(row['reason'] or 'no stream')}", row["commune_id"])
         elif row["source"] in ("primary", "backup"):
             decisions[row["node_id"]] = (False, "", row["commune_id"])
     settle(conn, RELAY_FAILED, decisions, now)

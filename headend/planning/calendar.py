@@ -76,7 +76,7 @@ def effective(engine: Engine, schedule: Schedule, media_dir: Path) -> Schedule:
     """The schedule file's slots with the calendar's edits applied."""
     cid = schedule.commune.id
     with Session(engine) as s:
-        items = s.execute(select(CalendarItem, Bulletin.media).outerjoin(
+        items = s.execute(select(CalendarItem, Bulletin.media, Bulletin.duration_ms).outerjoin(
             Bulletin, Bulletin.id == CalendarItem.bulletin_id).where(
             CalendarItem.commune_id == cid, CalendarItem.removed.is_(False))).all()
         changes = list(s.scalars(select(SlotChange).where(SlotChange.commune_id == cid)))
@@ -96,14 +96,15 @@ def effective(engine: Engine, schedule: Schedule, media_dir: Path) -> Schedule:
                 slot, id=f"{MOVED_PREFIX}{ch.id}", date=date.fromisoformat(ch.new_day),
                 start=ch.start_min, end=ch.end_min, except_dates=frozenset(),
                 operator=ch.changed_by))
-    for item, media in items:
+    for item, media, duration_ms in items:
         name = _media(media or "{}").get("esp32")
         extra.append(Slot(
             id=f"{CAL_PREFIX}{item.id}", title=item.title, kind=item.kind,
             priority=item.priority, language=item.language, target="calendar",
             villages=_villages(item.villages), start=item.start_min, end=item.end_min,
             date=date.fromisoformat(item.day), media=media_dir / name if name else None,
-            summary=item.summary, operator=item.created_by, approver=item.approved_by))
+            audio_ms=duration_ms if name else None, summary=item.summary,
+            operator=item.created_by, approver=item.approved_by))
     slots = [dataclasses.replace(s, except_dates=s.except_dates | frozenset(skipped[s.id]))
              if s.id in skipped else s for s in schedule.slots]
     return dataclasses.replace(schedule, slots=(*slots, *extra))

@@ -8,6 +8,8 @@ Rules (docs/schedules.md, "Conflicts"):
 - Relays are hard-start: nothing of a lower class delays them; they start on the minute.
 - Placeholder items (recorded, no media yet) take part in all of this; their entries carry
   placeholder=True so the publisher skips them (the cut they make in lower items stays).
+- An entry spans its slot; a recorded item's audio may end sooner (`audio_ms`, the media's own
+  length), and the node stops there. Criterion 8.3 counts the audio, not the slot.
 
 Every node of a village has the same plan, and villages that are targeted by the same slots have
 the same plan too, so the work is done once per such group and per distinct day layout; a
@@ -47,6 +49,7 @@ class PlanEntry:
     media: Path | None
     quiet_ok: bool  # may sound in quiet hours (emergency class or allow_quiet)
     placeholder: bool = False  # recorded item without media: not sent to nodes
+    audio_ms: int | None = None  # the media's own length (None: no media, or unreadable)
 
 
 Segment = tuple[int, int, int, int]  # slot index, segment number (1-based), start, end minutes
@@ -192,7 +195,7 @@ def expand(schedule: Schedule, start_ms: int, end_ms: int) -> dict[str, list[Pla
                                 occ if n == 1 else f"{occ}#{n}", slot.id, occ, slot.kind,
                                 slot.priority, slot.language, slot.title, slot.summary,
                                 s_ms, e_ms, s_ms - item_ms, slot.source, slot.media,
-                                slot.quiet_ok, slot.placeholder)
+                                slot.quiet_ok, slot.placeholder, slot.audio_ms)
                         if not edge or (e.end_ms > start_ms and e.start_ms < end_ms):
                             out.append(e)
             day += one

@@ -24,6 +24,7 @@ from headend.communes.files import (
     commune_from_data,
     read_toml,
 )
+from headend.media.probe import AudioRejected, audio_duration_ms
 
 KINDS = ("vov_relay", "province_relay", "local_bulletin", "notice", "emergency")
 RELAY_KINDS = frozenset({"vov_relay", "province_relay"})
@@ -112,6 +113,9 @@ class Slot:
     on_holidays: bool = False
     source: Source | None = None
     media: Path | None = None
+    # The media's own length in ms, read from the audio (not the slot's length); None without
+    # media or when the file's length cannot be read. Criterion 8.3 counts this.
+    audio_ms: int | None = None
     summary: str = ""
     allow_quiet: bool = False
     line: int = 0
@@ -129,7 +133,8 @@ class Slot:
 
     @property
     def placeholder(self) -> bool:
-        """A recorded item with no audio yet: planned and counted, never sent to nodes."""
+        """A recorded item with no audio yet: planned, never sent to nodes, and not counted
+        as local news for criterion 8.3."""
         return self.kind in RECORDED_KINDS and self.media is None
 
     @property
@@ -309,9 +314,9 @@ def load_schedule(path: Path) -> Schedule:
                     f"{s.window} falls in the quiet hours {hhmm(quiet_start)}–{hhmm(quiet_end)}; "
                     "only class 'emergency' or allow_quiet = true may sound then")
         if s.placeholder:
-            r.warn(s.line, f"slot '{s.id}'", "chưa có âm thanh (no audio yet): counted in the "
-                                             "plan but not sent to the loudspeakers until "
-                                             "'media' names a file")
+            r.warn(s.line, f"slot '{s.id}'", "chưa có âm thanh (no audio yet): not counted "
+                                             "as local news for criterion 8.3 and not sent "
+                                             "to the loudspeakers until 'media' names a file")
     _conflicts(r, slots, holidays, commune)
     if r.errors:
         raise ScheduleError(sorted(r.errors, key=lambda p: p.line))
@@ -540,6 +545,7 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
     # What.
     source = None
     media = None
+    audio_ms = None
     if kind in RELAY_KINDS:
         src = raw.get("source")
         if src is None:
@@ -562,6 +568,8 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
                 media = (base / m).resolve()
                 if not media.is_file():
                     r.error(at("media"), item, f"media file {m!r} not found (looked for {media})")
+                else:
+                    audio_ms = _audio_ms(r, at("media"), item, media)
     summary = raw.get("summary", "")
     if not isinstance(summary, str):
         r.error(at("summary"), item, "summary must be a string")
@@ -575,8 +583,22 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
         language=str(language), target=target if isinstance(target, str) else ", ".join(target),
         villages=tuple(dict.fromkeys(chosen)), start=start, end=end, days=days, date=one_off,
         first=first, until=until, except_dates=frozenset(excepts), on_holidays=on_holidays,
-        source=source, media=media, summary=summary.strip(), allow_quiet=allow_quiet, line=head,
+        source=source, media=media, audio_ms=audio_ms, summary=summary.strip(),
+        allow_quiet=allow_quiet, line=head,
     )
+
+
+def _audio_ms(r: _Reader, line: int, item: str, media: Path) -> int | None:
+    """The media file's own length; a warning (and None: not counted) when it cannot be read."""
+    try:
+        return audio_duration_ms(media)
+    except AudioRejected as e:
+        why = e.english
+    except OSError as e:
+        why = e.strerror or str(e)
+    r.warn(line, item, f"không đọc được độ dài âm thanh (cannot read the audio's length: "
+                       f"{why}): not counted as local news for criterion 8.3")
+    return None
 
 
 def _first_common_day(a: Slot, b: Slot, holidays: Sequence[Holiday]) -> str | None:

@@ -31,7 +31,7 @@ from headend.media.store import StoredMedia, wav_for_nodes, write_test_tone
 from headend.media.tts import TtsError, default_engine
 from headend.nodes import health
 from headend.nodes.broker import Broker, find_free_port
-from headend.nodes.emergency import EmergencyResult, broadcast, find_target
+from headend.nodes.emergency import TTL_MS, find_target, send
 from headend.nodes.gateway import Gateway, wall_clock_ms
 from headend.planning.publishing import PlanPublisher, SourceWatch, real_sleep
 from headend.planning.schedule import Schedule, load_schedule
@@ -74,6 +74,7 @@ class Runtime:
     library: MediaLibrary = field(init=False)
     publisher: PlanPublisher = field(init=False)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _waiting: set[asyncio.Task[Any]] = field(default_factory=set)  # emergencies being answered
     _server: uvicorn.Server | None = None
 
     def __post_init__(self) -> None:
@@ -144,13 +145,19 @@ class Runtime:
             self.publisher.wake()
 
     async def send_emergency(self, commune_id: str, villages: list[str], media: StoredMedia,
-                             title: str, text: str | None, sent_by: str,
-                             sent_from: str) -> EmergencyResult:
-        """The web app's emergency button: to every node of the villages (all when empty)."""
+                             title: str, text: str | None, sent_by: str, sent_from: str,
+                             key: str | None = None) -> int:
+        """The web app's emergency button: to every node of the villages (all when empty),
+        once per key. Returns the broadcast's id at once (AlreadySent: the key's earlier
+        one); the nodes' answers are counted in the background for the status page."""
         target = await asyncio.to_thread(find_target, self.engine, commune_id, villages or None)
         wire = Media(f"{self.media_base}/media/{media.name}", media.sha256, media.size)
-        return await broadcast(self.headend, self.engine, target, wire, title, sent_by,
-                               sent_from, text)
+        sent = await send(self.headend, self.engine, target, wire, title, sent_by, sent_from,
+                          text, key)
+        task = asyncio.create_task(sent.wait(TTL_MS / 1000))
+        self._waiting.add(task)  # referenced until done, or the loop may drop it
+        task.add_done_callback(self._waiting.discard)
+        return sent.broadcast_id
 
     async def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -161,7 +168,7 @@ class Runtime:
                 await asyncio.wait_for(asyncio.shield(self._tasks[1]), 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.headend.flush(), 5)
-        for t in self._tasks:
+        for t in [*self._tasks, *self._waiting]:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()

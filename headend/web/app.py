@@ -36,6 +36,7 @@ from headend.api.v1 import API_DESCRIPTION, api_router
 from headend.core import i18n
 from headend.core.auth import VIEW, Forbidden, LoginLimiter, Principal
 from headend.diary.reading import (
+    NODE_STATE_VI,
     commune_name,
     commune_rows,
     commune_timezone,
@@ -44,6 +45,7 @@ from headend.diary.reading import (
     node_rows,
     time_of_day,
 )
+from headend.diary.reasons import reason_vi
 from headend.diary.reconciliation import OUTCOME_VI
 from headend.planning.schedule import ScheduleError, load_schedule
 from headend.web.context import (
@@ -59,7 +61,7 @@ from headend.web.context import (
 )
 from headend.web.pages.bulletins import bulletin_router
 from headend.web.pages.calendar import calendar_router
-from headend.web.pages.commune import commune_router
+from headend.web.pages.commune import commune_health, commune_router
 from headend.web.pages.criterion import criterion_weeks
 from headend.web.pages.diary import diary_router
 from headend.web.pages.emergency import emergency_router
@@ -72,12 +74,6 @@ LOGIN_VI = "Cần đăng nhập (hoặc mã truy cập API hợp lệ: Authoriza
 CSRF_VI = ("Biểu mẫu đã cũ hoặc phiên làm việc đã hết hạn. Hãy tải lại trang rồi làm lại "
            "(không có gì bị thay đổi).")
 
-# Reasons the firmware writes into as-run records; others are shown as the node sent them.
-REASON_VI = {
-    "stopped": "bị dừng giữa chừng",
-    "stopped before start": "bị dừng trước khi phát",
-    "stream ended early": "nguồn phát bị ngắt giữa chừng",
-}
 ERROR_VI = {
     400: ("Yêu cầu không hợp lệ", "Địa chỉ trang có chỗ không đúng."),
     403: ("Không có quyền", "Tài khoản của bạn không được xem hoặc làm việc này."),
@@ -124,12 +120,6 @@ def _fmt_duration(seconds: int | None) -> str:
     if s or not parts:
         parts.append(f"{s} giây")
     return " ".join(parts)
-
-
-def _reason_vi(reason: str | None) -> str | None:
-    if not reason:
-        return None
-    return REASON_VI.get(reason, reason)
 
 
 def _shift(day: date, days: int) -> date | None:
@@ -255,13 +245,15 @@ def make_app(engine: Engine, media_dir: Path,
             "day": d, "today": now_day, "tz": tz,
             "tz_label": "giờ Việt Nam" if tz.key == "Asia/Ho_Chi_Minh" else f"múi giờ {tz.key}",
             "prev_day": _shift(d, -1), "next_day": _shift(d, 1),
-            "online": sum(n.online for n in nodes),
-            "nodes": [dict(asdict(n), seen=_fmt_seen(n.last_seen_ms, tz, now_day)) for n in nodes],
+            **commune_health(engine, commune_id, nodes, tz,
+                             i18n.translator(i18n.lang_of(request))),
+            "nodes": [dict(asdict(n), state=n.state, state_vi=NODE_STATE_VI[n.state],
+                           seen=_fmt_seen(n.last_seen_ms, tz, now_day)) for n in nodes],
             "diary": [dict(asdict(r), start=time_of_day(r.start_ms, tz),
                            end=time_of_day(r.end_ms, tz), planned=time_of_day(r.planned_ms, tz),
                            duration=_fmt_duration(r.duration_s),
                            outcome_vi=OUTCOME_VI.get(r.outcome, r.outcome),
-                           reason_vi=_reason_vi(r.reason))
+                           reason_vi=reason_vi(r.reason))
                       for r in diary],
         })
 

@@ -198,12 +198,15 @@ def auth_router(ctx: WebContext) -> APIRouter:
         user = auth.authenticate(ctx.engine, username, password)
         if user is None:
             ctx.limiter.failed(ip, username, now)
-            audit.record(ctx.engine, audit.Actor(username[:64], "", ip), "login_failed", now)
+            # Filed under the communes of the account tried, so their pages show it.
+            audit.record_for(ctx.engine, audit.Actor(username[:64], "", ip), "login_failed",
+                             now, audit.filed_under(auth.communes_of(ctx.engine, username)))
             return ctx.page(request, "login.html", None, status_code=401, next=next,
                             username=username, error=LOGIN_ERROR_VI)
         ctx.limiter.succeeded(username)
         cookie, me = auth.start_session(ctx.engine, user, ip, now)
-        audit.record(ctx.engine, audit.Actor(me.username, me.role, ip), "login", now)
+        audit.record_for(ctx.engine, audit.Actor(me.username, me.role, ip), "login", now,
+                         audit.filed_under(me.communes))
         resp = RedirectResponse(_safe_next(next) or home_path(me), status_code=303)
         resp.set_cookie(SESSION_COOKIE, cookie, max_age=auth.SESSION_MS // 1000,
                         httponly=True, samesite="lax", secure=ctx.secure_cookies, path="/")
@@ -216,7 +219,8 @@ def auth_router(ctx: WebContext) -> APIRouter:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             auth.end_session(ctx.engine, cookie)
-        audit.record(ctx.engine, ctx.actor(request, me), "logout", ctx.now())
+        audit.record_for(ctx.engine, ctx.actor(request, me), "logout", ctx.now(),
+                         audit.filed_under(me.communes))
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(SESSION_COOKIE, path="/")
         return resp

@@ -118,6 +118,7 @@ ENDPOINTS = [
     Endpoint("GET", f"{V1}/communes/{{commune_id}}/plan", auth.VIEW,
              "?first=2026-11-23&last=2026-11-24"),
     Endpoint("GET", f"{V1}/communes/{{commune_id}}/diary", auth.VIEW),
+    Endpoint("GET", f"{V1}/communes/{{commune_id}}/criterion", auth.VIEW, "?week=2026-11-23"),
     Endpoint("GET", f"{V1}/communes/{{commune_id}}/nodes", auth.VIEW),
     Endpoint("GET", f"{V1}/communes/{{commune_id}}/bulletins", auth.VIEW),
     Endpoint("GET", f"{V1}/nodes", None),
@@ -243,6 +244,7 @@ def test_unknown_commune_is_404_for_the_province(site: WebSite, tokens: dict[str
     (f"{V1}/communes/{TL}/diary?first=2025-01-01&last=2026-11-23", "tối đa 366 ngày"),
     (f"{V1}/communes/{TL}/diary?last=9999-99-99", "Ngày không hợp lệ"),
     (f"{V1}/communes/{TL}/bulletins?status=sent", "Trạng thái không đúng"),
+    (f"{V1}/communes/{TL}/criterion?week=23/11/2026", "Ngày không hợp lệ"),
     (f"{HT}/xa/{TL}/thong-ke?tuNgay=hom-qua", "Ngày không hợp lệ"),
 ])
 def test_bad_query_is_400_in_vietnamese(site: WebSite, tokens: dict[str, str], path: str,
@@ -325,6 +327,33 @@ def test_diary_lines(site: WebSite, tokens: dict[str, str], yesterday_programme:
     assert line["start_ms"] is None and line["outcome"] in ("missed", "no_report")
     assert {v["village"] for v in line["villages"]} and line["aired_villages"] == []
     assert {"trigger", "operator", "approver", "title", "source", "session"} <= set(line)
+
+
+def test_criterion_counts_only_bulletins_with_a_recording(site: WebSite,
+                                                          tokens: dict[str, str]) -> None:
+    # Tân Lang's bulletins are slots kept for recordings not made yet: the relays are there
+    # every day, the news is not ("6/3 – Đạt" was the bug).
+    r = site.client(None).get(f"{V1}/communes/{TL}/criterion", headers=bearer(tokens["canbo"]))
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["timezone"] == "Asia/Ho_Chi_Minh"
+    aired, planned = got["aired"], got["planned"]
+    assert (aired["basis"], aired["week"], aired["monday"]) == ("aired", "2026-W48", "2026-11-23")
+    assert aired["local_news"] == 0 and aired["placeholders"] == []  # nothing aired yet
+    assert planned["basis"] == "planned"
+    assert (planned["vov_days"], planned["province_days"]) == (7, 7)
+    assert (planned["local_news"], planned["local_news_required"]) == (0, 3)
+    assert planned["local_news_text"] == "0 tin, cần ít nhất 3"
+    assert planned["placeholders"][:2] == ["ban-tin-xa@2026-11-23", "ban-tin-tay@2026-11-24"]
+    assert len(planned["placeholders"]) == 6 and planned["short_news"] == []
+    assert (planned["ok"], planned["verdict_vi"]) == (False, "Chưa đạt")
+    assert planned["warnings"] == ["6 bản tin thiếu bản ghi, không tính (T2 23/11, T3 24/11, "
+                                   "T4 25/11, T5 26/11, T6 27/11, T7 28/11)"]
+    assert planned["min_news_seconds"] == 60
+    # A past week: what aired only.
+    past = site.client(None).get(f"{V1}/communes/{TL}/criterion?week=2026-11-18",
+                                 headers=bearer(tokens["canbo"])).json()
+    assert past["aired"]["week"] == "2026-W47" and past["planned"] is None
 
 
 def test_nodes_with_telemetry_and_alarms(site: WebSite, tokens: dict[str, str]) -> None:

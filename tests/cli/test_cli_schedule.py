@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,65 @@ def test_init_commune_output(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert code == 2 and "no letters" in err
 
 
-def test_check_the_template_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(capsys, "schedule", "check", str(TEMPLATE),
+def silence_wav(path: Path, seconds: float, rate: int = 8000) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(rate)
+        w.writeframes(b"\x80" * int(seconds * rate))
+
+
+def with_recordings(text: str, directory: Path, seconds: float = 75) -> str:
+    """The commune file with a recording of `seconds` (tin.wav beside it) for every local
+    bulletin: as the officer leaves it once the bulletins are made."""
+    silence_wav(directory / "tin.wav", seconds)
+    return text.replace('kind = "local_bulletin"', 'kind = "local_bulletin"\nmedia = "tin.wav"')
+
+
+def test_check_the_template_with_its_recordings_passes(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    p = tmp_path / "xa-mau.toml"
+    p.write_text(with_recordings(TEMPLATE.read_text(encoding="utf-8"), tmp_path),
+                 encoding="utf-8")
+    code, out, err = run_main(capsys, "schedule", "check", str(p),
                               "--from", "2026-11-23", "--weeks", "2")
     assert code == 0, out + err
     assert "Tuần 2026-W48 (week) 2026-11-23 – 2026-11-29: ĐẠT (met)" in out
+    assert "6 tin, cần ít nhất 3 (items counted)" in out
     assert "Tuần 2026-W49" in out
-    assert "placeholder address" in out and "chưa có âm thanh" in out
+    assert "placeholder address" in out and "Không tính" not in out
     assert "ĐẠT (met) in all 2 weeks" in out
+
+
+def test_the_template_without_recordings_falls_short(capsys: pytest.CaptureFixture[str]) -> None:
+    # Its bulletins are slots kept for recordings not made yet: nothing to count, however
+    # complete the relays ("ĐẠT" for a commune with no audio at all was the bug).
+    code, out, err = run_main(capsys, "schedule", "check", str(TEMPLATE),
+                              "--from", "2026-11-23", "--weeks", "2")
+    assert code == 1, out + err
+    assert "chưa có âm thanh (no audio yet): not counted as local news" in out
+    assert "Tuần 2026-W48 (week) 2026-11-23 – 2026-11-29: CHƯA ĐẠT (falls short)" in out
+    assert "0 tin, cần ít nhất 3 (items counted)" in out
+    assert ("  Không tính (not counted): 6 bản tin thiếu bản ghi (no recording yet): "
+            "ban-tin-xa@2026-11-23, ban-tin-tieng-tay@2026-11-24,") in out
+    assert ("CẢNH BÁO (warning): tuần 2026-W48 (2026-11-23) falls short of criterion 8.3: "
+            "tin xã tự sản xuất: 0 tin, cần ít nhất 3 (0 local news items, at least 3 needed)"
+            ) in out
+    assert "ĐẠT (met) in all" not in out
+
+
+def test_short_recordings_do_not_count(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    # 19 s of audio for every bulletin: each slot is 15 minutes, the audio is what sounds.
+    p = tmp_path / "ngan.toml"
+    p.write_text(with_recordings(TEMPLATE.read_text(encoding="utf-8"), tmp_path, 19),
+                 encoding="utf-8")
+    code, out, _ = run_main(capsys, "schedule", "check", str(p), "--from", "2026-11-23",
+                            "--weeks", "1")
+    assert code == 1
+    assert "0 tin, cần ít nhất 3 (items counted)" in out
+    assert "  Không tính (not counted): 6 bản tin ngắn dưới 60 giây (shorter than 60 s): " in out
+    assert "thiếu bản ghi" not in out
 
 
 def test_check_a_week_that_falls_short(capsys: pytest.CaptureFixture[str],
@@ -70,13 +122,14 @@ def test_check_a_week_that_falls_short(capsys: pytest.CaptureFixture[str],
         'days = ["mon", "wed", "fri"]', 'days = ["mon", "wed"]').replace(
         'days = ["tue", "thu", "sat"]', 'days = ["tue"]\nuntil = "2026-11-29"')
     p = tmp_path / "thieu.toml"
-    p.write_text(text, encoding="utf-8")
+    p.write_text(with_recordings(text, tmp_path), encoding="utf-8")
     code, out, _ = run_main(capsys, "schedule", "check", str(p), "--from", "2026-11-25",
                             "--weeks", "2")
     assert code == 1
     assert "Tuần 2026-W48 (week) 2026-11-23 – 2026-11-29: ĐẠT (met)" in out
     assert ("CẢNH BÁO (warning): tuần 2026-W49 (2026-11-30) falls short of criterion 8.3: "
-            "2 local news items, at least 3 needed") in out
+            "tin xã tự sản xuất: 2 tin, cần ít nhất 3 (2 local news items, at least 3 needed)"
+            ) in out
     assert "2026-W48 (2026-11-23) falls short" not in out
 
 
@@ -105,17 +158,20 @@ def test_check_a_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert code == 2 and "file not found" in err
 
 
-def test_check_the_example_commune_from_the_shell_tet_falls_short() -> None:
-    r = subprocess.run([str(LOAXA), "schedule", "check", "schedules/tan-lang.toml",
+def test_check_the_example_commune_from_the_shell_tet_falls_short(tmp_path: Path) -> None:
+    (tmp_path / "tan-lang.toml").write_text(with_recordings(
+        (REPO / "schedules" / "tan-lang.toml").read_text(encoding="utf-8"), tmp_path),
+        encoding="utf-8")
+    r = subprocess.run([str(LOAXA), "schedule", "check", "tan-lang.toml",
                         "--from", "2027-02-01", "--weeks", "3"], capture_output=True,
-                       text=True, cwd=REPO, timeout=60, env=dict(os.environ, TZ="UTC"))
+                       text=True, cwd=tmp_path, timeout=60, env=dict(os.environ, TZ="UTC"))
     # Tết 2027 (5-11 Feb) skips the bulletins, so the week of 8 Feb has only two.
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count(": ĐẠT (met)") == 2
     assert "Tuần 2027-W06 (week) 2027-02-08 – 2027-02-14: CHƯA ĐẠT (falls short)" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == (
         "CẢNH BÁO (warning): tuần 2027-W06 (2027-02-08) falls short of criterion 8.3: "
-        "2 local news items, at least 3 needed")
+        "tin xã tự sản xuất: 2 tin, cần ít nhất 3 (2 local news items, at least 3 needed)")
 
 
 def test_bench_plan_small(capsys: pytest.CaptureFixture[str]) -> None:

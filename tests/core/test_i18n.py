@@ -17,6 +17,7 @@ from support.web_site import WebSite, make_site
 
 from headend.core import alarms, audit, auth, i18n
 from headend.core.audit import Actor
+from headend.diary import reading, reasons
 from headend.diary import reconciliation as commune_diary
 from headend.media import bulletins
 from headend.media.pipeline import prepare
@@ -24,6 +25,7 @@ from headend.web import app as web
 from headend.web import context as web_context
 from headend.web.pages import bulletins as web_bulletins
 from headend.web.pages import calendar as web_calendar
+from headend.web.pages import commune as web_commune
 
 C = "tan-lang"
 TEMPLATES = Path(web.__file__).parent / "templates"
@@ -111,8 +113,9 @@ def test_words_the_pages_get_from_python_have_english() -> None:
                   bulletins.LANGUAGES, bulletins.ORIGIN_VI, commune_diary.OUTCOME_VI,
                   commune_diary.KIND_VI, commune_diary.TRIGGER_VI, commune_diary.LANGUAGE_VI,
                   web_calendar.KLASS_VI, web_calendar.DONE_VI, web_bulletins.DONE_VI,
-                  web.REASON_VI):
+                  reasons.CODES_VI, reading.NODE_STATE_VI, web_commune.STATE_LOWER_VI):
         words += [w for w in table.values() if w]
+    words += [*alarms.DETAILS, alarms.DETAIL_NO_REASON, web_commune.PROVINCE_AUDIT_VI]
     words += web_calendar.WEEKDAY_VI
     words += [w for pair in web.ERROR_VI.values() for w in pair]
     words += [web.CSRF_VI, web_context.LOGIN_ERROR_VI, "Toàn xã", "Tuần này", "Tuần sau",

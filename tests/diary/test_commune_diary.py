@@ -50,7 +50,7 @@ def test_each_programme_item_lists_the_villages_that_aired_it_and_those_that_did
     assert list(by_key) == [vov, tin]
     relay = by_key[vov]
     assert (relay.planned_start_ms, relay.planned_end_ms) == (six, six30)
-    assert relay.start_ms == six + 1500 and relay.source == "VOV1"
+    assert relay.start_ms == six + 1500 and relay.source == "VOV1 – luồng chính"
     # Thôn 0 aired it on one of its two nodes: the village aired it.
     assert relay.aired_villages == ["Thôn 0", "Thôn 1"]
     assert [(v.village, v.outcome) for v in relay.silent_villages] == [("Bản 2", NO_REPORT)]
@@ -59,7 +59,8 @@ def test_each_programme_item_lists_the_villages_that_aired_it_and_those_that_did
     assert bulletin.aired_villages == ["Thôn 1"]  # the group g: v1 and v2 only
     assert [(v.village, v.outcome, v.reason) for v in bulletin.silent_villages] == [
         ("Bản 2", MISSED, "node off")]
-    assert "Bản 2: node off" in bulletin.notes
+    # The reason stands beside the village that did not air, not again in the notes.
+    assert bulletin.silent_text() == "Bản 2 (Bỏ lỡ: node off)" and bulletin.notes == []
 
 
 def test_an_item_not_yet_due_is_planned_and_a_correction_changes_the_outcome(

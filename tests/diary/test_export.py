@@ -93,8 +93,8 @@ def test_pdf_reads_as_the_commune_diary(engine: Engine, tmp_path: Path) -> None:
         "(ký, ghi rõ họ tên)", "Trang 1/1",
     ):
         assert expected in text, expected
-    # (wrapped in its column: the first words only)
-    assert f"Thôn Nà Pàn ({OUTCOME_VI[FAILED].split()[0]}" in text
+    # (wrapped in its column: the first words only; the villages sharing a reason together)
+    assert "Thôn Nà Pàn, Thôn" in text
     assert "Không kết nối được" in text
 
     fonts = run("pdffonts", out)
@@ -165,7 +165,9 @@ def test_xlsx_and_csv_hold_the_same_rows_as_the_diary(engine: Engine,
     failed, pending = csv_rows[-2], csv_rows[-1]
     assert failed[0] == "03/03/2026" and failed[3:5] == ["", ""]
     assert failed[9] == ""
-    assert failed[10].count(f"{OUTCOME_VI[FAILED]}: Không kết nối được luồng VOV") == 3
+    # The three villages share the outcome and reason: said once, after their names.
+    assert failed[10] == ("Thôn Nà Pàn, Thôn Khuổi Phầy, Thôn Bản Chu "
+                          f"({OUTCOME_VI[FAILED]}: Không kết nối được luồng VOV)")
     assert pending[2:5] == ["17:00–17:30", "", ""]
     assert pending[10] == "" and pending[13] == "Chưa đến giờ phát"
 

@@ -154,6 +154,26 @@ def test_bad_requests_are_refused(tmp_path: Path) -> None:
         monthly_report(engine, COMMUNE, 2027, 13, AFTER_FEB)
 
 
+def test_a_bulletin_that_sounded_under_a_minute_is_not_a_news_item(tmp_path: Path) -> None:
+    # Week 5 of February has three bulletins; one of them aired only 19 s (its recording is
+    # that short: the nodes stop when the audio ends), so the week has two news items.
+    engine = new_commune(tmp_path)
+    d = Diary(engine)
+    for i, day in enumerate((FEB, FEB + timedelta(days=2), FEB + timedelta(days=4))):
+        news = d.plan(bulletin(day), ALL)
+        for v in ALL:
+            d.report(news, v, end_ms=news.start_ms + 19_000 if i == 1 else None)
+    d.store(AFTER_FEB)
+    r = monthly_report(engine, COMMUNE, 2027, 2, AFTER_FEB)
+    week = r.weeks[0].verdict
+    assert len(week.local_news) == 2 and not r.weeks[0].news_ok
+    assert [day for day, _ in week.short_news] == [FEB + timedelta(days=2)]
+    text = render_text(r)
+    assert "2 tin, cần ít nhất 3" in text
+    assert "Tuần 05/2027: 1 bản tin ngắn dưới 60 giây, không tính (T4 03/02)." in text
+    assert "Tin địa phương: chỉ tính bản tin đã phát ít nhất 60 giây" in text
+
+
 def test_the_report_as_text_pdf_xlsx_and_csv(tmp_path: Path) -> None:
     r = february(tmp_path)
     text = render_text(r)
@@ -182,7 +202,8 @@ def test_the_report_as_text_pdf_xlsx_and_csv(tmp_path: Path) -> None:
     with open(tmp_path / "bc.csv", encoding="utf-8-sig", newline="") as f:
         rows = [[c for c in row if c] for row in csv.reader(f)]
     week_rows = [row for row in rows if row and row[0].startswith("Tuần 0")]
-    assert [row[4] for row in week_rows] == ["3/3", "2/3", "3/3", "4/3"]
+    assert [row[4] for row in week_rows] == ["3 tin, cần ít nhất 3", "2 tin, cần ít nhất 3",
+                                             "3 tin, cần ít nhất 3", "4 tin, cần ít nhất 3"]
     assert [row for row in xlsx if row and str(row[0]).startswith("Tuần 0")] == week_rows
     criteria = [row for row in rows if row and row[0].startswith("Thôn có hệ thống loa")]
     assert [row[-1] for row in criteria] == [MET, NOT_MET]

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.audio_check import dominant_hz, rms_dbfs
 from support.loaxa_stack import Stack, wait_until
@@ -27,9 +27,18 @@ from support.plan_scenarios import (
 )
 
 from headend.cli.main import main
-from headend.core.models import Broadcast
+from headend.core.models import Broadcast, Command
 from headend.media.library import MediaLibrary
-from headend.nodes.emergency import EmergencyError, broadcast, emergency_audio, find_target
+from headend.nodes.emergency import (
+    STARTED,
+    AlreadySent,
+    EmergencyError,
+    broadcast,
+    emergency_audio,
+    find_target,
+    send,
+    village_states,
+)
 from hwsim.stations import Stations
 
 pytestmark = pytest.mark.timeout(300)
@@ -152,3 +161,30 @@ def test_emergency_audio_refuses_a_file_that_is_not_audio(tmp_path: Path) -> Non
     with pytest.raises(EmergencyError, match="không phải âm thanh"):
         emergency_audio(library, fake, None)
     assert list(tmp_path.iterdir()) == [fake]
+
+
+def test_an_emergency_is_sent_once_per_key_however_often_it_is_asked(stack: Stack) -> None:
+    """Two requests with the confirmation's key (a reload, a double tap): the second finds
+    the first broadcast and sends nothing; the status says each village's state."""
+    library = MediaLibrary(stack.home.media_dir, f"http://{stack.media_host}")
+    media = library.add_bytes(stack.tone.read_bytes())
+    target = find_target(stack.engine, "test-xa", None)
+    key = "k" * 24
+    sent = stack.run(send(stack.headend, stack.engine, target, media, "Cháy rừng",
+                          "canbo", "test", key=key))
+    with pytest.raises(AlreadySent) as again:
+        stack.run(send(stack.headend, stack.engine, target, media, "Cháy rừng", "canbo",
+                       "test", key=key))
+    assert again.value.broadcast_id == sent.broadcast_id
+    result = stack.run(sent.wait(15))
+    assert sorted(result.started) == stack.node_ids
+    with Session(stack.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Command)
+                        .where(Command.op == "emergency")) == len(stack.node_ids)
+        assert s.scalar(select(func.count()).select_from(Broadcast)) == 1
+    # The status page's view: from the commands' answers, as the headend stores them.
+    wait_until(lambda: [(v.village, v.state) for v in village_states(
+        stack.engine, sent.broadcast_id, stack.clock.time_ms())] == [
+        (f"Thôn {i}", STARTED) for i in range(1, 6)], 15, "every village started")
+    for node in stack.node_ids:
+        wait_until(lambda n=node: len(stack.fleet.recordings(n)) == 1, 15, "one airing")

@@ -261,6 +261,8 @@ def test_amp_fault_temperature_and_signal_in_telemetry():
         tel = node.telemetry()
         assert tel["amp_fault"] is False and tel["amp_ma"] == 0 and tel["temp_c"] == 38
         assert tel["signal_dbm"] == -71 and tel["link"] == "sim"
+        # The headend judges silence by the node's own period (2 of them: offline).
+        assert tel["telemetry_s"] == 300 and tel["board"] == "sim"
         at0 = tel["at"]
         board.set_fault(amp_fault=True, temp_c=71, signal_dbm=-109, clock_offset_ms=3600 * SEC)
         tel = node.telemetry()

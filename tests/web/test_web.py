@@ -167,7 +167,8 @@ def test_todays_diary_is_in_the_commune_timezone(site: Site) -> None:
     assert by_village["Thôn Nà Pàn"][7] == "03:29:59"  # when the command was issued
     assert by_village["Bản Chu"][4:6] == ["Đã phát", "12 phút 34 giây"]
     assert by_village["Thôn Khòn Pát"][4] == "Phát dở (bị dừng giữa chừng)"
-    assert by_village["Thôn Pác Luông"][4] == "Không phát được (media: HTTP 404)"
+    assert by_village["Thôn Pác Luông"][4] == ("Không phát được (lỗi bản ghi "
+                                               "(chi tiết kỹ thuật: HTTP 404))")
     # Yesterday evening (local) is not today, although it is the same UTC date.
     assert "Chương trình tối qua" not in html
     assert "23:30:00" not in html
@@ -374,8 +375,14 @@ def test_criterion_8_3_shows_what_aired_and_what_the_schedule_plans(tmp_path: Pa
     engine.dispose()
     table = html.split('<table id="criterion">', 1)[1].split("</table>", 1)[0]
     aired = cells(re.findall(r'<tr data-row="aired">.*?</tr>', table, re.S)[0])
-    assert aired[:4] == ["Đã phát (theo nhật ký)", "7/7 ngày", "5/7 ngày", "2/3 tin"]
+    assert aired[:4] == ["Đã phát (theo nhật ký)", "7/7 ngày", "5/7 ngày",
+                         "2 tin, cần ít nhất 3"]
     assert "Tiếng Tày 0,5 giờ" in aired[5] and aired[6] == "Chưa đạt"
     planned = cells(re.findall(r'<tr data-row="planned">.*?</tr>', table, re.S)[0])
     assert planned[0] == "Theo lịch phát" and planned[1] == "7/7 ngày" and planned[2] == "7/7 ngày"
+    # The schedule's six bulletins have no recording: shown apart, not counted.
+    assert planned[3] == "0 tin, cần ít nhất 3" and planned[6] == "Chưa đạt"
+    warning = re.findall(r'<p class="warn not-counted" data-row="(\w+)">(.*?)</p>', html, re.S)
+    assert [(row, " ".join(text.split())) for row, text in warning] == [
+        ("planned", "⚠ Theo lịch phát: 6 bản tin thiếu bản ghi, không tính.")]
     assert "Tiêu chí 8.3 – tuần 23/11–29/11/2026" in html

@@ -79,8 +79,11 @@ ROWS: list[tuple[str, str, dict[str, str], set[str]]] = [
     ("GET", f"/c/{C}/bulletins/{{b}}", {}, TAN_LANG_VIEW),
     ("GET", f"/c/{C}/bulletins/{{b}}/audio", {}, TAN_LANG_VIEW),
     ("GET", f"/c/{C}/emergency", {}, {"admin", "canbo", "truongban"}),
+    ("GET", f"/c/{C}/emergency/998", {}, {"admin", "canbo", "truongban"}),  # (none: 404)
+    ("GET", f"/c/{C}/emergency/998/status", {}, {"admin", "canbo", "truongban"}),
     ("GET", f"/c/{C}/nodes", {}, TAN_LANG_VIEW),
     ("GET", f"/c/{C}/audit", {}, TAN_LANG_VIEW),
+    ("GET", "/audit", {}, {"admin"}),  # the whole province's audit log
     ("GET", f"/diary/{C}", {}, TAN_LANG_VIEW),
     ("GET", f"/diary/{C}/export?fmt=csv", {}, TAN_LANG_VIEW),
     ("GET", f"/diary/{C}/report?fmt=csv&month=2026-11", {}, TAN_LANG_VIEW),
@@ -102,6 +105,7 @@ ROWS: list[tuple[str, str, dict[str, str], set[str]]] = [
 def _route_key(method: str, path: str) -> tuple[str, str]:
     path = path.split("?")[0].replace("{b}", "{bulletin_id}").replace("/999/",
                                                                       "/{bulletin_id}/")
+    path = path.replace("/emergency/998", "/emergency/{broadcast_id}")
     return method, re.sub(r"^/(c|diary)/tan-lang", r"/\1/{commune_id}", path)
 
 
@@ -288,11 +292,22 @@ def _raw(site: WebSite):  # type: ignore[no-untyped-def]
     return load_schedule(site.schedules[C])
 
 
+def _badge(html: str, label: str) -> str:
+    return html.split(f'data-week="{label}"', 1)[1].split("</div>", 1)[0]
+
+
 def _news(html: str, label: str) -> str:
-    badge = html.split(f'data-week="{label}"', 1)[1].split("</div>", 1)[0]
-    found = re.search(r'<b class="news">(\d+)/3</b>', badge)
+    badge = _badge(html, label)
+    found = re.search(r'<b class="news">(\d+) tin, cần ít nhất 3</b>', badge)
     assert found, badge
     return found.group(1)
+
+
+def _not_counted(html: str, label: str, what: str) -> int:
+    """How many bulletins the badge shows apart as not counted ("placeholders", "short")."""
+    found = re.search(rf'<span class="off {what}" data-n="(\d+)">⚠ (.*?)</span>',
+                      _badge(html, label))
+    return int(found.group(1)) if found else 0
 
 
 def test_the_8_3_badge_counts_a_bulletin_put_on_next_week(site: WebSite) -> None:
@@ -305,6 +320,36 @@ def test_the_8_3_badge_counts_a_bulletin_put_on_next_week(site: WebSite) -> None
     after = officer.get(f"/c/{C}/calendar").text
     assert int(_news(after, "Tuần sau")) == int(_news(before, "Tuần sau")) + 1
     assert _news(after, "Tuần này") == _news(before, "Tuần này")
+
+
+def test_the_8_3_badge_counts_neither_placeholders_nor_short_bulletins(site: WebSite) -> None:
+    officer = site.client("canbo")
+    before = officer.get(f"/c/{C}/calendar").text
+    # The untouched commune: its six bulletins a week are slots with no recording yet.
+    for label in ("Tuần này", "Tuần sau"):
+        assert _news(before, label) == "0"
+        assert _not_counted(before, label, "placeholders") == 6
+        assert "6 bản tin thiếu bản ghi, không tính" in _badge(before, label)
+        assert "<b>Chưa đạt</b>" in _badge(before, label)
+    # A 19-second bulletin gets a one-minute slot; placed twice it is still no news item.
+    bid = approved(site, "Tin ngắn", seconds=19)
+    for day in ("2026-12-01", "2026-12-03"):
+        r = officer.post(f"/c/{C}/calendar/add", data={
+            "bulletin": str(bid), "day": day, "start": "07:00", "csrf": csrf_of(officer)})
+        assert r.status_code == 303, r.text
+    after = officer.get(f"/c/{C}/calendar").text
+    assert _news(after, "Tuần sau") == "0"
+    assert _not_counted(after, "Tuần sau", "short") == 2
+    assert "2 bản tin ngắn dưới 60 giây, không tính" in _badge(after, "Tuần sau")
+    assert _not_counted(after, "Tuần này", "short") == 0
+    assert "chỉ tính bản tin có bản ghi dài ít nhất 60 giây" in _badge(after, "Tuần sau")
+    # The API says the same.
+    got = officer.get(f"/api/v1/communes/{C}/criterion", params={"week": "2026-12-01"}).json()
+    planned = got["planned"]
+    assert (planned["local_news"], planned["local_news_text"]) == (0, "0 tin, cần ít nhất 3")
+    assert [x.split("@")[1] for x in planned["short_news"]] == ["2026-12-01", "2026-12-03"]
+    assert len(planned["placeholders"]) == 6 and planned["ok"] is False
+    assert planned["warnings"][1].startswith("2 bản tin ngắn dưới 60 giây, không tính")
 
 
 @pytest.mark.parametrize(("day", "start", "message"), [

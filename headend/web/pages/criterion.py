@@ -13,14 +13,14 @@ from headend.diary.monthly import STANDARD_SHARE, village_months
 from headend.diary.reading import aired_between, day_bounds_ms
 from headend.diary.reconciliation import LANGUAGE_VI, commune_info, commune_lines
 from headend.planning.criterion import (
+    MIN_NEWS_SECONDS,
     REQUIRED_LOCAL_NEWS,
     REQUIRED_PROVINCE_DAYS,
     REQUIRED_VOV_DAYS,
     WeekVerdict,
-    aired_from_plan,
     judge,
+    judge_plan,
 )
-from headend.planning.expansion import expand
 from headend.planning.schedule import Schedule, ScheduleError
 from headend.web.context import WebContext
 
@@ -35,6 +35,9 @@ def _criterion_rows(v: WeekVerdict) -> dict[str, Any]:
                                for lang, h in v.hours_per_language.items()) or "—",
         "vov_need": REQUIRED_VOV_DAYS, "province_need": REQUIRED_PROVINCE_DAYS,
         "news_need": REQUIRED_LOCAL_NEWS,
+        # Bulletins that do not count, shown apart with a warning (criterion.WeekVerdict).
+        "placeholders": len(v.placeholders), "short": len(v.short_news),
+        "min_news_s": MIN_NEWS_SECONDS,
     }
 
 
@@ -60,7 +63,7 @@ def criterion_weeks(ctx: WebContext, commune_id: str, day: date, tz: ZoneInfo,
         if isinstance(schedule, ScheduleError):
             out["plan_error"] = f"Lịch phát có lỗi: {schedule}"
         elif schedule is not None:
-            (planned,) = judge(aired_from_plan(expand(schedule, lo, hi)), tz, monday, 1)
+            (planned,) = judge_plan(schedule, monday, 1)
             out["planned"] = _criterion_rows(planned)
     return out
 

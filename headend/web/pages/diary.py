@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
@@ -19,19 +20,20 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from headend.core.alarms import alarm_visible, list_alarms
+from headend.core import i18n
+from headend.core.alarms import LABELS_VI, TEMPERATURE, alarm_visible, detail_text, list_alarms
 from headend.core.auth import NODES, VIEW, Forbidden, Principal
 from headend.core.models import Alarm, Commune, DiaryHead, Node, Village
 from headend.diary.exports import ExportError, export_diary
 from headend.diary.monthly import export_monthly, monthly_report
-from headend.diary.reading import commune_timezone, node_rows, time_of_day
+from headend.diary.reading import NODE_STATE_VI, commune_timezone, node_rows, time_of_day
 from headend.diary.reconciliation import (
     KIND_VI,
     LANGUAGE_VI,
-    OUTCOME_VI,
     TRIGGER_VI,
     DiaryQueryError,
     lines_for_days,
+    outcome_vi,
     session_of,
 )
 from headend.web.context import WebContext, parse_day
@@ -70,17 +72,15 @@ def diary_router(ctx: WebContext) -> APIRouter:
         rows = [{
             "day": datetime.fromtimestamp(line.sort_ms / 1000, info.tz).strftime("%d/%m"),
             "session": session_of(line.sort_ms, info.tz),
-            "planned": f"{time_of_day(line.planned_start_ms, info.tz)}–"
-                       f"{time_of_day(line.planned_end_ms, info.tz)}",
-            "actual": f"{time_of_day(line.start_ms, info.tz)}–{time_of_day(line.end_ms, info.tz)}",
+            "planned": _span(line.planned_start_ms, line.planned_end_ms, info.tz),
+            "actual": _span(line.start_ms, line.end_ms, info.tz),
             "kind": KIND_VI.get(line.kind, line.kind), "kind_code": line.kind,
             "title": line.title, "source": line.source,
             "language": LANGUAGE_VI.get(line.language, line.language),
             "trigger": TRIGGER_VI.get(line.trigger, line.trigger),
-            "outcome": line.outcome, "outcome_vi": OUTCOME_VI.get(line.outcome, line.outcome),
+            "outcome": line.outcome, "outcome_vi": outcome_vi(line),
             "aired": ", ".join(line.aired_villages) or "—",
-            "silent": ", ".join(f"{v.village} ({OUTCOME_VI.get(v.outcome, v.outcome)})"
-                                for v in line.silent_villages) or "—",
+            "silent": line.silent_text() or "—",
             "notes": "; ".join(line.notes)} for line in lines]
         return ctx.page(request, "diary.html", me, info=info, rows=rows, first=lo, last=hi,
                         commune_id=commune_id,
@@ -125,13 +125,17 @@ def diary_router(ctx: WebContext) -> APIRouter:
                 "%d/%m %H:%M:%S") if n.last_seen_ms else "chưa kết nối"
             tree.setdefault(n.province or "—", {}).setdefault(n.commune, {}).setdefault(
                 n.village, []).append({"id": n.id, "online": n.online, "seen": seen,
-                                       "tel": n.telemetry, "alarms": n.alarms})
-        alarms = [{"label": a.label, "subject": a.subject, "detail": a.detail,
+                                       "state": n.state, "state_vi": NODE_STATE_VI[n.state],
+                                       "hot": TEMPERATURE in n.alarms, "tel": n.telemetry,
+                                       "alarms": [LABELS_VI.get(a, a) for a in n.alarms]})
+        translate = i18n.translator(i18n.lang_of(request))
+        alarms = [{"label": a.label, "kind": a.kind, "subject": a.subject,
+                   "detail": detail_text(a.detail, translate),
                    "raised": datetime.fromtimestamp(a.raised_ms / 1000, tz)
                    .strftime("%d/%m %H:%M")} for a in list_alarms(engine, open_only=True)
                   if alarm_visible(a, me)]
         return ctx.page(request, "health.html", me, tree=tree, alarms=alarms,
-                        online=sum(n.online for n in nodes), total=len(nodes))
+                        online=sum(n.working for n in nodes), total=len(nodes))
 
     @r.get("/metrics")
     def metrics(me: Principal = me_dep) -> Response:
@@ -143,6 +147,15 @@ def diary_router(ctx: WebContext) -> APIRouter:
                                  media_type=CONTENT_TYPE_LATEST)
 
     return r
+
+
+def _span(start: int | None, end: int | None, tz: ZoneInfo) -> str:
+    """"07:00:00–07:30:00"; a start without an end says so; nothing: a dash."""
+    if start is None:
+        return "—"
+    if end is None:
+        return f"{time_of_day(start, tz)} (chưa rõ giờ kết thúc)"
+    return f"{time_of_day(start, tz)}–{time_of_day(end, tz)}"
 
 
 def _download(fmt: str, name: str, what: str, write: Callable[[Path], object],

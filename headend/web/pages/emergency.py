@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import re
+import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +26,7 @@ from headend.media import bulletins
 from headend.media.pipeline import prepare_speech
 from headend.media.probe import AudioRejected
 from headend.media.store import StoredMedia
+from headend.nodes.emergency import SENT, STARTED, STATE_VI, AlreadySent, village_states
 from headend.web.context import WebContext
 
 
@@ -99,6 +103,7 @@ def emergency_router(ctx: WebContext) -> APIRouter:
         names = dict(villages_of(commune_id))
         return ctx.page(request, "emergency_confirm.html", me, {
             "commune_id": commune_id, "commune": commune_name(ctx.engine, commune_id),
+            "key": secrets.token_urlsafe(18),  # one send per confirmation, however tapped
             "title": title, "text": text, "bulletin": bulletin, "what": what,
             "chosen": chosen, "where": ", ".join(names[v] for v in chosen) or "Toàn xã"})
 
@@ -106,7 +111,9 @@ def emergency_router(ctx: WebContext) -> APIRouter:
     async def send(request: Request, commune_id: str, title: str = Form(""),
                    text: str = Form(""), bulletin: str = Form(""),
                    villages: Annotated[list[str] | None, Form()] = None, csrf: str = Form(""),
-                   me: Principal = me_dep) -> Response:
+                   key: str = Form(""), me: Principal = me_dep) -> Response:
+        """Sends once per key (the confirmation page's), then redirects to the broadcast's
+        status page (POST-redirect-GET): reload, back and a second tap send nothing more."""
         me.check(EMERGENCY, commune_id)
         ctx.check_csrf(request, me, csrf)
         villages = villages or []
@@ -114,6 +121,11 @@ def emergency_router(ctx: WebContext) -> APIRouter:
                   "all": not villages}
         if ctx.emergency is None:
             return form_page(request, me, commune_id, 503, error=NOT_RUNNING_VI, **values)
+        if not KEY_RE.fullmatch(key):
+            return form_page(request, me, commune_id, 422, error=NO_KEY_VI, **values)
+        earlier = await asyncio.to_thread(_broadcast_with_key, commune_id, key)
+        if earlier is not None:
+            return status_redirect(commune_id, earlier)
         try:
             title, chosen, _ = await asyncio.to_thread(
                 checked, commune_id, title, text, bulletin, villages, not villages)
@@ -130,21 +142,65 @@ def emergency_router(ctx: WebContext) -> APIRouter:
         except (ValueError, AudioRejected, KeyError, OSError) as e:
             return form_page(request, me, commune_id, 422, error=str(e), **values)
         actor = ctx.actor(request, me)
-        result = await ctx.emergency(commune_id, chosen, media, title, text.strip() or None,
-                                     me.username, f"web@{actor.ip}")
+        try:
+            broadcast_id = await ctx.emergency(commune_id, chosen, media, title,
+                                               text.strip() or None, me.username,
+                                               f"web@{actor.ip}", key)
+        except AlreadySent as e:  # the same key, sent meanwhile by another request
+            return status_redirect(commune_id, e.broadcast_id)
         await asyncio.to_thread(
             audit.record, ctx.engine, actor, "emergency", ctx.now(), commune_id,
-            f"phát khẩn cấp #{result.broadcast_id}",
-            f"“{title}” tới {len(chosen) or 'toàn'} thôn, {len(result.nodes)} cụm loa; "
-            f"{len(result.started)} đã phát")
-        names = dict(villages_of(commune_id))
+            f"phát khẩn cấp #{broadcast_id}",
+            f"“{title}” tới {len(chosen) or 'toàn'} thôn")
+        return status_redirect(commune_id, broadcast_id)
+
+    def _broadcast_with_key(commune_id: str, key: str) -> int | None:
+        with Session(ctx.engine) as s:
+            return s.scalar(select(Broadcast.id).where(Broadcast.idem_key == key,
+                                                       Broadcast.commune_id == commune_id))
+
+    def status_redirect(commune_id: str, broadcast_id: int) -> Response:
+        return RedirectResponse(f"/c/{commune_id}/emergency/{broadcast_id}", status_code=303)
+
+    def status_of(commune_id: str, broadcast_id: int) -> dict[str, Any]:
+        with Session(ctx.engine) as s:
+            b = s.get(Broadcast, broadcast_id)
+            if b is None or b.commune_id != commune_id:
+                raise HTTPException(404, "Không có lần phát khẩn cấp này.")
+            s.expunge(b)
+        now = ctx.now()
+        states = village_states(ctx.engine, broadcast_id, now)
+        waiting = any(v.state == SENT for v in states)
+        names = [v.village for v in states]
+        return {
+            "id": b.id, "title": b.title, "sent_by": b.sent_by,
+            "where": ", ".join(names) if json.loads(b.villages) else "Toàn xã",
+            "started": sum(1 for v in states if v.state == STARTED), "total": len(states),
+            "waiting": waiting,
+            "villages": [{"village": v.village, "state": v.state,
+                          "state_vi": STATE_VI[v.state], "reason": v.reason} for v in states],
+        }
+
+    @r.get("/c/{commune_id}/emergency/{broadcast_id}")
+    def status_page(request: Request, commune_id: str, broadcast_id: int,
+                    me: Principal = me_dep) -> Response:
+        me.check(EMERGENCY, commune_id)
         return ctx.page(request, "emergency_done.html", me, {
             "commune_id": commune_id, "commune": commune_name(ctx.engine, commune_id),
-            "title": title, "result": result, "total": len(result.nodes),
-            "where": ", ".join(names[v] for v in chosen) or "Toàn xã"})
+            "b": status_of(commune_id, broadcast_id)})
+
+    @r.get("/c/{commune_id}/emergency/{broadcast_id}/status")
+    def status_json(commune_id: str, broadcast_id: int,
+                    me: Principal = me_dep) -> dict[str, Any]:
+        """What the status page refreshes itself from while nodes are still answering."""
+        me.check(EMERGENCY, commune_id)
+        return status_of(commune_id, broadcast_id)
 
     return r
 
 
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+NO_KEY_VI = ("Trang xác nhận đã cũ hoặc thiếu mã gửi. Hãy soạn lại và bấm “Tiếp tục” để "
+             "xác nhận lần nữa.")
 NOT_RUNNING_VI = ("Máy chủ phát chưa chạy (chỉ mở trang xem), nên không gửi được lệnh phát. "
                   "Hãy báo kỹ thuật viên khởi động LoaXa (loaxa serve).")
