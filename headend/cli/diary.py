@@ -118,17 +118,23 @@ def _verify(engine: Engine, commune: str | None) -> int:
         task = bar.add_task("verifying", total=total)
         problems = chain.verify(engine, communes, lambda n: bar.advance(task, n))
     if not problems:
-        print(f"Diary intact: {total} entries in {len(communes)} commune(s) verified.")
+        print(f"Sổ nhật ký nguyên vẹn (diary intact): đã kiểm {total} mục của "
+              f"{len(communes)} xã.")
         return 0
-    print(f"Diary NOT intact: {len(problems)} problem(s) found"
-          f"{' (first 100 shown)' if len(problems) >= 100 else ''}:")
+    print(f"Sổ nhật ký KHÔNG nguyên vẹn (diary NOT intact): {len(problems)} chỗ sai"
+          f"{' (100 chỗ đầu)' if len(problems) >= 100 else ''}:")
     for p in problems:
         print(f"  {p}")
     return 1
 
 
 def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> int:
-    from headend.diary.reconciliation import OUTCOME_VI, DiaryQueryError, lines_for_days
+    from headend.diary.reconciliation import (
+        KIND_VI,
+        DiaryQueryError,
+        lines_for_days,
+        outcome_vi,
+    )
 
     if page < 1:
         raise DiaryQueryError("--page starts at 1")
@@ -137,16 +143,15 @@ def _items(engine: Engine, commune: str, first: date, last: date, page: int) -> 
     if page > pages:
         raise DiaryQueryError(f"page {page} asked for; the range has {pages} page(s)")
     shown = lines[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    print(f"{info.name} ({info.province}), {first} to {last}: {len(lines)} programme items, "
-          f"page {page}/{pages}; times in {info.tz.key}")
+    print(f"{info.name} ({info.province}), {first} đến {last}: {len(lines)} chương trình, "
+          f"trang {page}/{pages}; giờ theo {info.tz.key}")
     for line in shown:
-        silent = ", ".join(f"{v.village} ({OUTCOME_VI.get(v.outcome, v.outcome)})"
-                           for v in line.silent_villages)
-        print(f"{fmt_ms(line.planned_start_ms, info.tz)}  {line.outcome:<9} "
-              f"{line.kind:<15} {line.title}")
-        print(f"    aired {fmt_ms(line.start_ms, info.tz)} – {fmt_ms(line.end_ms, info.tz)}; "
-              f"villages: {', '.join(line.aired_villages) or '-'}"
-              f"{'; not: ' + silent if silent else ''}")
+        silent = line.silent_text()
+        print(f"{fmt_ms(line.planned_start_ms, info.tz)}  {outcome_vi(line):<16} "
+              f"{KIND_VI.get(line.kind, line.kind):<20} {line.title}")
+        print(f"    đã phát {fmt_ms(line.start_ms, info.tz)} – {fmt_ms(line.end_ms, info.tz)}; "
+              f"thôn đã phát: {', '.join(line.aired_villages) or '-'}"
+              f"{'; không phát: ' + silent if silent else ''}")
     return 0
 
 
@@ -165,9 +170,9 @@ def _export(engine: Engine, args: argparse.Namespace) -> int:
     except ExportError as e:
         raise CliError(str(e)) from None
     t = summary.totals
-    print(f"Wrote {summary.path} ({summary.fmt}): {summary.commune}, {summary.first} to "
-          f"{summary.last}: {t.items} items, {t.aired} aired, {t.not_aired} not aired, "
-          f"{t.total_airtime_s / 3600:.1f} h on air")
+    print(f"Đã ghi {summary.path} ({summary.fmt}): {summary.commune}, {summary.first} đến "
+          f"{summary.last}: {t.items} chương trình, {t.aired} đã phát, {t.not_aired} không "
+          f"phát, {t.total_airtime_s / 3600:.1f} giờ phát")
     return 0
 
 
@@ -185,17 +190,19 @@ def _report(engine: Engine, args: argparse.Namespace) -> int:
             export_monthly(report, args.fmt, Path(args.output))
         except ExportError as e:
             raise CliError(str(e)) from None
-        print(f"Wrote {args.output}")
+        print(f"Đã ghi {args.output}")
     return 0
 
 
 def _correct(engine: Engine, args: argparse.Namespace) -> int:
     from headend.diary import chain
+    from headend.diary.reconciliation import OUTCOME_VI
 
     try:
         new_id = chain.correct(engine, args.entry, args.outcome, args.note, args.operator,
                                _now_ms())
     except chain.CorrectionError as e:
         raise CliError(str(e)) from None
-    print(f"Entry {args.entry} corrected by new entry {new_id} ({args.outcome}).")
+    print(f"Đã sửa mục {args.entry} bằng mục mới {new_id} "
+          f"({OUTCOME_VI.get(args.outcome, args.outcome)}) (corrected by new entry).")
     return 0

@@ -126,6 +126,8 @@ def add_schedule_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def cmd_diary(home: Home, day: date | None) -> None:
     from headend.diary.reading import commune_timezone, diary_for_day
+    from headend.diary.reasons import reason_vi
+    from headend.diary.reconciliation import OUTCOME_VI
 
     engine = open_engine(home)
     try:
@@ -135,14 +137,17 @@ def cmd_diary(home: Home, day: date | None) -> None:
     finally:
         engine.dispose()
     if not rows:
-        print(f"Diary {day.isoformat()} ({tz.key}): nothing recorded on this day.")
+        print(f"Sổ nhật ký {day.isoformat()} ({tz.key}): không có gì được ghi trong ngày này "
+              "(nothing recorded).")
         return
-    print(f"Diary {day.isoformat()} ({tz.key}): {len(rows)} records")
-    print(f"{'START':<19}  {'END':<19}  {'NODE':<20} {'VILLAGE':<20} {'OUTCOME':<8} TITLE")
+    print(f"Sổ nhật ký {day.isoformat()} ({tz.key}): {len(rows)} bản ghi")
+    print(f"{'BẮT ĐẦU':<19}  {'KẾT THÚC':<19}  {'CỤM LOA':<20} {'THÔN':<20} {'KẾT QUẢ':<16} "
+          "CHƯƠNG TRÌNH")
     for r in rows:
+        why = reason_vi(r.reason)
         print(f"{fmt_ms(r.start_ms, tz):<19}  {fmt_ms(r.end_ms, tz):<19}  {r.node_id:<20} "
-              f"{r.village:<20} {r.outcome:<8} "
-              f"{r.title or '-'}{'  (' + r.reason + ')' if r.reason else ''}")
+              f"{r.village:<20} {OUTCOME_VI.get(r.outcome, r.outcome):<16} "
+              f"{r.title or '-'}{'  (' + why + ')' if why else ''}")
 
 
 def cmd_web(home: Home, port: int) -> None:
@@ -202,8 +207,8 @@ def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
     monday = first - timedelta(days=first.weekday())
     verdicts = judge_plan(schedule, monday, weeks)
     c = schedule.commune
-    print(f"{path}: {c.name} ({c.id}), {len(c.villages)} villages, {len(c.node_ids)} nodes, "
-          f"{len(schedule.slots)} slots; times in {tz.key}")
+    print(f"{path}: {c.name} ({c.id}), {len(c.villages)} thôn, {len(c.node_ids)} cụm loa, "
+          f"{len(schedule.slots)} khung giờ; giờ theo {tz.key}")
     for problem in schedule.warnings:
         print(f"cảnh báo (warning): {problem}")
     for v in verdicts:
@@ -212,11 +217,11 @@ def cmd_schedule_check(path: Path, from_day: date | None, weeks: int) -> int:
     short = [v for v in verdicts if not v.ok]
     print()
     for v in short:
-        print(f"CẢNH BÁO (warning): tuần {v.week} ({v.monday.isoformat()}) falls short of "
-              f"criterion 8.3: {'; '.join(v.missing)}")
+        print(f"CẢNH BÁO (warning): tuần {v.week} ({v.monday.isoformat()}) chưa đạt tiêu chí "
+              f"8.3: {'; '.join(v.missing)}")
     if short:
         return 1
-    print(f"Tiêu chí 8.3 (criterion 8.3): ĐẠT (met) in all {weeks} weeks")
+    print(f"Tiêu chí 8.3 (criterion 8.3): ĐẠT (met) cả {weeks} tuần")
     return 0
 
 
@@ -296,9 +301,7 @@ def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
     for node, reason in sorted(result.refused.items()):
         print(f"  {node}: từ chối ({reason_vi(reason)})")
     for node in result.silent:
-        print(f"  {node}: không trả lời (mất kết nối?)")
-    for node in result.silent:
-        print(f"  {node}: no answer within {args.wait:g} s (offline?)")
+        print(f"  {node}: không trả lời trong {args.wait:g} giây (mất kết nối?)")
     return 0 if len(result.started) == len(result.nodes) else 1
 
 
@@ -313,12 +316,12 @@ def cmd_alarms(home: Home, show_all: bool) -> None:
     finally:
         engine.dispose()
     if not alarms:
-        print("No open alarms." if not show_all else "No alarms.")
+        print("Không có cảnh báo nào đang mở." if not show_all else "Không có cảnh báo nào.")
         return
-    print(f"{'RAISED':<19}  {'CLEARED':<19}  {'KIND':<20} {'SUBJECT':<24} DETAIL")
+    print(f"{'LÚC BÁO':<19}  {'LÚC HẾT':<19}  {'CẢNH BÁO':<40} {'Ở ĐÂU':<24} CHI TIẾT")
     for a in alarms:
         print(f"{fmt_ms(a.raised_ms, tz):<19}  {fmt_ms(a.cleared_ms, tz):<19}  "
-              f"{a.kind:<20} {a.subject:<24} {a.detail}")
+              f"{a.label:<40} {a.subject:<24} {a.detail}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

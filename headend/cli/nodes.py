@@ -91,23 +91,30 @@ def _shown(n: NodeRow, args: argparse.Namespace) -> bool:
             and (not args.offline or not n.online) and (not args.alarm or bool(n.alarms)))
 
 
+# What a node's answer to a command means, for the technician.
+STATUS_VI = {"accepted": "đã nhận lệnh", "started": "đã bắt đầu", "done": "xong",
+             "failed": "không thành công", "rejected": "từ chối", "sent": "đã gửi"}
+
+
 def _node_line(n: NodeRow, tz: ZoneInfo) -> str:
+    from headend.core.alarms import LABELS_VI
+
     sig, link = n.reading("signal_dbm"), n.reading("link")
     temp, amp_ma = n.reading("temp_c"), n.reading("amp_ma")
     offset, cache = n.reading("clock_offset_ms"), n.reading("cache_used")
     amp = "-"
     if n.telemetry:
-        amp = "FAULT" if n.reading("amp_fault") else "on" if n.reading("amp") else "off"
+        amp = "LỖI" if n.reading("amp_fault") else "bật" if n.reading("amp") else "tắt"
         if amp_ma is not None:
             amp += f" {amp_ma} mA"
     signal = f"{sig} dBm {link or ''}" if sig is not None else (link or "-")
     cells = [
-        f"{n.id:<20}", f"{'online' if n.online else 'offline':<8}",
+        f"{n.id:<20}", f"{'kết nối' if n.online else 'mất kết nối':<11}",
         f"{_fmt(n.last_seen_ms, tz):<19} ", f"{signal:<13}",
         f"{str(temp) + ' C' if temp is not None else '-':<6}", f"{amp:<12}",
         f"{f'{offset:+d} ms' if isinstance(offset, int) else '-':<9}", f"{n.fw or '-':<8}",
         f"{str(cache // 1024) + ' KB' if isinstance(cache, int) else '-':<8}",
-        f"{','.join(n.alarms) or '-':<20}", n.playing or "-"]
+        f"{','.join(LABELS_VI.get(a, a) for a in n.alarms) or '-':<20}", n.playing or "-"]
     return " ".join(cells)
 
 
@@ -121,21 +128,22 @@ def cmd_nodes(home: Home, args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if not every:
-        print(f"No nodes in {home.root}; `loaxa demo` or `loaxa serve` provisions a commune.")
+        print(f"Chưa có cụm loa nào trong {home.root} (no nodes); `loaxa demo` hoặc "
+              "`loaxa serve` tạo xã và các cụm loa.")
         return 0
     rows = [n for n in every if _shown(n, args)]
     # Plain columns (no box drawing): readable over a slow ssh link and easy to grep.
-    print(f"Times in {tz.key}")
-    print(f"{'NODE':<20} {'STATE':<8} {'LAST SEEN':<19}  {'SIGNAL':<13} {'TEMP':<6} "
-          f"{'AMP':<12} {'CLOCK':<9} {'FW':<8} {'CACHE':<8} {'ALARMS':<20} PLAYING")
+    print(f"Giờ theo {tz.key}")
+    print(f"{'CỤM LOA':<20} {'TRẠNG THÁI':<11} {'LẦN CUỐI':<19}  {'SÓNG':<13} {'NHIỆT':<6} "
+          f"{'AMPLI':<12} {'ĐỒNG HỒ':<9} {'FW':<8} {'BỘ NHỚ':<8} {'CẢNH BÁO':<20} ĐANG PHÁT")
     place = None
     for n in rows:
         if (n.province, n.commune, n.village) != place:
             place = (n.province, n.commune, n.village)
             print(f"-- {n.province or '-'} > {n.commune} > {n.village}")
         print(_node_line(n, tz))
-    print(f"{sum(n.online for n in rows)} of {len(rows)} online"
-          f"{f' (filtered; {len(every)} nodes in all)' if len(rows) != len(every) else ''}")
+    print(f"{sum(n.online for n in rows)}/{len(rows)} cụm loa đang kết nối"
+          f"{f' (đã lọc; tổng cộng {len(every)} cụm loa)' if len(rows) != len(every) else ''}")
     return 0
 
 
@@ -147,6 +155,7 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from headend.communes.registry import headend_password
+    from headend.diary.reasons import reason_vi
     from headend.nodes.operations import NodeOpError, run_op
 
     running = running_headend(home.running_path)
@@ -186,8 +195,8 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
     status = final.get("status")
     extra = {k: v for k, v in final.items()
              if k not in ("v", "t", "node", "id", "status", "at", "reason", "detail")}
-    print(f"{name} on {args.node}: {status}"
-          f"{' (' + str(final.get('reason')) + ')' if final.get('reason') else ''}"
+    print(f"{name} – {args.node}: {STATUS_VI.get(str(status), status)} ({status})"
+          f"{' – ' + str(reason_vi(str(final['reason']))) if final.get('reason') else ''}"
           f"{' ' + str(extra) if extra else ''}")
     return 0 if status == "done" else 1
 
@@ -236,12 +245,13 @@ def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
         url = f"{running['media_base']}/media/{name}"
         engine = open_engine(home)
         try:
-            print(f"ota on {args.node}: {board} {version}, {image.size} bytes, "
+            print(f"ota – {args.node}: {board} {version}, {image.size} byte, "
                   f"sha256 {image.sha256[:16]}..., {url}")
             final = asyncio.run(ota.send_ota(
                 engine, int(str(running["broker_port"])), headend_password(home), args.node,
                 image, url, operator_name(args.operator),
-                lambda msg: print(f"ota on {args.node}: {msg.get('status')}"),
+                lambda msg: print(f"ota – {args.node}: "
+                                  f"{STATUS_VI.get(str(msg.get('status')), msg.get('status'))}"),
                 back_within_s=args.wait))
         finally:
             engine.dispose()
@@ -249,18 +259,18 @@ def cmd_node_ota(home: Home, args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     status = final.get("status")
     if status != "done":
-        print(f"ota on {args.node}: {status} ({final.get('reason')}"
+        print(f"ota – {args.node}: {STATUS_VI.get(str(status), status)} ({final.get('reason')}"
               f"{': ' + str(final['detail']) if final.get('detail') else ''}); "
-              "the node keeps its running image")
+              "cụm loa giữ phần mềm đang chạy")
         return 1
     state = final.get("ota") or {}
     if state.get("version") == version and state.get("state") == "confirmed":
-        print(f"ota on {args.node}: {version} confirmed, running on {state.get('slot')}")
+        print(f"ota – {args.node}: {version} đã được xác nhận (confirmed), chạy ở "
+              f"{state.get('slot')}")
         return 0
     if state.get("version") == version and state.get("state") == "rolled_back":
-        print(f"ota on {args.node}: {version} rolled back ({state.get('reason')}); "
-              "the node runs its previous image")
+        print(f"ota – {args.node}: {version} bị trả về bản cũ (rolled back: "
+              f"{state.get('reason')}); cụm loa chạy lại phần mềm trước")
         return 1
-    print(f"ota on {args.node}: image installed; the node has not confirmed it yet "
-          f"(see `loaxa nodes`)")
+    print(f"ota – {args.node}: đã cài phần mềm; cụm loa chưa xác nhận (xem `loaxa nodes`)")
     return 1

@@ -117,15 +117,14 @@ class WeekVerdict:
         days = [self.monday + timedelta(days=i) for i in range(7)]
         if len(self.vov_days) < REQUIRED_VOV_DAYS:
             gaps = [d for d in days if d not in self.vov_days]
-            out.append(f"VOV relay on {len(self.vov_days)} of {REQUIRED_VOV_DAYS} days "
-                       f"(none on {', '.join(_day(d) for d in gaps)})")
+            out.append(f"tiếp sóng VOV {len(self.vov_days)}/{REQUIRED_VOV_DAYS} ngày "
+                       f"(thiếu {', '.join(_day(d) for d in gaps)})")
         if len(self.province_days) < REQUIRED_PROVINCE_DAYS:
             gaps = [d for d in days if d not in self.province_days]
-            out.append(f"provincial relay on {len(self.province_days)} of "
-                       f"{REQUIRED_PROVINCE_DAYS} days (none on {', '.join(map(_day, gaps))})")
+            out.append(f"tiếp sóng Đài tỉnh {len(self.province_days)}/"
+                       f"{REQUIRED_PROVINCE_DAYS} ngày (thiếu {', '.join(map(_day, gaps))})")
         if not self.news_ok:
-            out.append(f"tin xã tự sản xuất: {self.news_text} ({len(self.local_news)} local "
-                       f"news items, at least {REQUIRED_LOCAL_NEWS} needed)")
+            out.append(f"tin xã tự sản xuất: {self.news_text}")
         return out
 
     @property

@@ -172,7 +172,7 @@ def test_loaxa_home_is_honoured(capsys: pytest.CaptureFixture[str], home: Path,
     monkeypatch.setenv("LOAXA_HOME", str(home))
     code, out, err = run_main(capsys, "nodes")
     assert code == 0, err
-    assert "1 of 5 online" in out
+    assert "1/5 cụm loa đang kết nối" in out
     # --home wins over LOAXA_HOME.
     other = tmp_path / "other"
     code, _, err = run_main(capsys, "--home", str(other), "nodes")
@@ -391,7 +391,7 @@ def test_times_are_in_the_commune_timezone_not_the_machines(home: Path) -> None:
     # The UTC date of the record (the 22nd) holds nothing in the commune's calendar.
     earlier = loaxa("--home", str(home), "diary", "--day", "2026-11-22", env=env)
     assert earlier.returncode == 0
-    assert "nothing recorded" in earlier.stdout
+    assert "không có gì được ghi" in earlier.stdout
 
 
 def test_diary_default_day_is_today_in_the_commune(capsys: pytest.CaptureFixture[str],
@@ -400,7 +400,7 @@ def test_diary_default_day_is_today_in_the_commune(capsys: pytest.CaptureFixture
     code, out, _ = run_main(capsys, "--home", str(home), "diary")
     after = datetime.now(VN).date()
     assert code == 0
-    assert out.startswith(tuple(f"Diary {d.isoformat()} (Asia/Ho_Chi_Minh)"
+    assert out.startswith(tuple(f"Sổ nhật ký {d.isoformat()} (Asia/Ho_Chi_Minh)"
                                 for d in {before, after}))
 
 
@@ -409,7 +409,8 @@ def test_diary_far_from_any_record_is_empty_and_says_so(
         capsys: pytest.CaptureFixture[str], home: Path, day: str) -> None:
     code, out, err = run_main(capsys, "--home", str(home), "diary", "--day", day)
     assert code == 0, err
-    assert out.strip() == f"Diary {day} (Asia/Ho_Chi_Minh): nothing recorded on this day."
+    assert out.strip() == (f"Sổ nhật ký {day} (Asia/Ho_Chi_Minh): không có gì được ghi trong "
+                           "ngày này (nothing recorded).")
     assert err == ""
 
 

@@ -41,13 +41,14 @@ def test_items_export_correct_and_report(home: Home, tmp_path: Path,
     h = ["--home", str(home.root)]
     code, out, _ = run_main(capsys, *h, "diary", "items", "--commune", "thu", "--from",
                             str(DAY), "--to", str(DAY))
-    assert code == 0 and "Xã Thử" in out and "page 1/1" in out
-    assert "villages: Thôn 0; not: Thôn 1 (Bỏ lỡ), Bản 2 (Chưa có báo cáo)" in out
+    assert code == 0 and "Xã Thử" in out and "trang 1/1" in out
+    assert ("thôn đã phát: Thôn 0; không phát: Thôn 1 (Bỏ lỡ: mất điện); "
+            "Bản 2 (Chưa có báo cáo)") in out
     xlsx = tmp_path / "so.xlsx"
     code, out, _ = run_main(capsys, *h, "diary", "export", "--commune", "thu", "--from",
                             str(DAY), "--to", str(DAY), "--format", "xlsx", "--output",
                             str(xlsx))
-    assert code == 0 and "2 items, 1 aired" in out
+    assert code == 0 and "2 chương trình, 1 đã phát" in out
     sheet = load_workbook(xlsx).active
     assert sheet is not None
     cells = {str(c) for row in sheet.iter_rows(values_only=True) for c in row if c}
@@ -57,10 +58,10 @@ def test_items_export_correct_and_report(home: Home, tmp_path: Path,
     engine.dispose()
     code, out, _ = run_main(capsys, *h, "diary", "correct", str(wrong), "--outcome", "aired",
                             "--note", "Loa vẫn phát, báo cáo sai", "--by", "Kỹ thuật viên B")
-    assert code == 0 and "corrected by new entry" in out
+    assert code == 0 and "bằng mục mới" in out
     code, out, _ = run_main(capsys, *h, "diary", "items", "--commune", "thu", "--from",
                             str(DAY), "--to", str(DAY))
-    assert "villages: Thôn 0, Thôn 1; not: Bản 2" in out
+    assert "thôn đã phát: Thôn 0, Thôn 1; không phát: Bản 2" in out
     code, out, _ = run_main(capsys, *h, "diary", "verify")
     assert code == 0
     code, out, _ = run_main(capsys, *h, "diary", "report", "--commune", "thu", "--month",

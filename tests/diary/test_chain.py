@@ -173,7 +173,7 @@ def test_cli_verify_reports_tampering_and_exits_nonzero(
         home: Home, engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     fill(engine)
     code, out, _ = run_main(capsys, "--home", str(home.root), "diary", "verify")
-    assert code == 0 and "Diary intact: 6 entries" in out
+    assert code == 0 and "Sổ nhật ký nguyên vẹn (diary intact): đã kiểm 6 mục" in out
     tamper(engine, "DELETE FROM asrun WHERE chain_seq = 3")
     code, out, _ = run_main(capsys, "--home", str(home.root), "diary", "verify",
                             "--commune", COMMUNE)

@@ -93,7 +93,7 @@ def test_badge_schedule_check_and_monthly_report_count_neither_placeholders_nor_
     write_wav(directory / "tin-2.wav", 100, 3)
     schedule = directory / "xa-thu.toml"
     schedule.write_text(schedule_text(commune(3), SLOTS))
-    clock = fast_clock(datetime(2026, 11, 23, 7, 50, tzinfo=TZ), 20, lead_s=8)
+    clock = fast_clock(datetime(2026, 11, 23, 7, 56, tzinfo=TZ), 30, lead_s=8)
     stack = Stack(directory, commune=commune(3), clock=clock)
     stack.start()
     try:

@@ -47,9 +47,10 @@ def test_a_node_offline_for_two_days_uploads_every_record_once_and_the_diary_rec
     spec = commune(3)
     with Stations() as stations:
         write_wav(tmp_path / "ban-tin.wav", 600, 7)
-        # The idle hours after the node goes offline run at 5000x (idle_warp).
+        # The idle hours after the node goes offline run at 15000x (idle_warp).
         warp = idle_warp(tmp_path, 3, WEEK_SLOTS, local_ms(MONDAY, "03:10"),
-                         local_ms(wednesday, "09:00"), 5000)
+                         local_ms(wednesday, "09:00"), 15000, margin_ms=12 * 60_000,
+                         after_ms=5 * 60_000)
         clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8, warp=warp)
         fallback = tmp_path / "fallback.wav"
         write_wav(fallback, 20, 42)

@@ -19,7 +19,7 @@ def test_node_operations_from_the_command_line(stack: Stack,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     running(stack)
     code, out = node_cli(stack, capsys, "test-tone", "n0001", "--seconds", "2", "--hz", "800")
-    assert code == 0 and "test-tone on n0001: done" in out, out
+    assert code == 0 and "test-tone – n0001: xong (done)" in out, out
     (rec,) = stack.fleet.recordings("n0001")
     pcm = rec.pcm()
     assert abs(len(pcm) / (2 * rec.rate) - 2.0) < 0.05  # two seconds of it
@@ -43,7 +43,7 @@ def test_node_operations_from_the_command_line(stack: Stack,
     with Session(stack.engine) as s:
         before = s.get(Node, "n0004").session  # type: ignore[union-attr]
     code, out = node_cli(stack, capsys, "reboot", "n0004")
-    assert code == 0 and "reboot on n0004: done" in out
+    assert code == 0 and "reboot – n0004: xong (done)" in out
     wait_until(lambda: stack.fleet.reboots("n0004") == 1, 15, "the reboot")
 
     def session() -> int:
@@ -53,7 +53,7 @@ def test_node_operations_from_the_command_line(stack: Stack,
     wait_until(lambda: session() > before, 30, "the node back with its next session")
 
     code, out = node_cli(stack, capsys, "report", "n0005")
-    assert code == 0 and "report on n0005: done" in out
+    assert code == 0 and "report – n0005: xong (done)" in out
 
 
 def test_bad_node_requests_send_nothing(stack: Stack,

@@ -75,14 +75,16 @@ def test_a_simulated_week_on_ten_nodes_airs_every_relay_and_bulletin_on_time(
     # 500x while anything airs: every real millisecond the simulator loses (a garbage
     # collection, ten nodes writing their flash at once) shows 500 times longer, and a relay
     # counts as aired only with less than 15 s missing: 30 ms real here. The nights and idle
-    # hours between run at 5000x (idle_warp), after two hours for the plans to reach the
-    # nodes: the week takes minutes, not 20.
+    # hours between run at 15000x (idle_warp: from 12 minutes before an item, for its relay
+    # probe, to 5 after it, for its records), after two hours for the plans to reach the
+    # nodes: the week takes two and a half minutes, not 20.
     rate = 500
     week = days(MONDAY, 7)
     with Stations() as stations:
         bulletin = write_wav(tmp_path / "ban-tin.wav", 600, 7)
         warp = idle_warp(tmp_path, 10, WEEK_SLOTS, local_ms(MONDAY, "02:00"),
-                         local_ms(week[-1], "17:50"), 5000)
+                         local_ms(week[-1], "17:50"), 15000, margin_ms=12 * 60_000,
+                         after_ms=5 * 60_000)
         clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8, warp=warp)
         stack, schedule, urls = planning_stack(tmp_path, stations, 10, clock)
         stack.start()
@@ -135,9 +137,10 @@ def test_nodes_air_their_cached_plan_while_the_headend_is_down_for_a_day(
     rate = 1000
     with Stations() as stations:
         write_wav(tmp_path / "ban-tin.wav", 600, 7)
-        # The idle hours after the headend stops run at 5000x (idle_warp).
+        # The idle hours after the headend stops run at 15000x (idle_warp).
         warp = idle_warp(tmp_path, 10, WEEK_SLOTS, local_ms(MONDAY, "03:10"),
-                         local_ms(MONDAY + timedelta(days=1), "09:00"), 5000)
+                         local_ms(MONDAY + timedelta(days=1), "09:00"), 15000,
+                         margin_ms=12 * 60_000, after_ms=5 * 60_000)
         clock = fast_clock(datetime(2026, 11, 23, 0, 0, tzinfo=TZ), rate, lead_s=8, warp=warp)
         stack, schedule, urls = planning_stack(tmp_path, stations, 10, clock)
         stack.start()

@@ -144,7 +144,7 @@ def test_serve_provision_and_ota_with_an_image_built_from_the_installed_package(
         ota = loaxa(venv, cwd, "--home", str(home), "node", "ota", "thu-wheel-1", "--board",
                     "sim", "--version", NEW_VERSION, "--wait", "90")
         assert ota.returncode == 0, ota.stdout + ota.stderr
-        assert f"{NEW_VERSION} confirmed" in ota.stdout, ota.stdout
+        assert f"{NEW_VERSION} đã được xác nhận (confirmed)" in ota.stdout, ota.stdout
     finally:
         fleet.stop()
     # The image came from the installed package: its firmware and HAL, with the new version.

@@ -61,7 +61,7 @@ def test_node_installs_a_signed_image_and_comes_back_on_it(
     wait_until(lambda: telemetry(stack, node).get("board") == "sim", 15, "first telemetry")
     before = node_row(stack, node).session
     _code, out = node_cli(stack, capsys, "ota", node, "--version", "0.2.0", "--wait", "5")
-    assert "ota on n0001: done" in out, out
+    assert "ota – n0001: xong" in out, out
     # The node verified the image, staged it and rebooted into it: its birth says 0.2.0.
     wait_until(lambda: stack.fleet.reboots(node) == 1, 15, "the reboot")
     wait_until(lambda: node_row(stack, node).session > before

@@ -43,14 +43,17 @@ IDLE_MIN_MS = 30 * 60_000  # shorter gaps are not worth switching rates for
 
 
 def idle_warp(directory: Path, villages: int, slots: str, first_ms: int, last_ms: int,
-              rate: int, margin_ms: int = IDLE_MARGIN_MS) -> list[list[int]]:
+              rate: int, margin_ms: int = IDLE_MARGIN_MS,
+              after_ms: int | None = None) -> list[list[int]]:
     """The stretches of [first_ms, last_ms) in which nothing of the schedule (commune(villages)
     with these slots, its media in directory) airs, with margin_ms before and after each item,
     to run at `rate`: a simulated week's nights and idle hours pass in seconds while every item
-    still airs at the test's own rate, so what a test measures about items is as before."""
+    still airs at the test's own rate, so what a test measures about items is as before.
+    after_ms: the margin after each item, when shorter than the one before it."""
     path = directory / "idle-warp.toml"
     path.write_text(schedule_text(commune(villages), slots))
-    busy = sorted((e.start_ms - margin_ms, e.end_ms + margin_ms)
+    after = margin_ms if after_ms is None else after_ms
+    busy = sorted((e.start_ms - margin_ms, e.end_ms + after)
                   for entries in expand(load_schedule(path), first_ms, last_ms).values()
                   for e in entries)
     out, at = [], first_ms

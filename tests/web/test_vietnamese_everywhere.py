@@ -23,6 +23,7 @@ from support.schedule_files import ms
 from support.web_site import PASSWORD, login
 
 from firmware import protocol
+from headend.cli.main import main
 from headend.core.auth import add_user
 from headend.core.models import Node
 from headend.nodes.ingest import store_reports
@@ -139,3 +140,16 @@ def test_downloads_speak_vietnamese(client: TestClient, tmp_path: Path, fmt: str
     for said in ("bị ngắt để phát tin khẩn cấp", "luồng chính: luồng âm thanh bị ngắt",
                  "ampli không đẩy ra loa", "đang trong giờ nghỉ của thôn", "Âm thử 1 kHz"):
         assert said in text, said
+
+
+def test_the_command_line_speaks_vietnamese(client: TestClient, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """What the technician reads on the server: nodes, alarms and the diary."""
+    home = ["--home", str(tmp_path / "home")]
+    for args in (["nodes"], ["alarms", "--all"], ["diary", "--day", str(DAY)],
+                 ["diary", "items", "--commune", "thu", "--from", str(DAY), "--to", str(DAY)]):
+        code = main([*home, *args])
+        out = capsys.readouterr().out
+        assert code == 0 and out.strip(), args
+        # (node ids, zone names and units are data, not words)
+        assert english_in(out) == [], (args, [x for x in out.splitlines() if english_in(x)])
