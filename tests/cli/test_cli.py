@@ -380,7 +380,7 @@ def test_times_are_in_the_commune_timezone_not_the_machines(home: Path) -> None:
     assert nodes.returncode == 0, nodes.stderr
     line = next(ln for ln in nodes.stdout.splitlines() if ln.startswith("tl-napan-1"))
     assert "2026-11-23 03:30:00" in line
-    assert "online" in line and "Bản tin sáng" in line  # the title, not the command id
+    assert "kết nối" in line and "Bản tin sáng" in line  # the title, not the command id
     assert "Asia/Ho_Chi_Minh" in nodes.stdout
 
     diary = loaxa("--home", str(home), "diary", "--day", "2026-11-23", env=env)
@@ -420,7 +420,7 @@ def test_nodes_on_an_empty_state_directory(capsys: pytest.CaptureFixture[str],
     open_db(h.db_url).dispose()
     code, out, _ = run_main(capsys, "--home", str(h.root), "nodes")
     assert code == 0
-    assert "No nodes" in out and "loaxa demo" in out
+    assert "Chưa có cụm loa nào" in out and "loaxa demo" in out
 
 
 def test_web_serves_an_existing_state_directory(home: Path) -> None:

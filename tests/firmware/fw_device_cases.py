@@ -114,8 +114,9 @@ def test_quick_reboots_start_safe_mode_until_a_stable_run():
         srv.routes["/fw.img"] = data
         cid = await obs.send("ota", ota_args(srv, "/fw.img", data, "0.2.0"),
                              host.clock.time_ms())
-        assert (await obs.final(cid))["status"] == "done"
-        assert await fwtest.until(lambda: host.boots == 5, 5000)
+        fin = await obs.final(cid)
+        assert fin["status"] == "done", fin
+        assert await fwtest.until(lambda: host.boots == 5, 5000), host.boots
         # (What the boots were, should this fail again: it once did in a full CI run only.)
         assert host.node.safe_mode is None and host.node.fw == "0.2.0", (
             host.node.safe_mode, host.node.fw, host.boot_file(), host.events("reboot"),

@@ -3,6 +3,7 @@
 # (a new SimBoard on the same directory), talking to the test broker, and an observer that
 # keeps what the node publishes (births, telemetry, acks) and sends it signed commands.
 import asyncio
+import gc
 import json
 
 import fwsim
@@ -47,6 +48,7 @@ class Host:
         return self.dev.node
 
     def boot(self):
+        gc.collect()  # a reset starts on an empty heap, not on the garbage of the boot before
         self.board = SimBoard(self.dir, clock=self.clock, link=SimLink(self.link_up))
         self.board.on_reboot = lambda: asyncio.create_task(self._restart())
         self.dev = Device(self.board, self.cfg)

@@ -83,7 +83,7 @@ def test_refused_images_leave_the_node_as_it_was(
     wait_until(lambda: telemetry(stack, node).get("board") == "sim", 15, "first telemetry")
     # Not newer than what runs: refused by the node.
     code, out = node_cli(stack, capsys, "ota", node, "--version", FW_VERSION)
-    assert code == 1 and f"failed ({protocol.R_NOT_NEWER}" in out, out
+    assert code == 1 and f"không thành công ({protocol.R_NOT_NEWER}" in out, out
     # Signed with another node's key (the headend's manifest for n0003 replayed to n0002).
     image = ota.load_image(ota.build_tree_image(tmp_path / "i.tar.gz", "0.3.0"), "sim", "0.3.0")
     name = ota.publish_image(image, stack.home.media_dir)
@@ -105,6 +105,6 @@ def test_refused_images_leave_the_node_as_it_was(
     # An image for another board: the node refuses it (the manifest names the board).
     code, out = node_cli(stack, capsys, "ota", node, "--version", "0.4.0", "--board", "esp32",
                          "--image", str(tmp_path / "i.tar.gz"))
-    assert code == 1 and f"failed ({protocol.R_WRONG_BOARD}" in out, out
+    assert code == 1 and f"không thành công ({protocol.R_WRONG_BOARD}" in out, out
     with pytest.raises(SystemExit):
         main(["--home", str(stack.home.root), "node", "ota", node, "--board", "pc"])
