@@ -37,8 +37,9 @@ def heard(node, outcome, reason):
         return outcome, reason
     if node.amp_fault:
         return protocol.OUTCOME_FAILED, protocol.R_AMP_FAULT
-    if not node.board.amp.verifies():
-        return outcome, reason or protocol.R_NOT_VERIFIED
+    if not node.board.amp.verifies():  # kept beside a reason it had ("stream ended early")
+        return outcome, reason + "; " + protocol.R_NOT_VERIFIED if reason \
+            else protocol.R_NOT_VERIFIED
     return outcome, reason
 
 

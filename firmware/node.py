@@ -430,7 +430,10 @@ class Node:
             board.audio.open(rate, bits, channels, cmd["id"])
             start = self.clock.time_ms()
             health.check_amp(self)
-            await self._ack(cmd["id"], protocol.STARTED, extra={"start": start})
+            # A silent amplifier: started, but the village hears nothing (the page says so).
+            await self._ack(cmd["id"], protocol.STARTED,
+                            protocol.R_AMP_FAULT if self.amp_fault else None,
+                            extra={"start": start})
             left = size
             try:
                 while left > 0:

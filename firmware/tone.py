@@ -89,7 +89,9 @@ async def play(node, cmd, trigger="manual"):
         start = node.clock.time_ms()
         health.check_amp(node)
         if not local:
-            await node._ack(cmd["id"], protocol.STARTED, extra={"start": start})
+            await node._ack(cmd["id"], protocol.STARTED,
+                            protocol.R_AMP_FAULT if node.amp_fault else None,
+                            extra={"start": start})
         for _ in range(seconds * 1000 // TONE_BLOCK_MS):
             await board.audio.write(block)
         await board.audio.drain()

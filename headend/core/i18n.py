@@ -246,6 +246,7 @@ EN: Final[dict[str, str]] = {
     "Đã gửi, đang chờ cụm loa": "Sent, waiting for the cluster",
     "Không phát": "Not played",
     "Không trả lời": "No answer",
+    "Phát không trọn": "Partly aired",
     "Kỹ thuật viên xem trang": "A technician should check",
     "Lần phát này được ghi vào sổ nhật ký và nhật ký thao tác.":
         "This broadcast is recorded in the broadcast diary and in the audit log.",

@@ -163,6 +163,7 @@ class Broadcast(Base):
     """An emergency broadcast: who sent what, to which villages, and when."""
 
     __tablename__ = "broadcasts"
+    __table_args__ = (UniqueConstraint("idem_key", name="uq_broadcasts_idem_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="emergency")
@@ -175,8 +176,9 @@ class Broadcast(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     nodes: Mapped[int] = mapped_column(Integer, default=0)
     started: Mapped[int] = mapped_column(Integer, default=0)  # nodes that acked "started"
-    # The sender's idempotency key: a reload, back or second tap finds this row, sends nothing.
-    idem_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The sender's idempotency key (a hash of commune and key, emergency._scoped): a reload,
+    # back or second tap finds this row and sends nothing.
+    idem_key: Mapped[str | None] = mapped_column(String(64))
     commands: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of command ids
 
 

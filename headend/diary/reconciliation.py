@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Engine, or_, select
 from sqlalchemy.orm import Session
 
+from firmware import protocol
 from headend.core.models import (
     AsRunRecord,
     Bulletin,
@@ -37,6 +38,7 @@ LATE_MS = 6 * 3600_000  # records of an item may arrive for a while after it end
 AIRED, PARTIAL, MISSED, FAILED = "aired", "partial", "missed", "failed"
 NO_REPORT, PLANNED = "no_report", "planned"  # nothing heard from a village yet
 _RANK = {AIRED: 4, PARTIAL: 3, FAILED: 2, MISSED: 1, NO_REPORT: 0, PLANNED: 0}
+_ANSWER_RANK = {NO_REPORT: 2, FAILED: 1, MISSED: 0}  # a command's answer, no record yet
 
 OUTCOME_VI = {AIRED: "Đã phát", PARTIAL: "Phát dở", FAILED: "Không phát được",
               MISSED: "Bỏ lỡ", NO_REPORT: "Chưa có báo cáo", PLANNED: "Theo lịch"}
@@ -144,9 +146,10 @@ def outcome_vi(line: ProgrammeLine) -> str:
     """The line's outcome as the diary says it; an airing on a board that cannot sense its
     amplifier is not plainly "Đã phát"."""
     label = OUTCOME_VI.get(line.outcome, line.outcome)
-    unverified = reasons.reason_vi(reasons.NOT_VERIFIED)
+    unverified = reasons.CODES_VI[reasons.NOT_VERIFIED]
     if line.outcome in (AIRED, PARTIAL) and any(
-            v.reason == unverified for v in line.villages if v.outcome in (AIRED, PARTIAL)):
+            unverified in (v.reason or "") for v in line.villages
+            if v.outcome in (AIRED, PARTIAL)):
         label += " (chưa kiểm chứng ampli)"
     return label
 
@@ -224,12 +227,13 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
             .join(Village, Village.id == Node.village_id)
             .where(Village.commune_id == info.id, Command.op.in_(list(PLAYING_OPS)),
                    Command.issued_ms >= lo_ms, Command.issued_ms < hi_ms)).all()
-        titles = _media_titles(s, info.id, [json.loads(c.args).get("url", "") for c in commands]
-                               + [r.media for r in records if not r.item_id])
-    for c in commands:  # every command's line and villages, before anything is reported
-        key = _command_key(c.op, c.issued_ms, c.title)
+        media_of = [_command_media(c.op, c.args) for c in commands]
+        titles = _media_titles(s, info.id, media_of + [r.media for r in records
+                                                       if not r.item_id])
+    keys = [_command_key(c.op, c.issued_ms, c.title, m)
+            for c, m in zip(commands, media_of, strict=True)]
+    for c, media, key in zip(commands, media_of, keys, strict=True):  # lines, villages
         if key not in lines:
-            media = str(json.loads(c.args).get("url") or "")
             lines[key] = ProgrammeLine(
                 key, OP_KIND[c.op], c.title, "", "vi", 0, PLAYING_OPS[c.op],
                 _what_aired(media, c.title, titles), c.issued_ms, None,
@@ -279,13 +283,17 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
         if old is None or _RANK[outcome] > _RANK[old.outcome]:
             reason = fix.note if fix else reasons.reason_vi(r.reason)
             per_village[key][village_id] = VillageOutcome(name, outcome, reason)
-    for c in commands:  # a node that has not reported: what its command's answer says
-        key = _command_key(c.op, c.issued_ms, c.title)
+    from_commands: set[tuple[str, str]] = set()
+    for c, key in zip(commands, keys, strict=True):  # no record yet: the command's answer
         answer = _command_outcome(c, now_ms)
         old = per_village[key].get(c.village_id)
-        if old is None or (old.outcome == NO_REPORT and _RANK[answer[0]] > 0):
+        # A record's word stands; between answers of a village's nodes, the one that may
+        # still be heard (started, or not yet answered) above a refusal or an expiry.
+        if old is None or ((key, c.village_id) in from_commands
+                           and _ANSWER_RANK[answer[0]] > _ANSWER_RANK[old.outcome]):
             name = info.villages.get(c.village_id, c.village_id)
             per_village[key][c.village_id] = VillageOutcome(name, *answer)
+            from_commands.add((key, c.village_id))
     for key, line in lines.items():
         due = (line.planned_end_ms or line.sort_ms) < now_ms
         for vid in targets[key]:
@@ -314,9 +322,23 @@ def _shared_notes(line: ProgrammeLine) -> list[str]:
             for why, names in groups.items()]
 
 
-def _command_key(op: str, issued_ms: int, title: str) -> str:
-    """One broadcast sends one command per node; they share the op, moment and title."""
-    return f"cmd:{op}:{issued_ms}:{title}"
+def _command_key(op: str, issued_ms: int, title: str, media: str) -> str:
+    """One broadcast sends one command per node; they share the op, moment, title and media
+    (two broadcasts of one title in the same millisecond stay two lines)."""
+    return f"cmd:{op}:{issued_ms}:{title}:{media}"
+
+
+def _command_media(op: str, args_json: str) -> str:
+    """What a command plays, as its node's record names it: the URL, or the test tone."""
+    try:
+        args = json.loads(args_json or "{}")
+    except ValueError:
+        args = {}
+    if not isinstance(args, dict):
+        args = {}
+    if op == "test_tone":
+        return f"tone:{args.get('hz', protocol.TONE_HZ_DEFAULT)}Hz"
+    return str(args.get("url") or "")
 
 
 def _command_outcome(c: Any, now_ms: int) -> tuple[str, str | None]:
@@ -392,7 +414,7 @@ def _line_key(r: Any, issued: int | None) -> str:
     if r.item_id:
         return str(r.item_id).split("#")[0]  # a cut item's segments are one programme item
     if issued is not None and r.cmd_op in PLAYING_OPS:
-        return _command_key(r.cmd_op, issued, r.cmd_title)
+        return _command_key(r.cmd_op, issued, r.cmd_title, r.media)
     # One broadcast sends one command per node; they share the media and the moment.
     return f"{r.trigger}:{r.media}:{issued if issued is not None else r.start_ms}"
 

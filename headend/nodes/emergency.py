@@ -8,6 +8,7 @@ each node's airing reaches the diary through its as-run record like any other it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.core.models import Broadcast, Command, Commune, Node, Village
+from headend.core.models import AsRunRecord, Broadcast, Command, Commune, Node, Village
 from headend.diary.reasons import NO_ANSWER, reason_vi
 from headend.media.library import Media, MediaLibrary, node_audio
 from headend.media.store import wav_for_nodes
@@ -117,22 +118,31 @@ class Sent:
     engine: Engine
     broadcast_id: int
     waits: dict[str, asyncio.Future[dict[str, Any]]]
+    command_ids: list[str] = field(default_factory=list)
 
     async def wait(self, wait_s: float = 15.0) -> EmergencyResult:
         result = EmergencyResult(self.broadcast_id, list(self.waits))
-        done, _ = await asyncio.wait(list(self.waits.values()), timeout=wait_s) \
-            if self.waits else (set(), set())
-        for node_id, fut in self.waits.items():
-            if fut not in done:
-                fut.cancel()
-                continue
-            msg = fut.result()
-            if msg.get("status") in (protocol.STARTED, protocol.DONE):
-                result.started[node_id] = int(msg.get("start") or msg.get("at") or 0)
-            else:
-                result.refused[node_id] = str(msg.get("reason") or msg.get("status"))
-        await asyncio.to_thread(_count_started, self.engine, self.broadcast_id,
-                                len(result.started))
+        node_of = {fut: node_id for node_id, fut in self.waits.items()}
+        pending = set(node_of)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while pending:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=left,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                msg = fut.result()
+                node_id = node_of[fut]
+                if msg.get("status") in (protocol.STARTED, protocol.DONE) \
+                        and msg.get("reason") != protocol.R_AMP_FAULT:
+                    result.started[node_id] = int(msg.get("start") or msg.get("at") or 0)
+                else:  # refused, failed, or started on an amplifier that drives nothing
+                    result.refused[node_id] = str(msg.get("reason") or msg.get("status"))
+            # Counted as the answers come: the history list is right while others wait.
+            await asyncio.to_thread(_count_started, self.engine, self.broadcast_id,
+                                    len(result.started))
+        self.headend.waiters.drop(self.command_ids)  # those still silent
         return result
 
 
@@ -141,21 +151,31 @@ async def send(headend: Gateway, engine: Engine, target: Target, media: Media, t
                key: str | None = None) -> Sent:
     """Send the emergency to every target node, once per idempotency key: a key already
     used raises AlreadySent with that broadcast's id (nothing is sent again). The row is
-    written before the commands go, so two requests with one key cannot both send."""
+    written before the commands go, so two requests with one key cannot both send; once
+    the commands are recorded the row stays, even if publishing them fails (some may be out:
+    the status page shows who answered, and the key never sends a second time)."""
+    if headend.client is None:
+        raise HeadendOffline("not connected to the broker")
     row_id = await asyncio.to_thread(_log, engine, target, media, title, text, sent_by,
                                      sent_from, headend.clock(), key)
     args = {"url": media.url, "title": title[:120]}
     try:
-        cmds = await headend.send(target.node_ids, "emergency", args, ttl_ms=TTL_MS,
-                                  operator=sent_by, title=title)
+        cmds = await asyncio.to_thread(headend.prepare, target.node_ids, "emergency", args,
+                                       TTL_MS, sent_by, title)
     except BaseException:
-        await asyncio.to_thread(_forget, engine, row_id)  # nothing went: the key may retry
+        await asyncio.to_thread(_forget, engine, row_id)  # nothing recorded: the key may retry
         raise
+    await asyncio.to_thread(_sent, engine, row_id, [c.id for c in cmds])
+    # Waiting before publishing: an answer that comes back at once is not missed.
     waits = {c.node_id: headend.waiters.add(
         c.id, (protocol.STARTED, protocol.REJECTED, protocol.FAILED, protocol.DONE))
         for c in cmds}
-    await asyncio.to_thread(_sent, engine, row_id, [c.id for c in cmds])
-    return Sent(headend, engine, row_id, waits)
+    try:
+        await headend.publish_commands(cmds)
+    except BaseException:
+        headend.waiters.drop(c.id for c in cmds)
+        raise
+    return Sent(headend, engine, row_id, waits, [c.id for c in cmds])
 
 
 async def broadcast(headend: Gateway, engine: Engine, target: Target, media: Media, title: str,
@@ -174,16 +194,24 @@ def _log(engine: Engine, target: Target, media: Media, title: str, text: str | N
                             text=text, media=media.url.rsplit("/", 1)[-1][:200],
                             villages=json.dumps(target.villages), sent_by=sent_by[:100],
                             sent_from=sent_from[:200], sent_ms=now, nodes=0, started=0,
-                            idem_key=key, commands="[]")
+                            idem_key=_scoped(target.commune_id, key), commands="[]")
             s.add(row)
             s.flush()
             return row.id
     except IntegrityError:
         with Session(engine) as s:
-            first = s.scalar(select(Broadcast.id).where(Broadcast.idem_key == key))
+            first = s.scalar(select(Broadcast.id).where(
+                Broadcast.idem_key == _scoped(target.commune_id, key)))
         if first is None:
             raise
         raise AlreadySent(first) from None
+
+
+def _scoped(commune_id: str, key: str | None) -> str | None:
+    """The key as stored: per commune, so one commune's key never finds another's broadcast."""
+    if key is None:
+        return None
+    return hashlib.sha256(f"{commune_id}\0{key}".encode()).hexdigest()
 
 
 def _sent(engine: Engine, row_id: int, command_ids: list[str]) -> None:
@@ -204,47 +232,69 @@ def _forget(engine: Engine, row_id: int) -> None:
 @dataclass(frozen=True)
 class VillageState:
     village: str  # name
-    state: str  # STARTED, SENT, REFUSED, SILENT
+    state: str  # SENT, PLAYING, AIRED, PARTIAL, REFUSED, SILENT
     reason: str | None = None
 
 
-SENT, STARTED, REFUSED, SILENT = "sent", "started", "refused", "silent"
-STATE_VI = {SENT: "Đã gửi, đang chờ cụm loa", STARTED: "Đã phát",
-            REFUSED: "Không phát", SILENT: "Không trả lời"}
+SENT, PLAYING, AIRED, PARTIAL, REFUSED, SILENT = (
+    "sent", "playing", "aired", "partial", "refused", "silent")
+STATE_VI = {SENT: "Đã gửi, đang chờ cụm loa", PLAYING: "Đang phát", AIRED: "Đã phát",
+            PARTIAL: "Phát không trọn", REFUSED: "Không phát", SILENT: "Không trả lời"}
+HEARD = (PLAYING, AIRED)  # the villages counted as hearing it
+ANSWERING = (SENT, PLAYING)  # the page keeps refreshing while any village is here
+_RANK = {AIRED: 5, PLAYING: 4, PARTIAL: 3, SENT: 2, REFUSED: 1, SILENT: 0}
 
 
 def village_states(engine: Engine, broadcast_id: int, now_ms: int) -> list[VillageState]:
-    """Each target village's state, from its nodes' commands: started when one of its nodes
-    started; else refused (with the reason) or silent once the commands expired; else sent."""
+    """Each target village's state, from its nodes: what the node's as-run record says once
+    it came (aired, partial, not aired); before that from the command's answer: playing
+    (unless on an amplifier that drives nothing), refused with the reason, silent once the
+    command expired, else sent. A village takes the best state among its nodes."""
     with Session(engine) as s:
         b = s.get(Broadcast, broadcast_id)
         if b is None:
             return []
         ids = json.loads(b.commands or "[]")
-        rows = s.execute(select(Village.id, Village.name, Command.status, Command.reason,
-                                Command.expires_ms)
+        rows = s.execute(select(Village.id, Village.name, Command.id, Command.status,
+                                Command.reason, Command.expires_ms)
                          .join(Node, Node.village_id == Village.id)
                          .join(Command, Command.node_id == Node.id)
                          .where(Command.id.in_(ids))).all() if ids else []
+        heard = {cid: (outcome, reason) for cid, outcome, reason in s.execute(
+            select(AsRunRecord.command_id, AsRunRecord.outcome, AsRunRecord.reason)
+            .where(AsRunRecord.command_id.in_(ids), AsRunRecord.rid.is_not(None)))} \
+            if ids else {}
         names = dict(s.execute(select(Village.id, Village.name)
                                .where(Village.id.in_(json.loads(b.villages) or
                                                      [r[0] for r in rows]))).all())
-    rank = {STARTED: 3, SENT: 2, REFUSED: 1, SILENT: 0}
     best: dict[str, VillageState] = {}
-    for vid, name, status, reason, expires in rows:
-        if status in (protocol.STARTED, protocol.DONE):
-            st = VillageState(name, STARTED)
-        elif status in (protocol.REJECTED, protocol.FAILED):
-            st = VillageState(name, REFUSED, reason_vi(reason))
-        elif now_ms <= expires:
-            st = VillageState(name, SENT, reason_vi(reason))
-        else:
-            st = VillageState(name, SILENT, reason_vi(reason or NO_ANSWER))
-        if vid not in best or rank[st.state] > rank[best[vid].state]:
+    for vid, name, cid, status, reason, expires in rows:
+        st = _state(name, status, reason, expires, heard.get(cid), now_ms)
+        if vid not in best or _RANK[st.state] > _RANK[best[vid].state]:
             best[vid] = st
     order = sorted(names, key=lambda v: names[v])
     return [best.get(v, VillageState(names[v], SILENT)) for v in order if v in names] + [
         st for v, st in best.items() if v not in names]
+
+
+def _state(name: str, status: str, reason: str | None, expires: int,
+           asrun: tuple[str, str | None] | None, now_ms: int) -> VillageState:
+    if asrun is not None:  # what the node says it aired (and was heard) is the last word
+        outcome, why = asrun
+        if outcome == protocol.AIRED:
+            return VillageState(name, AIRED)
+        if outcome == protocol.PARTIAL:
+            return VillageState(name, PARTIAL, reason_vi(why))
+        return VillageState(name, REFUSED, reason_vi(why or outcome))
+    if status in (protocol.STARTED, protocol.DONE):
+        if reason == protocol.R_AMP_FAULT:
+            return VillageState(name, REFUSED, reason_vi(reason))
+        return VillageState(name, PLAYING)
+    if status in (protocol.REJECTED, protocol.FAILED):
+        return VillageState(name, REFUSED, reason_vi(reason))
+    if now_ms <= expires:
+        return VillageState(name, SENT, reason_vi(reason))
+    return VillageState(name, SILENT, reason_vi(reason or NO_ANSWER))
 
 
 def _count_started(engine: Engine, row_id: int, started: int) -> None:

@@ -74,6 +74,12 @@ class _Waiters:
         self.by_cmd[cmd_id].append((frozenset(statuses), fut))
         return fut
 
+    def drop(self, cmd_ids: Iterable[str]) -> None:
+        """Stop waiting for these commands (they expired unanswered, or never went out)."""
+        for cmd_id in cmd_ids:
+            for _, fut in self.by_cmd.pop(cmd_id, ()):
+                fut.cancel()
+
     def notify(self, msg: dict[str, Any]) -> None:
         cmd_id = msg.get("id")
         if not isinstance(cmd_id, str):

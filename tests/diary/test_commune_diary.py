@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from support.commune_diary import DAY, MIN, rec
 from support.schedule_files import load, ms, slot
 
-from headend.core.models import Programme
-from headend.diary import chain
+from headend.core.models import Command, Programme
+from headend.diary import chain, reasons
+from headend.diary.reasons import reason_vi
 from headend.diary.reconciliation import (
     AIRED,
     MISSED,
@@ -133,3 +134,56 @@ def test_an_empty_range_has_no_lines(setup: tuple[Engine, Schedule]) -> None:
     assert lines_for_days(engine, "thu", date(2026, 1, 1), date(2026, 1, 7), 0)[1] == []
     assert commune_info(engine, "thu").villages == {"v0": "Thôn 0", "v1": "Thôn 1",
                                                     "v2": "Bản 2"}
+
+
+def _answer(engine: Engine, cmd_id: str, status: str, reason: str | None = None) -> None:
+    """A node's answer to its command, as the gateway stores it."""
+    with Session(engine) as s, s.begin():
+        row = s.get(Command, cmd_id)
+        assert row is not None
+        row.status, row.reason = status, reason
+
+
+def test_a_village_whose_second_node_started_is_not_missed(
+        setup: tuple[Engine, Schedule]) -> None:
+    # Thôn 0 has two nodes: one never answered before the command expired, the other started
+    # it and has not reported yet. The village may have heard it: not "missed".
+    engine, _ = setup
+    at = ms(DAY, 9 * 60)
+    cmds = Gateway(engine, 1, "x", clock=lambda: at).prepare(
+        ["n0-a", "n0-b"], "play", {"url": "http://h:1/hop.wav"}, ttl_ms=MIN,
+        title="Họp thôn")
+    _answer(engine, cmds[1].id, "started")
+    [line] = [x for x in lines_for_days(engine, "thu", DAY, DAY, at + 5 * MIN)[1]
+              if x.trigger == "command"]
+    assert [(v.village, v.outcome) for v in line.villages] == [("Thôn 0", NO_REPORT)]
+    assert line.villages[0].reason == reason_vi(reasons.STARTED_NO_REPORT)
+
+
+def test_a_test_tone_is_named_as_one_and_its_record_joins_its_line(
+        setup: tuple[Engine, Schedule]) -> None:
+    engine, _ = setup
+    at = ms(DAY, 10 * 60)
+    [tone, _] = Gateway(engine, 1, "x", clock=lambda: at).prepare(
+        ["n1-a", "n2-a"], "test_tone", {"seconds": 3, "hz": 1000}, title="Thử loa")
+    store_reports(engine, [("n1-a", "asrun", {
+        "v": 1, "t": "asrun", "node": "n1-a", "rid": 9, "cmd": tone.id, "trigger": "manual",
+        "kind": "test", "media": "tone:1000Hz", "title": "Thử loa: âm thử 1000 Hz",
+        "start": at + 500, "end": at + 3500, "outcome": AIRED})], at + MIN)
+    [line] = [x for x in lines_for_days(engine, "thu", DAY, DAY, at + 2 * MIN)[1]
+              if x.kind == "test"]
+    assert line.source == "Âm thử 1 kHz"
+    assert [(v.village, v.outcome) for v in line.villages] == [
+        ("Thôn 1", AIRED), ("Bản 2", NO_REPORT)]
+
+
+def test_two_broadcasts_of_one_title_at_one_moment_stay_two_lines(
+        setup: tuple[Engine, Schedule]) -> None:
+    engine, _ = setup
+    at = ms(DAY, 11 * 60)
+    gw = Gateway(engine, 1, "x", clock=lambda: at)
+    gw.prepare(["n0-a"], "play", {"url": "http://h:1/a.wav"}, title="Thông báo")
+    gw.prepare(["n1-a"], "play", {"url": "http://h:1/b.wav"}, title="Thông báo")
+    lines = [x for x in lines_for_days(engine, "thu", DAY, DAY, at + MIN)[1]
+             if x.trigger == "command"]
+    assert sorted([v.village for v in x.villages] for x in lines) == [["Thôn 0"], ["Thôn 1"]]

@@ -95,3 +95,41 @@ def test_storage_write_is_atomic_replace():
     assert s.read("state.json") == b'{"a":2}'
     assert s.read("missing") is None
     assert "state.json.tmp" not in os.listdir(d)
+
+
+class _Amp:
+    def __init__(self, verifies):
+        self._verifies = verifies
+
+    def verifies(self):
+        return self._verifies
+
+
+class _Board:
+    def __init__(self, verifies):
+        self.amp = _Amp(verifies)
+
+
+class _Heard:
+    """What asrun.heard reads of a node: the amplifier's verdict and whether it is sensed."""
+
+    def __init__(self, amp_fault=False, verifies=True):
+        self.amp_fault = amp_fault
+        self.board = _Board(verifies)
+
+
+def test_aired_means_heard():
+    from firmware import asrun
+    from firmware import protocol as P
+    ok, faulty, blind = _Heard(), _Heard(amp_fault=True), _Heard(verifies=False)
+    assert asrun.heard(ok, P.AIRED, None) == (P.AIRED, None)
+    assert asrun.heard(ok, P.PARTIAL, "stream ended early") == (P.PARTIAL, "stream ended early")
+    # A silent amplifier: nothing was heard, whatever the audio did.
+    assert asrun.heard(faulty, P.AIRED, None) == (P.OUTCOME_FAILED, P.R_AMP_FAULT)
+    assert asrun.heard(faulty, P.PARTIAL, "x") == (P.OUTCOME_FAILED, P.R_AMP_FAULT)
+    # Not sensed: aired, unverified, with any reason it already had kept beside it.
+    assert asrun.heard(blind, P.AIRED, None) == (P.AIRED, P.R_NOT_VERIFIED)
+    assert asrun.heard(blind, P.PARTIAL, "stream ended early") == (
+        P.PARTIAL, "stream ended early; " + P.R_NOT_VERIFIED)
+    # What did not air stays as it was.
+    assert asrun.heard(faulty, P.MISSED, "expired") == (P.MISSED, "expired")

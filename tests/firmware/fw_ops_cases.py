@@ -289,6 +289,21 @@ def test_amp_fault_temperature_and_signal_in_telemetry():
     run_node(body)
 
 
+def test_a_tone_on_a_silent_amplifier_says_so_when_it_starts():
+    async def body(srv, node):
+        node.board.set_fault(amp_fault=True)  # on, it draws nothing: the fuse has blown
+        cid = command(node, "test_tone", {"seconds": 1}, 1)
+        done = await finished(node, cid)
+        [started] = [a for a in node.acks if a[0] == cid and a[1] == protocol.STARTED]
+        # The headend's emergency page counts a village only when it is heard.
+        assert started[2] == protocol.R_AMP_FAULT, started
+        assert (done[1], done[2]) == (protocol.FAILED, protocol.R_AMP_FAULT), done
+        [r] = fwsim.records(node)
+        assert (r["outcome"], r["reason"]) == ("failed", protocol.R_AMP_FAULT), r
+
+    run_node(body)
+
+
 def test_full_report():
     async def body(srv, node):
         st = node.board.storage

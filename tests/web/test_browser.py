@@ -373,7 +373,10 @@ def test_officer_flow(demo: Demo, contexts: Callable[..., BrowserContext],
     page.click("#send")  # sent, then the status page follows the villages' answers live
     result = page.locator("#result")
     expect(result).to_contain_text(f"{VILLAGES}/{VILLAGES}", timeout=60_000)
-    expect(page.locator("#villages tr[data-state=started]")).to_have_count(VILLAGES)
+    # It follows them to the end: every village's node reports it aired (and was heard).
+    expect(page.locator("#villages tr[data-state=aired]")).to_have_count(VILLAGES,
+                                                                         timeout=60_000)
+    expect(page.locator("#villages")).to_contain_text("Đã phát")
     shot(page, "11-emergency-result")
     assert "thôn đã bắt đầu phát" in result.inner_text()
     assert re.search(r"/emergency/\d+$", page.url), page.url  # a GET: safe to reload

@@ -26,7 +26,7 @@ from headend.media import bulletins
 from headend.media.pipeline import prepare_speech
 from headend.media.probe import AudioRejected
 from headend.media.store import StoredMedia
-from headend.nodes.emergency import SENT, STARTED, STATE_VI, AlreadySent, village_states
+from headend.nodes.emergency import ANSWERING, HEARD, STATE_VI, AlreadySent, village_states
 from headend.web.context import WebContext
 
 
@@ -170,12 +170,12 @@ def emergency_router(ctx: WebContext) -> APIRouter:
             s.expunge(b)
         now = ctx.now()
         states = village_states(ctx.engine, broadcast_id, now)
-        waiting = any(v.state == SENT for v in states)
+        waiting = any(v.state in ANSWERING for v in states)
         names = [v.village for v in states]
         return {
             "id": b.id, "title": b.title, "sent_by": b.sent_by,
             "where": ", ".join(names) if json.loads(b.villages) else "Toàn xã",
-            "started": sum(1 for v in states if v.state == STARTED), "total": len(states),
+            "started": sum(1 for v in states if v.state in HEARD), "total": len(states),
             "waiting": waiting,
             "villages": [{"village": v.village, "state": v.state,
                           "state_vi": STATE_VI[v.state], "reason": v.reason} for v in states],
