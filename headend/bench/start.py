@@ -102,12 +102,14 @@ asyncio.run(main())
 """
 
 
-def _schedule(path: Path, villages: int) -> None:
+def _schedule(path: Path, nodes: int) -> None:
+    """The commune: `nodes` nodes, NODES_PER_VILLAGE to a village (the last takes the rest)."""
     lines = ['[commune]\nid = "xa-do-thoi-gian"\nname = "Xã Đo Thời Gian"\n'
              'province = "Lạng Sơn"\n']
-    for v in range(villages):
-        nodes = ", ".join(f'"b{v:02d}-{k}"' for k in range(NODES_PER_VILLAGE))
-        lines.append(f'[[villages]]\nid = "thon-{v:02d}"\nname = "Thôn {v}"\nnodes = [{nodes}]\n')
+    for v in range(-(-nodes // NODES_PER_VILLAGE)):
+        ids = ", ".join(f'"b{v:02d}-{k}"' for k in range(
+            min(NODES_PER_VILLAGE, nodes - v * NODES_PER_VILLAGE)))
+        lines.append(f'[[villages]]\nid = "thon-{v:02d}"\nname = "Thôn {v}"\nnodes = [{ids}]\n')
     for source in ("vov1", "tinh"):
         lines.append(f'[sources.{source}]\nname = "{source}"\n'
                      f'primary = "http://example.invalid/{source}"\n')
@@ -127,15 +129,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _run(root: Path, nodes: int, rate: int, day: date) -> tuple[
+async def _run(root: Path, nodes: int, rate: int, day: date,
+               end_hm: tuple[int, int] = (18, 35), lead_s: float = 15.0) -> tuple[
         dict[str, int], dict[str, dict[str, int]]]:
-    villages = max(1, nodes // NODES_PER_VILLAGE)
+    """The simulated day from 05:15 to end_hm: each planned item's start, and when each
+    node opened its audio for it. The clock reaches 05:15 lead_s real seconds after the start
+    (the fleet boots and takes its plans meanwhile)."""
     schedule_path = root / "xa.toml"
-    _schedule(schedule_path, villages)
+    _schedule(schedule_path, nodes)
     start = datetime(day.year, day.month, day.day, 5, 15, tzinfo=TZ)
-    end = datetime(day.year, day.month, day.day, 18, 35, tzinfo=TZ)
+    end = datetime(day.year, day.month, day.day, *end_hm, tzinfo=TZ)
     clock = SimClock(rate=rate, sim_epoch_ms=int(start.timestamp() * 1000),
-                     real_epoch_ms=int(time.time() * 1000) + 15_000)
+                     real_epoch_ms=int(time.time() * 1000 + lead_s * 1000))
     with Stations() as stations:
         urls: dict[str, tuple[str, str | None]] = {}
         for i, source in enumerate(("vov1", "tinh")):
