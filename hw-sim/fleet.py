@@ -189,6 +189,7 @@ class Fleet:
 
     def start(self, timeout: float = 30.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)  # the host files hold each node's key and broker password
         env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
         mp = micropython_binary()
         script = [str(HOST_SCRIPT)]
@@ -201,7 +202,10 @@ class Fleet:
             cfg = {"parent_pid": os.getpid(), "heap_collect": self.precompile,
                    "heap_budget": self.heap_budget,
                    "nodes": [self._node_config(n) for n in group]}
-            cfg_path.write_text(json.dumps(cfg))
+            fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)  # (an old file keeps its mode otherwise)
+                f.write(json.dumps(cfg))
             log = self.root / f"host-{i // self.per_process}.log"
             with log.open("wb") as out:
                 popen = subprocess.Popen(

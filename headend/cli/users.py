@@ -39,6 +39,9 @@ def add_user_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     tok = ops.add_parser("token", help="a new API token for a user (printed once)")
     tok.add_argument("username")
     tok.add_argument("--label", default="", help="what the token is for, e.g. HTTTN")
+    tok.add_argument("--scope", action="append", choices=("read", "import"),  # TOKEN_SCOPES
+                     help="read (the default) or import (bulletin drafts, e.g. the HTTTN); "
+                          "repeat for both. No token can approve.")
     rev = ops.add_parser("revoke", help="revoke a user's API tokens (all, or those of --label)")
     rev.add_argument("username")
     rev.add_argument("--label", default=None)
@@ -80,8 +83,10 @@ def cmd_user(home: Home, args: argparse.Namespace) -> int:
             auth.set_password(engine, args.username, _password(args.password_stdin))
             print(f"Đã đổi mật khẩu của {args.username}.")
         elif args.user_op == "token":
-            token = auth.new_token(engine, args.username, args.label, now)
-            audit.record(engine, actor, "token_add", now, None, args.username, args.label)
+            scopes = args.scope or [auth.READ]
+            token = auth.new_token(engine, args.username, args.label, now, scopes)
+            audit.record(engine, actor, "token_add", now, None, args.username,
+                         f"{args.label} ({', '.join(sorted(set(scopes)))})")
             print(token)
             print("Giữ mã này cẩn thận: LoaXa không lưu lại nó (shown once).", file=sys.stderr)
         elif args.user_op == "revoke":

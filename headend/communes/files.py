@@ -6,7 +6,10 @@ is read by headend.planning.schedule. This module reads only [commune] and [[vil
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,19 +103,41 @@ def _str(table: dict[str, object], key: str, where: str) -> str:
     return value
 
 
+MAX_FILE_BYTES = 1_000_000  # a commune's file with a thousand slots is about 200 KB
 RESERVED_IDS = ("headend",)  # broker user names that are not nodes
 
 
 def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     """The file's text and its parsed TOML; errors name the file (and the line where known)."""
     try:
-        raw = path.read_bytes()
+        # Only a regular file: a FIFO or a device (/dev/zero) would be read forever. Opened
+        # without blocking, checked, then read up to the limit and no further.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CommuneFileError(f"{path}: not a regular file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise CommuneFileError(f"{path}: {st.st_size} bytes; a commune file is at most "
+                                       f"{MAX_FILE_BYTES // 1000} KB")
+            with os.fdopen(fd, "rb") as f:
+                fd = -1
+                raw = f.read(MAX_FILE_BYTES + 1)
+        finally:
+            if fd >= 0:
+                os.close(fd)
     except FileNotFoundError:
         raise CommuneFileError(f"{path}: file not found") from None
     except (IsADirectoryError, NotADirectoryError):
         raise CommuneFileError(f"{path}: not a file") from None
     except PermissionError:
         raise CommuneFileError(f"{path}: cannot be read (permission denied)") from None
+    except OSError as e:
+        raise CommuneFileError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew while being read
+        raise CommuneFileError(f"{path}: more than {MAX_FILE_BYTES // 1000} KB")
+    if raw.startswith(codecs.BOM_UTF8):  # Notepad's "UTF-8 with BOM": the same text
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -125,6 +150,8 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
         m = re.search(r"\(at line (\d+), column \d+\)", str(e))
         where = f"{path}:{m.group(1)}" if m else str(path)
         raise CommuneFileError(f"{where}: TOML syntax: {e}") from None
+    except RecursionError:
+        raise CommuneFileError(f"{path}: arrays or tables nested too deep") from None
     return text, data
 
 

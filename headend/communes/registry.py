@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from headend.communes.files import CommuneSpec
-from headend.core.home import Home
+from headend.core.home import Home, write_private
 from headend.core.models import Commune, Node, Village
 
 
@@ -30,8 +30,7 @@ def headend_password(home: Home) -> str:
     """The headend's own broker password, created once per state directory."""
     path = home.secrets_path
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(24))
     return path.read_text().strip()
 
 
@@ -42,9 +41,8 @@ def _node_secrets(home: Home, node_id: str, village: str, key: str) -> NodeSecre
         if data.get("key") == key:
             return NodeSecrets(node_id, village, key, data["password"])
     ns = NodeSecrets(node_id, village, key, secrets.token_urlsafe(18))
-    path.write_text(json.dumps({"id": node_id, "village": village, "key": key,
-                                "password": ns.password}, indent=1))
-    path.chmod(0o600)
+    write_private(path, json.dumps({"id": node_id, "village": village, "key": key,
+                                    "password": ns.password}, indent=1))
     return ns
 
 

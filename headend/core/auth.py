@@ -41,6 +41,13 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     OFFICER: frozenset({VIEW, SCHEDULE, MAKE, EMERGENCY}),
     APPROVER: frozenset({VIEW, SCHEDULE, APPROVE, EMERGENCY}),
 }
+# API tokens act for their user only within their scopes, and only on /api/*: a token that
+# reads (the commune's data, and for a technician the nodes' state), or one that also imports
+# drafts (the HTTTN). A read token only reads (web/context.py). No token approves,
+# schedules, sends an emergency or manages users: those need a person logged in.
+READ, IMPORT = "read", "import"
+TOKEN_SCOPES: Final[dict[str, frozenset[str]]] = {
+    READ: frozenset({VIEW, NODES}), IMPORT: frozenset({VIEW, NODES, MAKE})}
 ROLE_VI: Final = {ADMIN: "Quản trị (tỉnh)", TECHNICIAN: "Kỹ thuật viên",
                   OFFICER: "Cán bộ văn hóa xã", APPROVER: "Trưởng ban biên tập"}
 PERMISSION_VI: Final = {
@@ -85,12 +92,16 @@ class Principal:
     role: str
     communes: frozenset[str]  # contains PROVINCE for the whole province
     csrf: str = ""  # the session's token; empty for API tokens (no cookies, no CSRF)
+    scopes: frozenset[str] | None = None  # an API token's (TOKEN_SCOPES); None: a session
 
     @property
     def province_wide(self) -> bool:
         return PROVINCE in self.communes
 
     def can(self, permission: str) -> bool:
+        if self.scopes is not None and not any(
+                permission in TOKEN_SCOPES.get(sc, frozenset()) for sc in self.scopes):
+            return False
         return permission in PERMISSIONS.get(self.role, frozenset())
 
     def sees(self, commune_id: str) -> bool:
@@ -111,9 +122,10 @@ class Principal:
         return ROLE_VI.get(self.role, self.role)
 
 
-def _principal(user: User, csrf: str = "") -> Principal:
+def _principal(user: User, csrf: str = "",
+               scopes: frozenset[str] | None = None) -> Principal:
     return Principal(user.id, user.username, user.name or user.username, user.role,
-                     frozenset(json.loads(user.communes or "[]")), csrf)
+                     frozenset(json.loads(user.communes or "[]")), csrf, scopes)
 
 
 def add_user(engine: Engine, username: str, password: str, role: str, communes: list[str],
@@ -221,15 +233,22 @@ def session_principal(engine: Engine, cookie: str, now_ms: int) -> Principal | N
         return _principal(user, sess.csrf)
 
 
-def new_token(engine: Engine, username: str, label: str, now_ms: int) -> str:
-    """A new API token for the user; shown once, stored only as its SHA-256."""
+def new_token(engine: Engine, username: str, label: str, now_ms: int,
+              scopes: Iterable[str] = (READ,)) -> str:
+    """A new API token for the user, with these scopes (TOKEN_SCOPES); shown once, stored
+    only as its SHA-256."""
+    chosen = sorted(set(scopes))
+    bad = [x for x in chosen if x not in TOKEN_SCOPES]
+    if bad or not chosen:
+        raise AuthError(f"Phạm vi mã truy cập phải là {', '.join(TOKEN_SCOPES)} "
+                        f"(token scopes: {', '.join(TOKEN_SCOPES)}; got {', '.join(bad)})")
     token = "lx_" + secrets.token_urlsafe(32)
     with Session(engine) as s, s.begin():
         user = s.scalar(select(User).where(User.username == username))
         if user is None:
             raise AuthError(f"Không có người dùng '{username}' (no such user).")
         s.add(ApiToken(id=digest(token), user_id=user.id, label=label[:100],
-                       created_ms=now_ms, revoked=False))
+                       created_ms=now_ms, revoked=False, scopes=",".join(chosen)))
     return token
 
 
@@ -258,7 +277,7 @@ def token_principal(engine: Engine, token: str, now_ms: int) -> Principal | None
         if tok.last_used_ms is None or now_ms - tok.last_used_ms > 60_000:
             s.execute(update(ApiToken).where(ApiToken.id == tok.id)
                       .values(last_used_ms=now_ms))
-        return _principal(user)
+        return _principal(user, scopes=frozenset(x for x in tok.scopes.split(",") if x))
 
 
 class LoginLimiter:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,12 @@ def open_db(url: str, migrate: bool = True) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        name = engine.url.database
+        if migrate and name and name != ":memory:" and not os.path.exists(name):
+            # Every node's key is in it: its owner's only, from the first byte (SQLite gives
+            # its -wal and -shm files the database file's mode).
+            with contextlib.suppress(OSError):  # a bad path is reported by the connect below
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         with engine.begin() as conn:
             if migrate:

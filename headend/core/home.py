@@ -22,6 +22,25 @@ def default_home() -> Path:
 
 
 MARKER = "loaxa-home"
+PRIVATE_DIRS = ("broker", "nodes", "sim")  # node keys and broker passwords live in these
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically (a reload never sees half a file) with ``mode``,
+    never readable by others on the way (a key written, then chmod-ed, was for a moment)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask and ignored for old files
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            fd = -1
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,10 @@ class Home:
                 if d.exists() and not d.is_dir():
                     raise HomeError(f"{d} should be a directory but is a file")
                 d.mkdir(exist_ok=True)
-            home.nodes_dir.chmod(0o700)
+            # The database holds every node's key: the state directory is its owner's only.
+            root.chmod(0o700)
+            for name in PRIVATE_DIRS:
+                (root / name).chmod(0o700)
         except PermissionError as e:
             raise HomeError(f"cannot write to state directory {root}: {e.strerror}") from e
         except (NotADirectoryError, FileExistsError) as e:
@@ -99,6 +121,27 @@ class Home:
         except OSError as e:
             raise HomeError(f"cannot create state directory {root}: {e.strerror}") from e
         return home
+
+    def loose_permissions(self) -> list[str]:
+        """The secret-holding paths others may read or write: the state directory, the
+        database, the headend's password, node configs, the broker's and the simulator's
+        files. Checked when the headend starts; each is named with its mode."""
+        paths = [self.root, self.db_path, self.secrets_path]
+        paths += [self.root / name for name in PRIVATE_DIRS]
+        for name in PRIVATE_DIRS:
+            d = self.root / name
+            if d.is_dir():
+                paths += sorted(p for p in d.iterdir() if p.is_file())
+        paths += [self.root / f"loaxa.db{x}" for x in ("-wal", "-shm", "-journal")]
+        out = []
+        for p in paths:
+            try:
+                mode = p.stat().st_mode & 0o777
+            except OSError:
+                continue  # not there (yet)
+            if mode & 0o077:
+                out.append(f"{p} ({mode:04o})")
+        return out
 
     @classmethod
     def open(cls, root: Path) -> Home:

@@ -176,7 +176,7 @@ class Broadcast(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     nodes: Mapped[int] = mapped_column(Integer, default=0)
     started: Mapped[int] = mapped_column(Integer, default=0)  # nodes that acked "started"
-    # The sender's idempotency key (a hash of commune and key, emergency._scoped): a reload,
+    # The sender's idempotency key (a hash of commune and key, emergency.scoped_key): a reload,
     # back or second tap finds this row and sends nothing.
     idem_key: Mapped[str | None] = mapped_column(String(64))
     commands: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of command ids
@@ -220,6 +220,7 @@ class ApiToken(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     last_used_ms: Mapped[int | None] = mapped_column(BigInteger)
     revoked: Mapped[bool] = mapped_column(default=False)
+    scopes: Mapped[str] = mapped_column(String(64), default="read")  # auth.TOKEN_SCOPES, ","
 
 
 class AuditEntry(Base):

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -343,6 +344,27 @@ def _counter(doc: Document, progress: Progress | None) -> Callable[[], None]:
     return tick
 
 
+FORMULA_START = ("=", "+", "-", "@")
+ILLEGAL_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # as openpyxl's own check
+
+
+def _csv_text(value: str) -> str:
+    """A cell that a spreadsheet opening the CSV reads as text, never as a formula: a title or
+    a node's reason may start with = + - @ or a control character (OWASP CSV injection)."""
+    text = _nfc(value)
+    if text and (text.startswith(FORMULA_START) or text[0] < " "):
+        return "'" + text
+    return text
+
+
+def _xlsx_put(ws: Any, row: int, col: int, value: str) -> Any:
+    """A text cell, always text: openpyxl would store "=..." as a live formula, and refuses
+    control characters (a node's reason may carry them) with an exception."""
+    cell = ws.cell(row, col, ILLEGAL_XLSX.sub("", _nfc(value)))
+    cell.data_type = "s"
+    return cell
+
+
 def _write_csv(doc: Document, f: IO[bytes], progress: Progress | None) -> None:
     tick = _counter(doc, progress)
     text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
@@ -352,10 +374,10 @@ def _write_csv(doc: Document, f: IO[bytes], progress: Progress | None) -> None:
             if len(doc.tables) > 1:
                 if i:
                     w.writerow([])
-                w.writerow([_nfc(table.title)])
-            w.writerow([_nfc(c) for c in table.columns])
+                w.writerow([_csv_text(table.title)])
+            w.writerow([_csv_text(c) for c in table.columns])
             for row in table.rows:
-                w.writerow([_nfc(c) for c in row])
+                w.writerow([_csv_text(c) for c in row])
                 tick()
     finally:
         text.flush()
@@ -381,17 +403,17 @@ def _write_xlsx(doc: Document, f: IO[bytes], progress: Progress | None) -> None:
     r = 1
     for text in doc.heading_rows():
         if text:
-            ws.cell(r, 1, _nfc(text))
+            _xlsx_put(ws, r, 1, text)
             if text in (doc.title, doc.commune):
                 ws.cell(r, 1).font = Font(bold=True, size=14 if text == doc.title else 11)
         r += 1
     for table in doc.tables:
         r += 1
         if table.title:
-            ws.cell(r, 1, _nfc(table.title)).font = bold
+            _xlsx_put(ws, r, 1, table.title).font = bold
             r += 1
         for c, name in enumerate(table.columns, 1):
-            cell = ws.cell(r, c, _nfc(name))
+            cell = _xlsx_put(ws, r, c, name)
             cell.font, cell.alignment, cell.border, cell.fill = bold, wrap, box, fill
         if len(doc.tables) == 1:
             ws.freeze_panes = f"A{r + 1}"  # the column names stay in view
@@ -399,26 +421,26 @@ def _write_xlsx(doc: Document, f: IO[bytes], progress: Progress | None) -> None:
         r += 1
         for row in table.rows:
             for c, value in enumerate(row, 1):
-                cell = ws.cell(r, c, _nfc(value))
+                cell = _xlsx_put(ws, r, c, value)
                 cell.alignment, cell.border = wrap, box
             r += 1
             tick()
         if table.total_row:
             for c, value in enumerate(table.total_row, 1):
-                cell = ws.cell(r, c, _nfc(value))
+                cell = _xlsx_put(ws, r, c, value)
                 cell.font, cell.alignment, cell.border = bold, wrap, box
             r += 1
     r += 1
     for text in doc.summary:
-        ws.cell(r, 1, _nfc(text))
+        _xlsx_put(ws, r, 1, text)
         r += 1
     r += 1
     right = max(1, ncols - 3)
-    ws.cell(r, right, _nfc(doc.date_line))
+    _xlsx_put(ws, r, right, doc.date_line)
     r += 1
     for who, col in zip(doc.signatures, (2, right), strict=False):
-        ws.cell(r, col, _nfc(who)).font = bold
-        ws.cell(r + 1, col, "(ký, ghi rõ họ tên)")
+        _xlsx_put(ws, r, col, who).font = bold
+        _xlsx_put(ws, r + 1, col, "(ký, ghi rõ họ tên)")
     widths = max(doc.tables, key=lambda t: len(t.columns)).widths
     for c, mm in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(c)].width = max(8.0, mm * 0.75)

@@ -110,6 +110,9 @@ def decide(engine: Engine, commune_id: str, bulletin_id: int, actor: Actor, appr
             raise BulletinError("Không có bản tin này.")
         if b.status == "approved":
             raise BulletinError("Bản tin này đã được duyệt rồi.")
+        if approve and b.created_by == actor.username:
+            raise BulletinError("Người làm (hoặc nhập) bản tin không tự duyệt bản tin của mình: "
+                                "cần một người khác duyệt.")
         if not approve and not note.strip():
             raise BulletinError("Hãy ghi lý do không duyệt, để người làm bản tin sửa lại.")
         b.status = "approved" if approve else "rejected"

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import IO, Final, Self
 
 from firmware import protocol
+from headend.core.home import write_private
 
 __all__ = [
     "HEADEND_TOPICS",
@@ -102,27 +103,13 @@ def raise_fd_limit() -> int:
     return soft
 
 
+MAX_PACKET: Final = protocol.MAX_PLAN_PAYLOAD + 4096  # the payload, topic and MQTT header
+
+
 def _check_username(name: str, what: str) -> None:
     # Usernames go into the passwd file (user:hash) and the ACL (user <name>) as plain text.
     if not name or any(ch in name for ch in ":\n\r\t #+/") or name != name.strip():
         raise ValueError(f"{what} {name!r} cannot be used as a broker username")
-
-
-def _write_private(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to ``path`` atomically (a reload never sees half a file) with ``mode``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # O_CREAT's mode is masked by umask and ignored for old files
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            fd = -1
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    os.replace(tmp, path)
 
 
 def _mqtt_string(value: str) -> bytes:
@@ -227,9 +214,9 @@ class Broker:
 
         passwd_lines = [f"{self.headend_user}:{hash_password(self.headend_password)}"]
         passwd_lines += [f"{node_id}:{hash_password(pw)}" for node_id, pw in nodes.items()]
-        _write_private(self.passwd_path, "\n".join(passwd_lines) + "\n", 0o600)
-        _write_private(self.acl_path, self._acl_text(), 0o600)
-        _write_private(self.config_path, self._config_text(), 0o600)
+        write_private(self.passwd_path, "\n".join(passwd_lines) + "\n", 0o600)
+        write_private(self.acl_path, self._acl_text(), 0o600)
+        write_private(self.config_path, self._config_text(), 0o600)
 
     def _acl_text(self) -> str:
         lines = ["# Written by LoaXa (headend/nodes/broker.py); edits are overwritten.", ""]
@@ -270,6 +257,9 @@ class Broker:
             # ... nor dropped (default queue 1000 per client).
             f"max_queued_messages {self.max_queued_messages}",
             f"max_keepalive {self.max_keepalive}",
+            # Larger packets disconnect their sender: a plan (the largest message, headend to
+            # node) is at most MAX_PLAN_PAYLOAD bytes; a node's messages are smaller still.
+            f"max_packet_size {MAX_PACKET}",
             "set_tcp_nodelay true",
             f"pid_file {self.pid_path}",
             "",

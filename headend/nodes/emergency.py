@@ -194,20 +194,20 @@ def _log(engine: Engine, target: Target, media: Media, title: str, text: str | N
                             text=text, media=media.url.rsplit("/", 1)[-1][:200],
                             villages=json.dumps(target.villages), sent_by=sent_by[:100],
                             sent_from=sent_from[:200], sent_ms=now, nodes=0, started=0,
-                            idem_key=_scoped(target.commune_id, key), commands="[]")
+                            idem_key=scoped_key(target.commune_id, key), commands="[]")
             s.add(row)
             s.flush()
             return row.id
     except IntegrityError:
         with Session(engine) as s:
             first = s.scalar(select(Broadcast.id).where(
-                Broadcast.idem_key == _scoped(target.commune_id, key)))
+                Broadcast.idem_key == scoped_key(target.commune_id, key)))
         if first is None:
             raise
         raise AlreadySent(first) from None
 
 
-def _scoped(commune_id: str, key: str | None) -> str | None:
+def scoped_key(commune_id: str, key: str | None) -> str | None:
     """The key as stored: per commune, so one commune's key never finds another's broadcast."""
     if key is None:
         return None

@@ -172,7 +172,7 @@ class Gateway:
             socket; measured with `loaxa bench ingest`)."""
 
             def put_nowait(self, item: aiomqtt.Message) -> None:
-                headend._on_message(str(item.topic), item.payload)
+                headend._on_message(str(item.topic), item.payload, bool(item.retain))
 
         async with aiomqtt.Client(
             self.broker[0], self.broker[1], username=self.user, password=self.password,
@@ -200,19 +200,27 @@ class Gateway:
     async def wait_connected(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
-    def _on_message(self, topic: str, payload: Any) -> None:
+    def _on_message(self, topic: str, payload: Any, retained: bool = False) -> None:
         self.received += 1
         try:
-            self._receive(topic, payload)
+            self._receive(topic, payload, retained)
         except Exception:
             # Whatever a node sends, the headend stays up for the others.
             log.exception("could not handle a message on %s", topic)
 
-    def _receive(self, topic: str, payload: Any) -> None:
+    def _receive(self, topic: str, payload: Any, retained: bool = False) -> None:
         parts = protocol.split_topic(topic)
         if parts is None or not isinstance(payload, bytes | bytearray):
             return
         node_id, leaf = parts
+        # A node's messages are small (a full report stays under MAX_PAYLOAD, the broker's
+        # max_packet_size bounds the rest), and only its availability is retained: anything
+        # else retained would come back to the headend on every reconnect.
+        if len(payload) > protocol.MAX_PAYLOAD or (retained and leaf != protocol.STATE):
+            log.warning("node %s: %s on %s refused (%d bytes)", node_id,
+                        "retained message" if retained else "oversized message", leaf,
+                        len(payload))
+            return
         if leaf == protocol.ECHO_REPLY:
             fut = self.echo_waiters.pop(node_id, None)
             if fut and not fut.done():

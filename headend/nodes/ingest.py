@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -138,9 +139,64 @@ def _telemetry(conn: Connection, items: list[tuple[str, dict[str, Any]]],
         telemetry_alarms(conn, latest, communes, now, policy)
 
 
+# What a node's telemetry may hold (firmware/health.py: telemetry, full_report): known fields
+# only, each a scalar or a small, shallow list or table. Anything else is dropped, so a
+# node (or whoever has its password) cannot make the pages fail or the database grow.
+TELEMETRY_FIELDS = frozenset({
+    "v", "t", "node", "at", "fw", "board", "telemetry_s", "uptime_s", "heap_free", "link",
+    "signal_dbm", "volume", "amp", "playing", "seq", "session", "asrun_pending", "rejections",
+    "plan", "plan_to", "on_air", "emergency", "cache_used", "cache_full", "cache_error",
+    "clock", "temp_c", "amp_ma", "amp_fault", "safe_mode", "safe_why", "reset", "reset_why",
+    "ota", "link_info", "part", "full", "cache", "cache_n", "config", "pending_rids",
+})
+TELEMETRY_DEPTH = 3  # config.broker.port is the deepest the firmware sends
+TELEMETRY_ITEMS = 64  # entries of one list or table
+TELEMETRY_TEXT = 300  # characters of one text
+BIG_INT = 2 ** 53  # beyond this, not a reading (and not exact in the browser's JSON)
+
+
+class _Unfit(ValueError):
+    pass
+
+
+def _bounded(value: Any, depth: int) -> Any:
+    """value if it is a reading of the shape telemetry has; _Unfit otherwise."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if -BIG_INT < value < BIG_INT:
+            return value
+        raise _Unfit("integer out of range")
+    if isinstance(value, float):
+        if math.isfinite(value) and abs(value) < BIG_INT:
+            return value
+        raise _Unfit("number out of range")
+    if isinstance(value, str):
+        if len(value) <= TELEMETRY_TEXT:
+            return value
+        raise _Unfit("text too long")
+    if depth >= TELEMETRY_DEPTH:
+        raise _Unfit("nested too deep")
+    if isinstance(value, list):
+        if len(value) > TELEMETRY_ITEMS:
+            raise _Unfit("list too long")
+        return [_bounded(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        if len(value) > TELEMETRY_ITEMS or not all(
+                isinstance(k, str) and len(k) <= 40 for k in value):
+            raise _Unfit("table too large")
+        return {k: _bounded(v, depth + 1) for k, v in value.items()}
+    raise _Unfit("not a reading")
+
+
 def _reading(msg: dict[str, Any]) -> dict[str, Any]:
-    """Telemetry as stored: as sent, plus the node's clock offset seen on arrival."""
-    out = {k: v for k, v in msg.items() if k != "_rx"}
+    """Telemetry as stored: the known fields of a fitting shape, plus the node's clock
+    offset seen on arrival."""
+    out = {}
+    for k, v in msg.items():
+        if k in TELEMETRY_FIELDS:
+            with contextlib.suppress(_Unfit):
+                out[k] = _bounded(v, 0)
     at, rx = _int(msg.get("at")), _int(msg.get("_rx"))
     if at is not None and rx is not None:
         out["clock_offset_ms"] = at - rx

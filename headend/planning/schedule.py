@@ -8,6 +8,7 @@ them all in one go. Times are the commune's wall-clock times (Asia/Ho_Chi_Minh b
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ NORMAL, PRIORITY, EMERGENCY = 0, 1, 2
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_MINUTES = 24 * 60
 DEFAULT_QUIET = (21 * 60 + 45, 5 * 60)  # 21:45 to 05:00
+# The province's floor under every commune's quiet hours: they must cover this window (and so
+# last at least its 6 hours). A file whose quiet hours leave any of it open is refused. The
+# province sets its own in the headend's environment: LOAXA_QUIET_FLOOR="22:30-05:00" (or
+# "off", which only the demo uses, when it moves the quiet hours away from the night).
+MIN_QUIET = (23 * 60, 5 * 60)  # 23:00 to 05:00
+QUIET_FLOOR_ENV = "LOAXA_QUIET_FLOOR"
+MAX_SLOTS = 1000  # a commune's week holds a few dozen; thousands are a mistake or an attack
+MAX_ERRORS = 50  # reported; the rest are counted
 # The longest slot id that still leaves room for "@YYYY-MM-DD#NN" in a 64-character entry id.
 MAX_SLOT_ID = 48
 Day = date  # Slot has a field named `date`
@@ -65,10 +74,18 @@ class Problem:
 class ScheduleError(CommuneFileError):
     """A schedule file that cannot be used; `problems` lists every error found."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], more: int = 0,
+                 stopped: bool = False) -> None:
         self.problems = tuple(problems)
+        self.more = more  # errors found beyond those listed (MAX_ERRORS)
         lines = [str(p) for p in self.problems]
-        if len(lines) > 1:
+        if stopped:
+            lines.insert(0, f"{self.problems[0].path}: more than {len(lines)} errors, the first "
+                            f"{len(lines)} listed (checking stopped there)")
+        elif more:
+            lines.insert(0, f"{self.problems[0].path}: {len(lines) + more} errors, the first "
+                            f"{len(lines)} listed ({more} more not shown)")
+        elif len(lines) > 1:
             lines.insert(0, f"{self.problems[0].path}: {len(lines)} errors")
         super().__init__("\n".join(lines))
 
@@ -201,13 +218,18 @@ class _Reader:
         self.path = path
         self.loc = loc
         self.errors: list[Problem] = []
+        self.count = 0  # every error found; the first MAX_ERRORS are kept
+        self.stopped = False  # the overlap check gave up after MAX_ERRORS
         self.warnings: list[Problem] = []
 
     def error(self, line: int, item: str, message: str) -> None:
-        self.errors.append(Problem(self.path, line, item, message))
+        self.count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(Problem(self.path, line, item, message))
 
     def warn(self, line: int, item: str, message: str) -> None:
-        self.warnings.append(Problem(self.path, line, item, message))
+        if len(self.warnings) < MAX_ERRORS:
+            self.warnings.append(Problem(self.path, line, item, message))
 
     # Values. Each returns None after recording a problem.
 
@@ -297,6 +319,10 @@ def load_schedule(path: Path) -> Schedule:
     if not isinstance(raw_slots, list):
         r.error(loc.table("slots") or 1, "", "'slots' must be [[slots]] tables")
         raw_slots = []
+    if len(raw_slots) > MAX_SLOTS:
+        r.error(loc.table("slots") or 1, "", f"{len(raw_slots)} slots: at most {MAX_SLOTS} "
+                                             "in one file")
+        raise ScheduleError(r.errors)
     seen: dict[str, int] = {}
     for n, raw in enumerate(raw_slots):
         slot = _slot(r, n, raw, villages, groups, sources, path.parent)
@@ -313,13 +339,18 @@ def load_schedule(path: Path) -> Schedule:
             r.error(loc.element("slots", _index(raw_slots, s), "start"), f"slot '{s.id}'",
                     f"{s.window} falls in the quiet hours {hhmm(quiet_start)}–{hhmm(quiet_end)}; "
                     "only class 'emergency' or allow_quiet = true may sound then")
+        if s.allow_quiet:
+            r.warn(s.line, f"slot '{s.id}'", "allow_quiet = true: sounds in the quiet hours "
+                                             f"{hhmm(quiet_start)}–{hhmm(quiet_end)} "
+                                             "when it overlaps them; is that intended?")
         if s.placeholder:
             r.warn(s.line, f"slot '{s.id}'", "chưa có âm thanh (no audio yet): not counted "
                                              "as local news for criterion 8.3 and not sent "
                                              "to the loudspeakers until 'media' names a file")
     _conflicts(r, slots, holidays, commune)
     if r.errors:
-        raise ScheduleError(sorted(r.errors, key=lambda p: p.line))
+        raise ScheduleError(sorted(r.errors, key=lambda p: p.line), r.count - len(r.errors),
+                            r.stopped)
     return Schedule(commune=commune, sources=sources, groups=groups, slots=tuple(slots),
                     quiet_start=quiet_start, quiet_end=quiet_end, holidays=holidays, path=path,
                     warnings=tuple(sorted(r.warnings, key=lambda p: p.line)))
@@ -400,7 +431,33 @@ def _quiet(r: _Reader, raw: Any) -> tuple[int, int]:
     if start == end:
         r.error(r.loc.table("quiet_hours"), item, "start and end are equal; quiet hours "
                                                   "cannot be switched off")
+    elif (floor := quiet_floor()) is not None and not covers((start, end), floor):
+        r.error(r.loc.table("quiet_hours"), item,
+                f"{hhmm(start)}–{hhmm(end)} does not cover {hhmm(floor[0])}–"
+                f"{hhmm(floor[1])}, the quiet hours the province sets as a minimum")
     return start, end
+
+
+def quiet_floor() -> tuple[int, int] | None:
+    """The province's minimum quiet hours ($LOAXA_QUIET_FLOOR, else MIN_QUIET); None: off."""
+    raw = os.environ.get(QUIET_FLOOR_ENV, "").strip()
+    if not raw:
+        return MIN_QUIET
+    if raw == "off":
+        return None
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", raw)
+    if not m or int(m[1]) > 23 or int(m[3]) > 23 or int(m[2]) > 59 or int(m[4]) > 59:
+        raise CommuneFileError(f"{QUIET_FLOOR_ENV}={raw!r} is not HH:MM-HH:MM (or off)")
+    return int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+
+
+def covers(window: tuple[int, int], inner: tuple[int, int]) -> bool:
+    """Whether the daily window (start, end in minutes, across midnight when start > end)
+    holds every minute of inner."""
+    def minutes(w: tuple[int, int]) -> set[int]:
+        a, b = w
+        return set(range(a, b)) if a < b else set(range(a, DAY_MINUTES)) | set(range(0, b))
+    return minutes(inner) <= minutes(window)
 
 
 def _holidays(r: _Reader, raw: Any) -> tuple[Holiday, ...]:
@@ -442,7 +499,7 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
     if not isinstance(raw, dict):
         r.error(head, f"slot #{n + 1}", "must be a [[slots]] table")
         return None
-    before = len(r.errors)
+    before = r.count
     sid_raw = raw.get("id")
     item = f"slot '{sid_raw}'" if isinstance(sid_raw, str) and sid_raw else f"slot #{n + 1}"
     sid = r.text(raw, "id", head, item)
@@ -459,6 +516,11 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
     cls = raw.get(cls_key, "emergency" if kind == "emergency" else "normal")
     if cls not in CLASSES:
         r.error(at(cls_key), item, f"{cls_key} {_show(cls)} is not one of {', '.join(CLASSES)}")
+    if (cls == "emergency" or kind == "emergency") and "date" not in raw:
+        # The 03:15 incident: an "emergency" that sounds every night, through the quiet hours.
+        r.error(at(cls_key) if cls_key in raw else at("kind"), item,
+                "an emergency is a one-off: give it date = \"YYYY-MM-DD\" (a recurring "
+                "emergency is refused; use class \"priority\" for a regular item)")
     language = raw.get("language", "vi")
     if not isinstance(language, str) or not _LANGUAGE.match(language):
         r.error(at("language"), item, f"language {_show(language)} is not a language code "
@@ -566,7 +628,10 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
                 r.error(at("media"), item, "media must be a file path (relative to this file)")
             else:
                 media = (base / m).resolve()
-                if not media.is_file():
+                if not media.is_relative_to(base.resolve()):
+                    r.error(at("media"), item, f"media file {m!r} is outside this commune's "
+                                               f"folder ({base})")
+                elif not media.is_file():
                     r.error(at("media"), item, f"media file {m!r} not found (looked for {media})")
                 else:
                     audio_ms = _audio_ms(r, at("media"), item, media)
@@ -576,7 +641,7 @@ def _slot(r: _Reader, n: int, raw: Any, villages: tuple[str, ...],
         summary = ""
     allow_quiet = r.flag(raw, "allow_quiet", at("allow_quiet"), item)
     on_holidays = r.flag(raw, "on_holidays", at("on_holidays"), item)
-    if len(r.errors) > before or sid is None or title is None or start is None or end is None:
+    if r.count > before or sid is None or title is None or start is None or end is None:
         return None
     return Slot(
         id=sid, title=title, kind=str(kind), priority=CLASSES.index(str(cls)),
@@ -639,6 +704,9 @@ def _conflicts(r: _Reader, slots: list[Slot], holidays: Sequence[Holiday],
     nodes = {v.id: v.nodes for v in commune.villages}
     for i, a in enumerate(slots):
         va = set(a.villages)
+        if r.count >= MAX_ERRORS:
+            r.stopped = True  # thousands of overlaps would take minutes to list, to no use
+            return
         for b in slots[i + 1:]:
             if not (a.start < b.end and b.start < a.end):
                 continue

@@ -109,6 +109,10 @@ class Runtime:
     async def start(self) -> None:
         from headend.web.app import make_app  # FastAPI start-up is the slow part
 
+        for where in self.home.loose_permissions():
+            log.warning("người khác trên máy đọc được tệp chứa khoá bí mật: %s; hãy chạy "
+                        "chmod 700 cho thư mục, chmod 600 cho tệp (secrets readable by "
+                        "others)", where)
         self.broker.start()
         self._tasks.append(asyncio.create_task(self.headend.run()))
         loop = asyncio.get_running_loop()

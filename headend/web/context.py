@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
 from headend.core import audit, auth, i18n
-from headend.core.auth import Forbidden, LoginLimiter, Principal
+from headend.core.auth import IMPORT, Forbidden, LoginLimiter, Principal
 from headend.planning.calendar import effective
 from headend.planning.schedule import Schedule, ScheduleError, load_schedule
 
@@ -130,12 +130,16 @@ class WebContext:
             return cached
         header = request.headers.get("authorization", "")
         me: Principal | None = None
-        if header.lower().startswith("bearer "):
+        if header.lower().startswith("bearer ") and request.url.path.startswith("/api/"):
+            # Tokens are for tools on the API; the pages and their forms need a person.
             me = auth.token_principal(self.engine, header[7:].strip(), self.now())
         elif cookie := request.cookies.get(SESSION_COOKIE):
             me = auth.session_principal(self.engine, cookie, self.now())
         if me is None:
             raise LoginRequired()
+        if me.scopes is not None and IMPORT not in me.scopes \
+                and request.method not in ("GET", "HEAD"):
+            raise Forbidden("Mã truy cập này chỉ được đọc (a read-only API token).")
         request.state.principal = me
         return me
 

@@ -137,7 +137,7 @@ IDS = [f"{e.method} {e.route}" for e in ENDPOINTS]
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSite]:
     s = make_site(tmp_path_factory.mktemp("api"))
-    admin = bearer(auth.new_token(s.engine, "admin", "test", s.clock()))
+    admin = bearer(s.token("admin"))
     for commune in COMMUNES:
         r = s.client(None).post(f"{HT}/xa/{commune}/ban-tin", headers=admin, json={
             "maBanTin": SEEDED, "tieuDe": "Tin gốc", "noiDung": "Xin chào."})

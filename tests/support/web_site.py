@@ -71,8 +71,8 @@ class WebSite:
             self.clients[key] = c
         return self.clients[key]
 
-    def token(self, username: str) -> str:
-        return auth.new_token(self.engine, username, "test", self.clock())
+    def token(self, username: str, scopes: tuple[str, ...] = (auth.READ, auth.IMPORT)) -> str:
+        return auth.new_token(self.engine, username, "test", self.clock(), scopes)
 
     def close(self) -> None:
         for c in self.clients.values():

@@ -26,7 +26,14 @@ from headend.media import bulletins
 from headend.media.pipeline import prepare_speech
 from headend.media.probe import AudioRejected
 from headend.media.store import StoredMedia
-from headend.nodes.emergency import ANSWERING, HEARD, STATE_VI, AlreadySent, village_states
+from headend.nodes.emergency import (
+    ANSWERING,
+    HEARD,
+    STATE_VI,
+    AlreadySent,
+    scoped_key,
+    village_states,
+)
 from headend.web.context import WebContext
 
 
@@ -56,7 +63,8 @@ def emergency_router(ctx: WebContext) -> APIRouter:
                 for b in recent]
         return ctx.page(request, "emergency.html", me, {
             "commune_id": commune_id, "commune": name, "villages": villages_of(commune_id),
-            "bulletins": bulletins.listing(ctx.engine, commune_id), "form": form,
+            # Only what the editorial board approved goes out as an emergency.
+            "bulletins": bulletins.listing(ctx.engine, commune_id, "approved"), "form": form,
             "recent": sent, "running": ctx.emergency is not None}, status_code=status_code)
 
     @r.get("/c/{commune_id}/emergency")
@@ -80,6 +88,9 @@ def emergency_router(ctx: WebContext) -> APIRouter:
                 b = bulletins.get(ctx.engine, commune_id, int(bulletin))
             except (ValueError, bulletins.BulletinError):
                 raise ValueError("Không có bản tin này.") from None
+            if b.status != "approved":
+                raise ValueError("Bản tin này chưa được duyệt (hoặc đã bị từ chối): chỉ phát "
+                                 "được bản tin đã duyệt, hoặc gõ nội dung cần đọc.")
             what = f"Bản tin “{b.title}”"
             title = title.strip() or b.title
         if not title.strip():
@@ -156,8 +167,9 @@ def emergency_router(ctx: WebContext) -> APIRouter:
 
     def _broadcast_with_key(commune_id: str, key: str) -> int | None:
         with Session(ctx.engine) as s:
-            return s.scalar(select(Broadcast.id).where(Broadcast.idem_key == key,
-                                                       Broadcast.commune_id == commune_id))
+            return s.scalar(select(Broadcast.id).where(
+                Broadcast.idem_key == scoped_key(commune_id, key),
+                Broadcast.commune_id == commune_id))
 
     def status_redirect(commune_id: str, broadcast_id: int) -> Response:
         return RedirectResponse(f"/c/{commune_id}/emergency/{broadcast_id}", status_code=303)
