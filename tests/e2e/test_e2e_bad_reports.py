@@ -20,7 +20,7 @@ GARBAGE = [
     (protocol.TELEMETRY, b'{"v":1,"t":"telemetry","at":"now","fw":{"a":[1]}}'),
     (protocol.ASRUN, b'{"v":1,"t":"asrun","rid":"seven","start":"yesterday"}'),
     (protocol.ASRUN, b'{"v":1,"t":"asrun","rid":99,"start":"x","end":[],"outcome":5,'
-                     b'"title":"' + b"t" * 5000 + b'"}'),
+                     b'"title":"' + b"t" * 3000 + b'"}'),  # (under MAX_PAYLOAD)
     (protocol.ASRUN, b'{"v":2,"t":"asrun","rid":1}'),
     (protocol.ASRUN, b"\xff\xfe\x00"),
 ]
