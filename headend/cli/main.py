@@ -156,11 +156,13 @@ def cmd_web(home: Home, port: int) -> None:
     from headend.core.db import open_db
     from headend.runtime.demo import check_port_free
     from headend.web.app import make_app
+    from headend.web.context import proxy_options
 
     engine = open_db(home.db_url)
     try:
         check_port_free(port)
-        uvicorn.run(make_app(engine, home.media_dir), host="127.0.0.1", port=port)
+        uvicorn.run(make_app(engine, home.media_dir), host="127.0.0.1", port=port,
+                    **proxy_options())
     finally:
         engine.dispose()
 

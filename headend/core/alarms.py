@@ -21,6 +21,7 @@ SOURCE_UNREACHABLE = "source_unreachable"
 SOURCE_SILENT = "source_silent"
 RELAY_FAILED = "relay_failed"  # a node could air neither the primary nor the backup stream
 PLAN_REJECTED = "plan_rejected"
+PLAN_TOO_LARGE = "plan_too_large"  # a node's plan cannot be published (headend/planning)
 # Node health (headend/nodes/health.py).
 NODE_OFFLINE = "node_offline"
 BROADCAST_MISSED = "broadcast_missed"
@@ -35,6 +36,7 @@ LABELS_VI = {
     SOURCE_SILENT: "Nguồn tiếp sóng im lặng",
     RELAY_FAILED: "Cụm loa không tiếp sóng được (đã phát thông báo dự phòng)",
     PLAN_REJECTED: "Cụm loa từ chối lịch phát",
+    PLAN_TOO_LARGE: "Lịch phát quá dày, không gửi được xuống cụm loa",
     NODE_OFFLINE: "Cụm loa mất kết nối",
     BROADCAST_MISSED: "Cụm loa không phát được chương trình",
     AMP_FAULT: "Lỗi bộ khuếch đại (ampli)",
@@ -64,9 +66,12 @@ DETAIL_NO_REASON = "không rõ lý do"
 DETAIL_VILLAGE_ONE = "Cụm loa duy nhất của thôn mất kết nối hoặc lỗi ampli: {nodes}"
 DETAIL_VILLAGE_ALL = "Cả {n} cụm loa của thôn đều mất kết nối hoặc lỗi ampli: {nodes}"
 DETAIL_HOT = "Nhiệt độ {temp} °C, vượt ngưỡng {limit} °C của bo mạch {board}"
+DETAIL_PLAN_TOO_LARGE = ("{items} mục trong {hours} giờ vượt giới hạn {kb} KB của một lịch "
+                         "phát; cụm loa giữ lịch cũ")
 DETAILS = (DETAIL_AMP_CURRENT, DETAIL_AMP_REPORTED, DETAIL_WEAK_SIGNAL, DETAIL_CLOCK,
            DETAIL_SILENT_S, DETAIL_SILENT_MIN, DETAIL_GONE_S, DETAIL_GONE_MIN, DETAIL_MISSED,
-           DETAIL_FAILED, DETAIL_VILLAGE_ONE, DETAIL_VILLAGE_ALL, DETAIL_HOT)
+           DETAIL_FAILED, DETAIL_VILLAGE_ONE, DETAIL_VILLAGE_ALL, DETAIL_HOT,
+           DETAIL_PLAN_TOO_LARGE)
 # Values that are words themselves (looked up in the catalog too); the others are data.
 _WORDS = {DETAIL_NO_REASON}
 _FIELD = re.compile(r"\{(\w+)\}")

@@ -281,14 +281,21 @@ def token_principal(engine: Engine, token: str, now_ms: int) -> Principal | None
 
 
 class LoginLimiter:
-    """At most `limit` failed logins per `window_ms`, counted per address and per user name;
-    a success clears the name's count. In memory: one headend process serves the web app."""
+    """Failed logins, counted per (name, address) and per address: `limit` failures of one
+    name from one address within `window_ms` make that pair wait; `address_limit` failures
+    from one address (many names tried) make the address wait. A name is never locked for
+    everyone: wrong passwords typed elsewhere do not keep its owner out. A success clears
+    its pair. In memory (one headend process serves the web app), pruned as it goes."""
 
-    def __init__(self, limit: int = 5, window_ms: int = 15 * 60_000) -> None:
+    def __init__(self, limit: int = 5, window_ms: int = 15 * 60_000,
+                 address_limit: int = 20, prune_every: int = 1000) -> None:
         self.limit = limit
+        self.address_limit = address_limit
         self.window_ms = window_ms
+        self.prune_every = prune_every
         self._fails: dict[str, deque[int]] = {}
         self._lock = threading.Lock()
+        self._calls = 0
 
     def _recent(self, key: str, now_ms: int) -> deque[int]:
         q = self._fails.setdefault(key, deque())
@@ -296,22 +303,40 @@ class LoginLimiter:
             q.popleft()
         return q
 
+    def _keys(self, ip: str, username: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        name = username.strip().lower()[:64]
+        return (f"pair:{ip}|{name}", self.limit), (f"ip:{ip}", self.address_limit)
+
+    def _prune(self, now_ms: int) -> None:
+        self._calls += 1
+        if self._calls % self.prune_every:
+            return
+        for key in [k for k, q in self._fails.items()
+                    if not q or q[-1] <= now_ms - self.window_ms]:
+            del self._fails[key]
+
     def wait_ms(self, ip: str, username: str, now_ms: int) -> int:
         """0 when a try is allowed, else how long until the next one is."""
         with self._lock:
-            waits = [q[0] + self.window_ms - now_ms
-                     for key in (f"ip:{ip}", f"user:{username.strip().lower()}")
-                     if len(q := self._recent(key, now_ms)) >= self.limit]
+            self._prune(now_ms)
+            waits = [q[0] + self.window_ms - now_ms for key, limit in self._keys(ip, username)
+                     if len(q := self._recent(key, now_ms)) >= limit]
         return max(waits, default=0)
 
     def failed(self, ip: str, username: str, now_ms: int) -> None:
         with self._lock:
-            for key in (f"ip:{ip}", f"user:{username.strip().lower()}"):
-                self._recent(key, now_ms).append(now_ms)
+            for key, limit in self._keys(ip, username):
+                q = self._recent(key, now_ms)
+                q.append(now_ms)
+                while len(q) > limit:  # no more than the limit is ever needed
+                    q.popleft()
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, ip: str, username: str) -> None:
         with self._lock:
-            self._fails.pop(f"user:{username.strip().lower()}", None)
+            self._fails.pop(self._keys(ip, username)[0][0], None)
+
+    def __len__(self) -> int:
+        return len(self._fails)
 
 
 def list_users(engine: Engine) -> list[User]:

@@ -424,6 +424,7 @@ EN: Final[dict[str, str]] = {
     "Lỗi ampli": "Amplifier fault",
     "lỗi ampli": "amplifier fault",
     "Cụm loa quá nóng": "Cluster overheating",
+    "Lịch phát quá dày, không gửi được xuống cụm loa": "Plan too crowded to send to the cluster",
     "Ở đâu": "Where",
     "{n} cụm lỗi ampli": "{n} clusters with an amplifier fault",
     "Thôn có loa đang hoạt động:": "Villages with a working loudspeaker now:",
@@ -460,6 +461,9 @@ EN: Final[dict[str, str]] = {
         "All {n} clusters of the village are offline or have an amplifier fault: {nodes}",
     "Nhiệt độ {temp} °C, vượt ngưỡng {limit} °C của bo mạch {board}":
         "Temperature {temp} °C, above the {limit} °C limit of the {board} board",
+    "{items} mục trong {hours} giờ vượt giới hạn {kb} KB của một lịch phát; cụm loa giữ lịch cũ":
+        "{items} items in {hours} hours exceed the {kb} KB limit of one plan; the cluster "
+        "keeps its previous plan",
     # The province's audit log (web_commune.PROVINCE_AUDIT_VI)
     "Nhật ký thao tác toàn tỉnh": "Audit log of the whole province",
     "toàn tỉnh": "whole province",

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from firmware import protocol
 from headend.core.audit import Actor, entry
 from headend.core.models import Bulletin, CalendarItem, SlotChange
 from headend.planning.schedule import (
@@ -33,8 +34,10 @@ from headend.planning.schedule import (
     hhmm,
     in_quiet,
 )
+from headend.planning.wire import SPAN_MS, crowded
 
 LOCK_MIN = 10  # an item starting sooner than this can no longer be changed
+_SIZING = Path("sizing.wav")  # a trial item's media: it only has to be there to be counted
 CAL_PREFIX = "lich-"  # slot ids of calendar items: lich-<row id>
 MOVED_PREFIX = "doi-"  # slot ids of moved occurrences: doi-<change id>
 KIND_PRIORITY = {"local_bulletin": 0, "notice": 0, "emergency": EMERGENCY}
@@ -166,6 +169,24 @@ def _target(schedule: Schedule, villages: list[str]) -> tuple[str, ...]:
     return tuple(v for v in known if v in chosen)
 
 
+def _check_budget(schedule: Schedule, trial: Schedule, day: date,
+                  villages: tuple[str, ...]) -> None:
+    """Refuse an edit after which a node of these villages could no longer be sent its plan
+    (protocol.MAX_PLAN_PAYLOAD): a crowded day once stopped publishing for the commune."""
+    tz = ZoneInfo(schedule.commune.timezone)
+    lo = int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
+    nodes = {n for v in schedule.commune.villages if v.id in villages for n in v.nodes}
+    over = {n: k for n, k in crowded(trial, lo, lo + DAY_MINUTES * 60_000).items()
+            if n in nodes}
+    if over:
+        node, items = max(over.items(), key=lambda kv: kv[1])
+        raise CalendarError(
+            f"Lịch quanh ngày {day.strftime('%d/%m/%Y')} đã quá dày: cụm loa {node} sẽ có "
+            f"{items} mục trong {SPAN_MS // 3_600_000} giờ, vượt giới hạn "
+            f"{protocol.MAX_PLAN_PAYLOAD // 1024} KB của một lịch phát gửi xuống cụm loa. "
+            "Hãy bớt mục trong những ngày này, hoặc gộp các thông báo ngắn thành một bản tin.")
+
+
 def add_item(engine: Engine, schedule: Schedule, media_dir: Path, actor: Actor,
              bulletin_id: int, day: date, start: int, villages: list[str],
              now_ms: int) -> int:
@@ -186,8 +207,12 @@ def add_item(engine: Engine, schedule: Schedule, media_dir: Path, actor: Actor,
     priority = KIND_PRIORITY.get(kind, 0)
     chosen = _target(schedule, villages)
     end = start + minutes
-    _check_time(schedule, day, start, end, priority, chosen, now_ms, None,
-                effective(engine, schedule, media_dir))
+    eff = effective(engine, schedule, media_dir)
+    _check_time(schedule, day, start, end, priority, chosen, now_ms, None, eff)
+    new = Slot(id=f"{CAL_PREFIX}new", title=title, kind=kind, priority=priority,
+               language=language, target="calendar", villages=chosen, start=start, end=end,
+               date=day, media=_SIZING, audio_ms=minutes * 60_000)
+    _check_budget(schedule, dataclasses.replace(eff, slots=(*eff.slots, new)), day, chosen)
     with Session(engine) as s, s.begin():
         item = CalendarItem(commune_id=cid, bulletin_id=bulletin_id, kind=kind,
                             priority=priority, language=language, title=title, summary=summary,
@@ -227,6 +252,10 @@ def move(engine: Engine, schedule: Schedule, media_dir: Path, actor: Actor, ref:
             end = start + item.end_min - item.start_min
             _check_time(schedule, day, start, end, item.priority, _villages(item.villages),
                         now_ms, ref, eff)
+            sid = f"{CAL_PREFIX}{item.id}"
+            _check_budget(schedule, dataclasses.replace(eff, slots=tuple(
+                dataclasses.replace(x, date=day, start=start, end=end) if x.id == sid else x
+                for x in eff.slots)), day, _villages(item.villages))
             old = f"{item.day} {hhmm(item.start_min)}"
             item.day, item.start_min, item.end_min = day.isoformat(), start, end
             s.add(entry(actor, "calendar_move", now_ms, cid, f"lịch #{item.id}",
@@ -236,6 +265,11 @@ def move(engine: Engine, schedule: Schedule, media_dir: Path, actor: Actor, ref:
     _not_started(old_day, slot.start, now_ms, tz)
     end = start + slot.end - slot.start
     _check_time(schedule, day, start, end, slot.priority, slot.villages, now_ms, ref, eff)
+    moved = dataclasses.replace(slot, id=f"{MOVED_PREFIX}new", date=day, start=start, end=end,
+                                except_dates=frozenset())
+    _check_budget(schedule, dataclasses.replace(eff, slots=(*(
+        dataclasses.replace(x, except_dates=x.except_dates | {old_day}) if x.id == slot.id
+        else x for x in eff.slots), moved)), day, slot.villages)
     with Session(engine) as s, s.begin():
         _change(s, cid, slot.id, old_day, actor, now_ms, "move", day, start, end)
         s.add(entry(actor, "calendar_move", now_ms, cid, f"{slot.id}@{old_day.isoformat()}",

@@ -23,7 +23,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.core.alarms import SOURCE_SILENT, SOURCE_UNREACHABLE, clear_alarm, raise_alarm
+from headend.core.alarms import (
+    DETAIL_PLAN_TOO_LARGE,
+    PLAN_TOO_LARGE,
+    SOURCE_SILENT,
+    SOURCE_UNREACHABLE,
+    clear_alarm,
+    raise_alarm,
+)
 from headend.core.models import Node, NodePlan
 from headend.media.library import Media, MediaLibrary
 from headend.media.sources import probe_async
@@ -31,13 +38,10 @@ from headend.planning.calendar import effective
 from headend.planning.expansion import PlanEntry, expand
 from headend.planning.programme import record_programme
 from headend.planning.schedule import Schedule, ScheduleError, load_schedule
+from headend.planning.wire import BLOCK_MS, HORIZON_MS, HOUR_MS, MIN_AHEAD_MS, wire_item
 
 log = logging.getLogger("loaxa.plans")
 
-HOUR_MS = 3_600_000
-BLOCK_MS = 12 * HOUR_MS  # plans are computed for blocks starting on this UTC grid
-HORIZON_MS = 72 * HOUR_MS  # a plan covers its block start + 72 h, so always >= 60 h ahead
-MIN_AHEAD_MS = 48 * HOUR_MS  # never publish a plan that covers less than this ahead
 CHECK_EVERY_MS = 10 * 60_000  # how often the publisher looks for changes and new blocks
 FILE_CHECK_S = 3.0  # how often the schedule file's time stamp is looked at
 PROBE_LEAD_MS = 10 * 60_000  # relay sources are probed this long before their slot
@@ -48,6 +52,15 @@ Sleep = Callable[[int], Awaitable[Any]]
 
 async def real_sleep(ms: int) -> None:
     await asyncio.sleep(ms / 1000)
+
+
+class PlanTooLarge(ValueError):
+    """A node's items within MIN_AHEAD_MS do not fit in one plan (MAX_PLAN_PAYLOAD)."""
+
+    def __init__(self, node_id: str, items: int) -> None:
+        super().__init__(f"plan for {node_id} over {protocol.MAX_PLAN_PAYLOAD} bytes within "
+                         f"{MIN_AHEAD_MS // HOUR_MS} h: {items} items")
+        self.node_id, self.items = node_id, items
 
 
 @dataclass
@@ -70,22 +83,6 @@ def quiet_window(schedule: Schedule, at_ms: int) -> list[int]:
     return [schedule.quiet_start, schedule.quiet_end, offset_min]
 
 
-def _item(entry: PlanEntry, media: Media | None,
-          sources: Mapping[str, tuple[str, str | None]]) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": entry.id, "kind": entry.kind, "p": entry.priority, "s": entry.start_ms,
-        "e": entry.end_ms, "off": entry.offset_ms, "title": entry.title[:120],
-        "lang": entry.language, "q": 1 if entry.quiet_ok else 0,
-    }
-    if entry.source is not None:
-        primary, backup = sources.get(entry.source.id,
-                                      (entry.source.primary, entry.source.backup))
-        item["src"] = [primary] + ([backup] if backup else [])
-    elif media is not None:
-        item["media"] = media.wire()
-    return item
-
-
 @dataclass
 class PlanPublisher:
     """Keeps every node's retained plan current. `publish(node_id, payload)` publishes
@@ -103,6 +100,7 @@ class PlanPublisher:
     schedule: Schedule | None = None
     _signers: dict[str, protocol.Signer] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _too_large: set[str] = field(default_factory=set)  # nodes with an open PLAN_TOO_LARGE
 
     def wake(self) -> None:
         """The calendar changed: publish now rather than at the next check (loop thread)."""
@@ -144,8 +142,20 @@ class PlanPublisher:
             if prev is not None and prev.digest == digest and prev.status != "rejected":
                 continue
             ver = max(prev.ver + 1, now) if prev else now
-            out.append(self._sign(node_id, key, ver, now, block, to_ms, quiet, items,
-                                  fallback, digest))
+            try:
+                out.append(self._sign(node_id, key, ver, now, block, to_ms, quiet, items,
+                                      fallback, digest))
+            except PlanTooLarge as e:
+                # This node keeps its last plan; every other node still gets its own.
+                log.error("%s", e)
+                raise_alarm(self.engine, PLAN_TOO_LARGE, node_id, DETAIL_PLAN_TOO_LARGE.format(
+                    items=e.items, hours=MIN_AHEAD_MS // HOUR_MS,
+                    kb=protocol.MAX_PLAN_PAYLOAD // 1024), now)
+                self._too_large.add(node_id)
+                continue
+            if node_id in self._too_large:
+                clear_alarm(self.engine, PLAN_TOO_LARGE, node_id, now)
+                self._too_large.discard(node_id)
         return out
 
     def _wire_item(self, entry: PlanEntry) -> dict[str, Any] | None:
@@ -154,7 +164,7 @@ class PlanPublisher:
             if entry.media is None:
                 return None  # a placeholder slot: nothing to air yet
             media = self.library.add_file(entry.media)
-        return _item(entry, media, self.source_urls)
+        return wire_item(entry, media, self.source_urls)
 
     def _sign(self, node_id: str, key: str, ver: int, now: int, from_ms: int, to_ms: int,
               quiet: list[int], items: list[dict[str, Any]], fallback: dict[str, Any] | None,
@@ -171,8 +181,7 @@ class PlanPublisher:
             # Too big for a node: cover less, but never less than MIN_AHEAD_MS.
             last = items[-1]
             if last["s"] <= now + MIN_AHEAD_MS:
-                raise ValueError(f"plan for {node_id} over {protocol.MAX_PLAN_PAYLOAD} bytes "
-                                 f"within {MIN_AHEAD_MS // HOUR_MS} h: too many items")
+                raise PlanTooLarge(node_id, len(items))
             items = items[:-1]
             to_ms = last["s"]
         return BuiltPlan(node_id, payload, ver, from_ms, to_ms, digest, len(items))

@@ -108,6 +108,7 @@ class Runtime:
 
     async def start(self) -> None:
         from headend.web.app import make_app  # FastAPI start-up is the slow part
+        from headend.web.context import proxy_options
 
         for where in self.home.loose_permissions():
             log.warning("người khác trên máy đọc được tệp chứa khoá bí mật: %s; hãy chạy "
@@ -126,7 +127,7 @@ class Runtime:
                      emergency=self.send_emergency,
                      on_schedule_change=replan),
             host="127.0.0.1",
-            port=self.web_port, log_level="warning"))
+            port=self.web_port, log_level="warning", **proxy_options()))
         self._tasks.append(asyncio.create_task(self._server.serve()))
         await self.headend.wait_connected(15)
         if self.fallback is None:

@@ -8,6 +8,7 @@ header); requests with a bearer token carry no cookies, so they need none.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,6 +59,19 @@ def parse_day(raw: str | None, default: D) -> date | D:
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
+
+
+TRUSTED_PROXY_ENV = "LOAXA_TRUSTED_PROXY"
+
+
+def proxy_options() -> dict[str, Any]:
+    """uvicorn's settings for X-Forwarded-For: believed only from the reverse proxy named in
+    $LOAXA_TRUSTED_PROXY (its address); without one, never (anyone can write the header, and
+    the log-in limiter and the audit log would take it for the peer)."""
+    trusted = os.environ.get(TRUSTED_PROXY_ENV, "").strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 class ScheduleFile:
@@ -207,7 +221,7 @@ def auth_router(ctx: WebContext) -> APIRouter:
                              now, audit.filed_under(auth.communes_of(ctx.engine, username)))
             return ctx.page(request, "login.html", None, status_code=401, next=next,
                             username=username, error=LOGIN_ERROR_VI)
-        ctx.limiter.succeeded(username)
+        ctx.limiter.succeeded(ip, username)
         cookie, me = auth.start_session(ctx.engine, user, ip, now)
         audit.record_for(ctx.engine, audit.Actor(me.username, me.role, ip), "login", now,
                          audit.filed_under(me.communes))
