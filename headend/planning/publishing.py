@@ -28,8 +28,10 @@ from headend.core.alarms import (
     PLAN_TOO_LARGE,
     SOURCE_SILENT,
     SOURCE_UNREACHABLE,
+    Decision,
     clear_alarm,
     raise_alarm,
+    settle,
 )
 from headend.core.models import Node, NodePlan
 from headend.media.library import Media, MediaLibrary
@@ -100,7 +102,6 @@ class PlanPublisher:
     schedule: Schedule | None = None
     _signers: dict[str, protocol.Signer] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _too_large: set[str] = field(default_factory=set)  # nodes with an open PLAN_TOO_LARGE
 
     def wake(self) -> None:
         """The calendar changed: publish now rather than at the next check (loop thread)."""
@@ -128,6 +129,7 @@ class PlanPublisher:
             keys = {node_id: key for node_id, key in s.execute(select(Node.id, Node.key))}
             sent = {p.node_id: p for p in s.scalars(select(NodePlan))}
         out: list[BuiltPlan] = []
+        fits: dict[str, Decision] = {}  # the PLAN_TOO_LARGE alarm of each plan built
         for node_id in schedule.commune.node_ids:
             key = keys.get(node_id)
             if key is None:
@@ -145,17 +147,15 @@ class PlanPublisher:
             try:
                 out.append(self._sign(node_id, key, ver, now, block, to_ms, quiet, items,
                                       fallback, digest))
+                fits[node_id] = (False, "", None)
             except PlanTooLarge as e:
                 # This node keeps its last plan; every other node still gets its own.
                 log.error("%s", e)
-                raise_alarm(self.engine, PLAN_TOO_LARGE, node_id, DETAIL_PLAN_TOO_LARGE.format(
+                fits[node_id] = (True, DETAIL_PLAN_TOO_LARGE.format(
                     items=e.items, hours=MIN_AHEAD_MS // HOUR_MS,
-                    kb=protocol.MAX_PLAN_PAYLOAD // 1024), now)
-                self._too_large.add(node_id)
-                continue
-            if node_id in self._too_large:
-                clear_alarm(self.engine, PLAN_TOO_LARGE, node_id, now)
-                self._too_large.discard(node_id)
+                    kb=protocol.MAX_PLAN_PAYLOAD // 1024), None)
+        with self.engine.begin() as conn:  # raised or cleared from what is open, in one go
+            settle(conn, PLAN_TOO_LARGE, fits, now)
         return out
 
     def _wire_item(self, entry: PlanEntry) -> dict[str, Any] | None:

@@ -445,10 +445,11 @@ def quiet_floor() -> tuple[int, int] | None:
         return MIN_QUIET
     if raw == "off":
         return None
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", raw)
-    if not m or int(m[1]) > 23 or int(m[3]) > 23 or int(m[2]) > 59 or int(m[4]) > 59:
+    ends = [_TIME.match(x.strip()) for x in raw.split("-")]
+    minutes = [int(m[1]) * 60 + int(m[2]) for m in ends if m and int(m[1]) < 24 and int(m[2]) < 60]
+    if len(ends) != 2 or len(minutes) != 2:
         raise CommuneFileError(f"{QUIET_FLOOR_ENV}={raw!r} is not HH:MM-HH:MM (or off)")
-    return int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    return minutes[0], minutes[1]
 
 
 def covers(window: tuple[int, int], inner: tuple[int, int]) -> bool:

@@ -5,7 +5,6 @@ and never approve; whoever made or imported a bulletin cannot approve it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,7 +110,7 @@ def test_the_emergency_page_never_sends_an_unapproved_bulletin(site: WebSite,
         assert s.scalars(select(Broadcast)).all() == []
 
 
-def test_token_scopes_are_checked_when_made(tmp_path: Path, site: WebSite) -> None:
+def test_token_scopes_are_checked_when_made(site: WebSite) -> None:
     with pytest.raises(auth.AuthError):
         auth.new_token(site.engine, "admin", "x", 0, ("approve",))
     with pytest.raises(auth.AuthError):

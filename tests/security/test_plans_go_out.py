@@ -86,3 +86,8 @@ def test_one_overloaded_village_costs_only_its_own_nodes_their_plan(tmp_path: Pa
     [alarm] = list_alarms(engine, open_only=True)
     assert (alarm.kind, alarm.subject) == (PLAN_TOO_LARGE, "n1-a")
     assert f"{protocol.MAX_PLAN_PAYLOAD // 1024} KB" in alarm.detail
+    # The file is mended; a headend started afresh publishes to n1-a and clears its alarm.
+    path.write_text(HEAD + notices[:notices.index('\n[[slots]]\nid = "tb-20"')],
+                    encoding="utf-8")
+    assert "n1-a" in [p.node_id for p in publisher(home, engine, path).build(NOW)]
+    assert list_alarms(engine, open_only=True) == []
