@@ -87,7 +87,7 @@ def full_report(node):
         if k in node.config:
             cfg[k] = node.config[k]
     b = node.config.get("broker", {})
-    cfg["broker"] = {"host": b.get("host"), "port": b.get("port"),
+    cfg["broker"] = {"host": b.get("host"), "port": b.get("port"), "tls": bool(b.get("ca")),
                      "keepalive": b.get("keepalive", 30)}
     msg["config"] = cfg
     msg["pending_rids"] = [r["rid"] for r in node.pending[:protocol.REPORT_MAX_RIDS]]

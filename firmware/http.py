@@ -1,22 +1,25 @@
-# Minimal async HTTP/1.0 GET for streaming media to the node. Plain http only (no TLS, no
-# redirects: a 3xx is returned as is and the caller reports it as a failure).
-# Runs unchanged under MicroPython and CPython 3.11.
-import asyncio
+# Minimal async HTTP/1.0 GET for streaming media to the node: http, or https to a server the
+# node's pinned CA signed (no redirects: a 3xx is returned as is and the caller reports it as
+# a failure). Runs unchanged under MicroPython and CPython 3.11.
 import errno
 
-from firmware.mqtt import close_stream, wait_ms
+from firmware.mqtt import close_stream, open_stream, tls_error, wait_ms
 
 MAX_HEADER_LINE = 1024
 MAX_HEADERS = 40
 
 
+TLS = None  # the node's tls_context (firmware/mqtt.py), set at start when it has a CA
+
+
 def parse_url(url):
-    """'http://host[:port][/path][?query]' -> (host, port, path). ValueError otherwise."""
+    """'http[s]://host[:port][/path][?query]' -> (host, port, path). ValueError otherwise."""
     if not isinstance(url, str):
         raise ValueError("url must be a string")
     i = url.find("://")
-    if i < 0 or url[:i].lower() != "http":
-        raise ValueError("only http:// urls are supported")
+    scheme = url[:i].lower() if i > 0 else ""
+    if scheme != "http" and scheme != "https":
+        raise ValueError("only http:// and https:// urls are supported")
     rest = url[i + 3:]
     h = rest.find("#")
     if h >= 0:
@@ -33,7 +36,7 @@ def parse_url(url):
             path = "/" + path
     if "@" in netloc or "[" in netloc or " " in netloc or " " in path:
         raise ValueError("unsupported url: " + url)
-    port = 80
+    port = 443 if scheme == "https" else 80
     k = netloc.find(":")
     if k >= 0:
         p = netloc[k + 1:]
@@ -89,12 +92,20 @@ async def get(url, timeout_ms=10000):
     """GET url; returns a Response once the headers are in (body not read yet).
     OSError on connect/read failure or timeout, ValueError on a bad url or a malformed reply."""
     host, port, path = parse_url(url)
-    reader, writer = await wait_ms(asyncio.open_connection(host, port), timeout_ms)
+    tls = None
+    if url[:6].lower() == "https:":
+        tls = TLS
+        if tls is None:
+            raise OSError(errno.ECONNABORTED, "https without a CA to check the server")
+    reader, writer = await wait_ms(open_stream(host, port, tls), timeout_ms)
     try:
-        hosthdr = host if port == 80 else "%s:%d" % (host, port)
+        hosthdr = host if port == (443 if tls else 80) else "%s:%d" % (host, port)
         writer.write(("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: loaxa-node\r\n"
                       "Connection: close\r\n\r\n" % (path, hosthdr)).encode())
-        await wait_ms(writer.drain(), timeout_ms)
+        try:
+            await wait_ms(writer.drain(), timeout_ms)  # MicroPython's TLS handshake is here
+        except ValueError as e:
+            raise tls_error(e, tls)
         line = await wait_ms(reader.readline(), timeout_ms)
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():

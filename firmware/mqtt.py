@@ -1,10 +1,11 @@
 # A small asyncio MQTT 3.1.1 client for the node. docs/transport.md says why it exists.
-# It speaks plain TCP through asyncio streams, so it works over any IP link the node has
-# (WiFi, Ethernet, 4G PPP). Runs unchanged under MicroPython and CPython 3.11.
-# Supported: CONNECT (user/password, will, clean/persistent session), SUBSCRIBE, PUBLISH QoS 0/1
-# both ways, PINGREQ keepalive, DISCONNECT. Not supported: QoS 2, UNSUBSCRIBE, TLS.
+# It speaks TCP, or TLS to a server its pinned CA signed, through asyncio streams, so it works
+# over any IP link the node has (WiFi, Ethernet, 4G PPP). Runs unchanged under MicroPython and
+# CPython 3.11. Supported: CONNECT (user/password, will, clean/persistent session), SUBSCRIBE,
+# PUBLISH QoS 0/1 both ways, PINGREQ keepalive, DISCONNECT. Not supported: QoS 2, UNSUBSCRIBE.
 import asyncio
 import errno
+import ssl
 import time
 
 if False:  # type comments only; MicroPython has no typing module
@@ -53,6 +54,36 @@ async def wait_ms(aw, ms):
         raise OSError(errno.ETIMEDOUT, "timeout")
 
 
+def tls_context(ca_der):
+    """A client context that trusts only the CA given (DER bytes, what MicroPython reads)
+    and checks the server's name: a server another CA signed, or one with another name, is
+    refused. Python's default context would check nothing on MicroPython."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca_der)
+    return ctx
+
+
+async def open_stream(host, port, tls=None):
+    """(reader, writer) to host:port, over TLS when tls (a tls_context) is given. On
+    MicroPython the handshake happens at the first write: see tls_error."""
+    if tls is None:
+        return await asyncio.open_connection(host, port)
+    try:
+        return await asyncio.open_connection(host, port, ssl=tls, server_hostname=host)
+    except ValueError as e:
+        raise tls_error(e, tls)
+
+
+def tls_error(e, tls):
+    """What to raise for e: a certificate that does not check out becomes an OSError like
+    any failed connect (MicroPython raises ValueError for it, which would end the session's
+    loop for good); anything else stays as it is."""
+    if tls is not None and isinstance(e, ValueError):
+        return OSError(errno.ECONNABORTED, "tls: %s" % " ".join(str(e).split()))
+    return e
+
+
 def close_stream(writer):
     """Close an asyncio stream now, without awaiting.
 
@@ -99,8 +130,9 @@ class MQTTError(Exception):
 
 class MQTTClient:
     def __init__(self, client_id, host, port, user=None, password=None, keepalive=30,
-                 clean=False, will=None, max_packet=8192):
+                 clean=False, will=None, max_packet=8192, tls=None):
         self.client_id = client_id
+        self.tls = tls  # a tls_context, or None for plain TCP (loopback and tests only)
         self.host = host
         self.port = port
         self.user = user
@@ -131,12 +163,12 @@ class MQTTClient:
         self._dead = None
         try:
             return await wait_ms(self._connect(), timeout_ms)
-        except BaseException:
+        except BaseException as e:
             self._abort("connect failed")
-            raise
+            raise tls_error(e, self.tls)
 
     async def _connect(self):
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await open_stream(self.host, self.port, self.tls)
         cid = _utf8(self.client_id)
         flags = 0x02 if self.clean else 0
         size = 10 + 2 + len(cid)

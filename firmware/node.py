@@ -5,8 +5,9 @@
 import asyncio
 import json
 import random
+from binascii import a2b_base64
 
-from firmware import asrun, health, http, ota as otalib, plan as planlib, protocol, tone, wav
+from firmware import asrun, health, http, mqtt, ota as otalib, plan as planlib, protocol, tone, wav
 from firmware.asrun import F_ASRUN
 from firmware.cache import CacheFull, MediaCache
 from firmware.health import AMP_MIN_MA, FULL_EVERY_MS, TELEMETRY_S  # noqa: F401 (the bench's)
@@ -56,7 +57,13 @@ class Node:
             raise ValueError("bad node id")
         self.config = config
         self.signer = protocol.Signer(protocol.node_key(config["key"]))
-        self.media_prefixes = ["http://%s/" % h for h in config.get("media_hosts", [])]
+        # "host:port" (http) or "https://host:port"; https is checked against the pinned CA.
+        self.media_prefixes = [(h if "://" in h else "http://" + h) + "/"
+                               for h in config.get("media_hosts", [])]
+        self.tls = None
+        ca = config["broker"].get("ca")
+        if ca:  # DER, base64 in the config
+            self.tls = http.TLS = mqtt.tls_context(a2b_base64(ca))
         self.telemetry_ms = config.get("telemetry_s", TELEMETRY_S) * 1000
         self._told = None  # the last full telemetry's settled fields (health.settled)
         self._told_at = 0  # and when it went (ticks, real ms)
@@ -153,7 +160,7 @@ class Node:
         c = MQTTClient(self.id, b["host"], b["port"], user=self.id, password=b["password"],
                        keepalive=b.get("keepalive", 30), clean=False,
                        will=(self._t(protocol.STATE), protocol.encode(will), True, 1),
-                       max_packet=protocol.MAX_PLAN_PAYLOAD + 256)
+                       max_packet=protocol.MAX_PLAN_PAYLOAD + 256, tls=self.tls)
         c.on_message = self._on_message
         c.on_oversize = self._on_oversize
         return c

@@ -7,6 +7,7 @@ event log, which tests read to check what actually played and when.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -99,6 +100,9 @@ class Fleet:
     media_hosts: Sequence[str]
     nodes: Sequence[SimNode]
     broker_host: str = "127.0.0.1"
+    # The installation CA (DER) every node pins: then it speaks TLS to the broker and https
+    # to its media hosts. None: plain TCP (loopback only).
+    broker_ca: bytes | None = None
     per_process: int = 250
     heapsize: str = "64M"
     telemetry_s: int = 60
@@ -154,6 +158,8 @@ class Fleet:
             "session": self.session,
             "profile": n.profile or self.profile,
         }
+        if self.broker_ca is not None:
+            cfg["broker"]["ca"] = base64.b64encode(self.broker_ca).decode()
         if self.clock:
             cfg["clock"] = self.clock
             rate = self.clock.get("rate", 1)

@@ -160,7 +160,10 @@ class Host:
             heap = self.sample_heap()
             out = {}
             for nid, n in self.nodes.items():
+                err = n.session.last_error
                 out[nid] = {"connected": n.session.connected, "connects": n.session.connects,
+                            "failures": n.session.failures,
+                            "last_error": None if err is None else str(err)[:200],
                             "link": n.board.link.is_up(), "playing": n.playing,
                             "seq": n.seq.value, "pending": len(n.pending),
                             "plan": n.plan["ver"] if n.plan else None, "on_air": n.on_air,

@@ -214,9 +214,10 @@ def _load(db: sqlite3.Connection, path: Path, communes: int, villages: int, days
                        (village_id(c, v), commune_id(c),
                         f"{kind} {PLACES[(c + v) % len(PLACES)]} {v + 1}"))
             nid = node_id(c, v)
-            db.execute("INSERT INTO nodes (id, village_id, key, seq, online, session) "
-                       "VALUES (?, ?, ?, 0, 1, 1)",
-                       (nid, village_id(c, v), hashlib.sha256(nid.encode()).hexdigest()))
+            db.execute("INSERT INTO nodes (id, commune_id, village_id, key, seq, online, "
+                       "session) VALUES (?, ?, ?, ?, 0, 1, 1)",
+                       (nid, commune_id(c), village_id(c, v),
+                        hashlib.sha256(nid.encode()).hexdigest()))
     db.execute("COMMIT")
     log(f"generating {total:,} as-run entries: {communes} communes x {villages} villages "
         f"(one node each) x {days} days from {FIRST_DAY} x {items_per_day} items a day")

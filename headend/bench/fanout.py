@@ -173,7 +173,7 @@ async def run_fanout(nodes: int, rounds: int, per_process: int,
     broker.write_config({s.id: s.password for s in secrets})
     web_port = find_free_port()
     flash = _flash_dir()
-    fleet = Fleet(root=Path(flash.name) if flash else home.sim_dir, broker_port=broker.port,
+    fleet = Fleet(root=Path(flash.name) if flash else home.sim_dir, broker_port=broker.node_port,
                   media_hosts=[f"127.0.0.1:{web_port}"], per_process=per_process,
                   telemetry_s=3600, keepalive=120,
                   nodes=[SimNode(s.id, s.key, s.password) for s in secrets],

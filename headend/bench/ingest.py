@@ -547,7 +547,7 @@ async def measure(nodes: int = 1000, rate: float = 12_000, seconds: float = 60,
         broker.start()
         assert broker.pid is not None
         t0 = time.perf_counter()
-        gens = Generators(broker.port, [(s.id, s.password) for s in secrets], generators,
+        gens = Generators(broker.node_port, [(s.id, s.password) for s in secrets], generators,
                           asrun_share)
         await _in_thread(gens.wait_ready, 120)
         result.connect_s = time.perf_counter() - t0

@@ -229,7 +229,7 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
         home = Home.create(root / "home")
         runtime = Runtime(home, schedule_path, find_free_port(), clock=clock.time_ms,
                           sleep_ms=clock.sleep_ms, source_urls=urls, watch_sources=False)
-        meter = MqttMeter(runtime.broker.port)
+        meter = MqttMeter(runtime.broker.node_port)
         fleet = Fleet(root=home.sim_dir, broker_port=meter.port,
                       media_hosts=[runtime.media_host, stations.host], per_process=1,
                       telemetry_s=MEASURE_TELEMETRY_S, keepalive=KEEPALIVE_S,

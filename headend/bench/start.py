@@ -149,7 +149,7 @@ async def _run(root: Path, nodes: int, rate: int, day: date,
         home = Home.create(root / "home")
         runtime = Runtime(home, schedule_path, find_free_port(), clock=clock.time_ms,
                           sleep_ms=clock.sleep_ms, source_urls=urls, watch_sources=False)
-        fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.port,
+        fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.node_port,
                       media_hosts=[runtime.media_host, stations.host], per_process=50,
                       telemetry_s=3600, real_lead_ms=REAL_LEAD_MS,
                       clock={"sim_epoch_ms": clock.sim_epoch_ms,

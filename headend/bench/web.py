@@ -34,7 +34,7 @@ from headend.bench.diary import FIRST_DAY, SLOTS, STREAM_IDS, TINH, TZ, VOV, bui
 from headend.bench.upload import measure_upload, render
 from headend.core import auth
 from headend.core.db import open_db
-from headend.core.models import Bulletin, CalendarItem, Commune, Node, Village
+from headend.core.models import NODE_VILLAGE, Bulletin, CalendarItem, Commune, Node, Village
 from headend.media.pipeline import prepare
 from headend.planning.schedule import hhmm
 from headend.web.app import make_app
@@ -91,7 +91,7 @@ def build_commune(root: Path, villages: int, days: int,
     with Session(engine) as s:
         name = s.scalar(select(Commune.name).where(Commune.id == cid)) or cid
         rows = s.execute(select(Village.id, Village.name, Node.id).join(
-            Node, Node.village_id == Village.id).where(Village.commune_id == cid)
+            Node, NODE_VILLAGE).where(Village.commune_id == cid)
             .order_by(Village.id)).all()
     schedule = root / f"{cid}.toml"
     schedule.write_text(_schedule_text(cid, name, [(v, n, node) for v, n, node in rows]),

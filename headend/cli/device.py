@@ -224,8 +224,11 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
     if args.link == "wifi" and args.profile == "esp32" and (not args.wifi or ":" not in args.wifi):
         raise DeviceError("--link wifi needs --wifi SSID:PASSWORD on an ESP32")
     running = _running(home)
-    broker = _split_host(args.broker or _host_address(),
-                         int(running["broker_port"]) if running else None, "--broker")
+    tls = bool(running and running.get("tls"))
+    # A headend serving TLS gives its certificate's name; the node dials that name.
+    broker = _split_host(args.broker or (str(running["host"]) if tls and running else "")
+                         or _host_address(),
+                         int(running["node_port"]) if running else None, "--broker")
     media = _split_host(args.media or broker[0],
                         int(running["web_port"]) if running else None, "--media")
     engine = open_engine(home)
@@ -245,21 +248,27 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
         # node goes there first, then into the database.
         text = path.read_text(encoding="utf-8")
         _write_atomic(path, add_node_to_file(text, args.village, node_id))
-        spec = load_commune(path)
-        secrets_by_id = {s.id: s for s in provision_commune(engine, home, spec)}
+        try:
+            spec = load_commune(path)
+            secrets_by_id = {s.id: s for s in provision_commune(engine, home, spec)}
+        except Exception:
+            _write_atomic(path, text)  # the file as it was: the node was not provisioned
+            raise
         ns = secrets_by_id[node_id]
         if running:  # let the running broker in the new node at once
             b = Broker(home.broker_dir, port=int(running["broker_port"]),
+                       node_port=int(running["node_port"]),
                        headend_password=headend_password(home))
-            b.write_config({s.id: s.password for s in all_node_secrets(engine, home)})
+            b.write_credentials({s.id: s.password for s in all_node_secrets(engine, home)})
             _reload_broker(b.pid_path)
     finally:
         engine.dispose()
     config: dict[str, Any] = {
         "id": node_id, "key": ns.key, "village": args.village, "commune": args.commune,
         "profile": args.profile,
-        "broker": {"host": broker[0], "port": broker[1], "password": ns.password},
-        "media_hosts": [f"{media[0]}:{media[1]}"],
+        "broker": {"host": broker[0], "port": broker[1], "password": ns.password,
+                   **_pinned_ca(home, tls)},
+        "media_hosts": [f"{'https://' if tls else ''}{media[0]}:{media[1]}"],
         **_quiet_config(path),
         **_link_config(args),
     }
@@ -269,6 +278,18 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
     if args.out is not None:
         _write_atomic(args.out, text, 0o600)
     return Provisioned(node_id, out, config)
+
+
+def _pinned_ca(home: Home, tls: bool) -> dict[str, str]:
+    """The installation's CA (DER, base64) the node checks the headend against, when the
+    headend serves TLS (it does whenever nodes reach it from off the machine)."""
+    if not tls:
+        return {}
+    import base64
+
+    from headend.core.tls import installed
+
+    return {"ca": base64.b64encode(installed(home).ca_der()).decode()}
 
 
 def _quiet_config(path: Path) -> dict[str, Any]:

@@ -81,6 +81,14 @@ def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
                        help="the commune's schedule file (schedules/*.toml)")
     serve.add_argument("--port", type=port, default=8080,
                        help="web page and media port (default 8080)")
+    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                       help="address nodes and officers reach (default 127.0.0.1; any other "
+                            "needs --name: everything off this machine is TLS)")
+    serve.add_argument("--name", dest="names", action="append", default=[], metavar="HOST",
+                       help="the host name (or address) nodes and browsers dial; turns on "
+                            "TLS with the installation's certificate for it (repeatable)")
+    serve.add_argument("--node-port", type=port, default=None, metavar="PORT",
+                       help="nodes' MQTT port (default 8883 with --name, else a free one)")
     bc = sub.add_parser("broadcast", help="send a broadcast now")
     bc_sub = bc.add_subparsers(dest="broadcast", required=True, metavar="KIND")
     em = bc_sub.add_parser(
@@ -261,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "web":
         cmd_web(Home.open(root), args.port)
     elif args.command == "serve":
-        cmd_serve(Home.create(root), args.schedule, args.port)
+        cmd_serve(Home.create(root), args)
     elif args.command == "broadcast":
         return cmd_broadcast(Home.open(root), args)
     elif args.command == "alarms":
@@ -269,13 +277,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(home: Home, schedule: Path, port: int) -> None:
+def cmd_serve(home: Home, args: argparse.Namespace) -> None:
     from headend.runtime.demo import check_port_free
     from headend.runtime.serve import serve
 
-    check_commune_file(schedule)
-    check_port_free(port)
-    asyncio.run(serve(home, schedule, port))
+    check_commune_file(args.schedule)
+    check_port_free(args.port)
+    node_port = args.node_port or (8883 if args.names else None)
+    asyncio.run(serve(home, args.schedule, args.port, args.listen, args.names, node_port))
 
 
 def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:
@@ -334,8 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from headend.communes.files import CommuneFileError
+    from headend.communes.registry import ProvisionError
     from headend.core.auth import AuthError
     from headend.core.db import DatabaseBroken
+    from headend.core.tls import TlsError
     from headend.nodes.broker import BrokerError
     from headend.nodes.emergency import EmergencyError
     from headend.runtime.demo import DemoError
@@ -343,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = run(args)
     except (HomeError, DatabaseBroken, CommuneFileError, BrokerError, DemoError, CliError,
-            EmergencyError, AuthError) as e:
+            EmergencyError, AuthError, ProvisionError, TlsError) as e:
         print(f"loaxa: error: {e}", file=sys.stderr)
         return 2
     except CommandError as e:

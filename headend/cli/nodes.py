@@ -17,6 +17,7 @@ from headend.cli.common import (
     open_engine,
     operator_name,
     running_headend,
+    who_and_where,
 )
 from headend.cli.device import DEVICE_OPS, add_device_parsers, cmd_device
 from headend.core.home import Home
@@ -64,6 +65,8 @@ def add_node_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     op("amp", "switch the amplifier on or off by hand").add_argument("state",
                                                                      choices=("on", "off"))
     op("reboot", "restart the node")
+    op("revoke", "take the node's broker login and key away at once (a stolen or lost "
+                 "node); nothing it sends afterwards is taken")
     op("report", "ask the node for a full report now")
     ota = op("ota", "install new firmware on the node (signed for it; rolled back if the "
                     "node does not report healthy with it)")
@@ -152,6 +155,8 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
         return cmd_device(home, args)
     if args.node_op == "ota":
         return cmd_node_ota(home, args)
+    if args.node_op == "revoke":
+        return cmd_node_revoke(home, args)
     from rich.progress import Progress
 
     from headend.communes.registry import headend_password
@@ -199,6 +204,39 @@ def cmd_node(home: Home, args: argparse.Namespace) -> int:
           f"{' – ' + str(reason_vi(str(final['reason']))) if final.get('reason') else ''}"
           f"{' ' + str(extra) if extra else ''}")
     return 0 if status == "done" else 1
+
+
+def cmd_node_revoke(home: Home, args: argparse.Namespace) -> int:
+    from headend.communes.registry import all_node_secrets, headend_password, revoke_node
+    from headend.core import audit
+    from headend.nodes.broker import Broker, BrokerError
+
+    engine = open_engine(home)
+    now = time.time_ns() // 1_000_000
+    login, where = who_and_where()
+    try:
+        commune = revoke_node(engine, home, args.node, now)
+        audit.record(engine, audit.Actor(operator_name(args.operator)[:64] or login, "cli",
+                                         where), "node_revoke", now, commune, args.node)
+        try:
+            running: dict[str, Any] | None = running_headend(home.running_path)
+        except CliError:
+            running = None
+        if running:  # the running broker drops its login, and its connection, now
+            b = Broker(home.broker_dir, port=int(running["broker_port"]),
+                       node_port=int(running["node_port"]),
+                       headend_password=headend_password(home))
+            b.write_credentials({s.id: s.password for s in all_node_secrets(engine, home)})
+            try:
+                b.reload_pid()
+            except BrokerError as e:
+                raise CliError(f"the broker did not reload: {e}; restart `loaxa serve` "
+                               "before the node can reconnect") from None
+    finally:
+        engine.dispose()
+    print(f"Đã thu hồi cụm loa {args.node} (revoked): không còn đăng nhập được, khoá cũ "
+          "không còn hiệu lực. Muốn lắp lại, hãy cấp một cụm loa mới (loaxa node provision).")
+    return 0
 
 
 def _reported_board(home: Home, node_id: str) -> str | None:

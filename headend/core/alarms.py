@@ -138,14 +138,19 @@ def clear_on(conn: Connection, kind: str, subject: str, now_ms: int) -> bool:
 Decision = tuple[bool, str, str | None]  # (raise it, detail, commune) for one subject
 
 
-def settle(conn: Connection, kind: str, decisions: Mapping[str, Decision], now_ms: int) -> None:
+def settle(conn: Connection, kind: str, decisions: Mapping[str, Decision], now_ms: int,
+           commune_id: str | None = None) -> None:
     """Raise or clear the alarm of `kind` for many subjects at once, in the caller's
     transaction: one query for what is open, one insert, one update. Storing a burst of node
-    reports must not cost a query per report (measured in `loaxa bench ingest`)."""
+    reports must not cost a query per report (measured in `loaxa bench ingest`).
+    With commune_id, only that commune's alarms: for subjects named within a commune (a
+    village id), which another commune may use too."""
     if not decisions:
         return
+    mine = [Alarm.commune_id == commune_id] if commune_id is not None else []
     open_ = set(conn.scalars(select(Alarm.subject).where(
-        Alarm.kind == kind, Alarm.cleared_ms.is_(None), Alarm.subject.in_(list(decisions)))))
+        Alarm.kind == kind, Alarm.cleared_ms.is_(None), Alarm.subject.in_(list(decisions)),
+        *mine)))
     raised = [{"kind": kind, "subject": s[:200], "commune_id": commune, "detail": detail[:2000],
                "raised_ms": now_ms}
               for s, (up, detail, commune) in decisions.items() if up and s not in open_]
@@ -156,7 +161,7 @@ def settle(conn: Connection, kind: str, decisions: Mapping[str, Decision], now_m
     if cleared:
         conn.execute(update(Alarm).where(Alarm.kind == bindparam("k"),
                                          Alarm.subject == bindparam("s"),
-                                         Alarm.cleared_ms.is_(None))
+                                         Alarm.cleared_ms.is_(None), *mine)
                      .values(cleared_ms=bindparam("now")), cleared)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DatabaseError, OperationalError
 
@@ -47,13 +48,32 @@ def open_db(url: str, migrate: bool = True) -> Engine:
             with contextlib.suppress(OSError):  # a bad path is reported by the connect below
                 os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        with engine.begin() as conn:
-            if migrate:
-                cfg = alembic_config()
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-            elif "nodes" not in inspect(conn).get_table_names():
-                raise DatabaseBroken(f"{url}: no LoaXa tables")
+        with engine.connect() as conn:
+            sqlite = engine.dialect.name == "sqlite"
+            if migrate and sqlite:
+                # A migration that rebuilds a table others refer to (SQLite's only way to
+                # change a key) needs foreign keys off; they are all checked before use.
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            migrated = False
+            with conn.begin():
+                if migrate:
+                    before = MigrationContext.configure(conn).get_current_revision()
+                    cfg = alembic_config()
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    migrated = MigrationContext.configure(conn).get_current_revision() != before
+                elif "nodes" not in inspect(conn).get_table_names():
+                    raise DatabaseBroken(f"{url}: no LoaXa tables")
+            if migrate and sqlite:
+                # The whole database is read: only after a migration ran.
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all() if migrated \
+                    else []
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+                if broken:
+                    raise DatabaseBroken(f"{url}: rows refer to missing rows after migrating: "
+                                         f"{broken[:5]}")
     except (DatabaseError, OperationalError) as e:
         engine.dispose()
         raise DatabaseBroken(f"cannot use database {url}: {e.orig}") from e

@@ -22,7 +22,7 @@ def default_home() -> Path:
 
 
 MARKER = "loaxa-home"
-PRIVATE_DIRS = ("broker", "nodes", "sim")  # node keys and broker passwords live in these
+PRIVATE_DIRS = ("broker", "nodes", "sim", "tls")  # keys and passwords live in these
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
@@ -69,6 +69,11 @@ class Home:
         return self.root / "nodes"
 
     @property
+    def tls_dir(self) -> Path:
+        """The installation's CA and server certificates (headend/core/tls.py)."""
+        return self.root / "tls"
+
+    @property
     def sim_dir(self) -> Path:
         return self.root / "sim"
 
@@ -104,7 +109,7 @@ class Home:
                     )
                 marker.write_text("LoaXa state directory\n")
             home = cls(root)
-            for d in (home.broker_dir, home.media_dir, home.nodes_dir, home.sim_dir):
+            for d in (home.broker_dir, home.media_dir, home.nodes_dir, home.sim_dir, home.tls_dir):
                 if d.exists() and not d.is_dir():
                     raise HomeError(f"{d} should be a directory but is a file")
                 d.mkdir(exist_ok=True)

@@ -3,7 +3,17 @@ schema identical on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -21,16 +31,28 @@ class Commune(Base):
 
 
 class Village(Base):
+    """A village, known by its id within its commune: communes made from one template all
+    have a "thon-1", and none may take another's."""
+
     __tablename__ = "villages"
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"), primary_key=True)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
 
 
 class Node(Base):
+    """A loudspeaker node. Its id is its broker username, so unique across the installation;
+    its village is one of its own commune's."""
+
     __tablename__ = "nodes"
+    __table_args__ = (
+        ForeignKeyConstraint(["commune_id", "village_id"],
+                             ["villages.commune_id", "villages.id"], name="fk_nodes_village"),
+        Index("ix_nodes_commune_village", "commune_id", "village_id"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    village_id: Mapped[str] = mapped_column(ForeignKey("villages.id"), index=True)
+    commune_id: Mapped[str] = mapped_column(ForeignKey("communes.id", name="fk_nodes_commune"))
+    village_id: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(128))  # HMAC key, hex
     seq: Mapped[int] = mapped_column(BigInteger, default=0)  # last sequence number issued
     online: Mapped[bool] = mapped_column(default=False)
@@ -39,6 +61,12 @@ class Node(Base):
     fw: Mapped[str | None] = mapped_column(String(32))
     playing: Mapped[str | None] = mapped_column(String(64))  # command id now on air
     telemetry: Mapped[str | None] = mapped_column(Text)  # last telemetry message, JSON
+    # `loaxa node revoke`: its broker login and key are gone; nothing it sends is taken.
+    revoked_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+# Node -> its village: the same commune and village id.
+NODE_VILLAGE = and_(Village.commune_id == Node.commune_id, Village.id == Node.village_id)
 
 
 class Command(Base):

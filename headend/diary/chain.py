@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
-from headend.core.models import AsRunRecord, DiaryHead, Node, Village
+from headend.core.models import NODE_VILLAGE, AsRunRecord, DiaryHead, Node, Village
 
 GENESIS = "0" * 64
 # The content an entry's hash covers, in this order (the row id is the database's, not ours).
@@ -37,7 +37,7 @@ def entry_hash(prev: str, entry: Mapping[str, Any]) -> str:
 
 def node_communes(conn: Connection, node_ids: Sequence[str]) -> dict[str, str]:
     return dict(conn.execute(select(Node.id, Village.commune_id)
-                             .join(Village, Village.id == Node.village_id)
+                             .join(Village, NODE_VILLAGE)
                              .where(Node.id.in_(set(node_ids)))).all())
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from headend.core.alarms import AMP_FAULT, NODE_OFFLINE
-from headend.core.models import Alarm, AsRunRecord, Command, Commune, Node, Village
+from headend.core.models import NODE_VILLAGE, Alarm, AsRunRecord, Command, Commune, Node, Village
 from headend.planning.criterion import Aired
 
 log = logging.getLogger("loaxa.diary")
@@ -122,7 +122,7 @@ def commune_rows(engine: Engine) -> list[dict[str, Any]]:
     stmt = (select(Commune.id, Commune.name, Commune.province, func.count(Node.id),
                    func.count(Node.id).filter(Node.online.is_(True)))
             .outerjoin(Village, Village.commune_id == Commune.id)
-            .outerjoin(Node, Node.village_id == Village.id)
+            .outerjoin(Node, NODE_VILLAGE)
             .group_by(Commune.id, Commune.name, Commune.province)
             .order_by(Commune.province, Commune.name))
     with Session(engine) as s:
@@ -156,7 +156,7 @@ def diary_for_day(engine: Engine, day: date, tz: ZoneInfo | None = None,
         select(AsRunRecord, Village.name,
                func.coalesce(AsRunRecord.planned_start_ms, Command.issued_ms), Command.operator)
         .join(Node, Node.id == AsRunRecord.node_id)
-        .join(Village, Village.id == Node.village_id)
+        .join(Village, NODE_VILLAGE)
         .outerjoin(Command, Command.id == AsRunRecord.command_id)
         .where(
             # Items that never started are filed under the day the node reported them.
@@ -184,7 +184,7 @@ def node_rows(engine: Engine, communes: Sequence[str] | None = None) -> list[Nod
     newest telemetry."""
     stmt = (
         select(Node, Village.name, Commune.name, Command.title, Commune.province, Commune.id)
-        .join(Village, Village.id == Node.village_id)
+        .join(Village, NODE_VILLAGE)
         .join(Commune, Commune.id == Village.commune_id)
         .outerjoin(Command, Command.id == Node.playing)
         .order_by(Commune.province, Commune.name, Village.name, Node.id)

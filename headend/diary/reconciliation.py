@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from firmware import protocol
 from headend.core.models import (
+    NODE_VILLAGE,
     AsRunRecord,
     Bulletin,
     Command,
@@ -224,7 +225,7 @@ def commune_lines(engine: Engine, info: CommuneInfo, lo_ms: int, hi_ms: int,
                    Command.expires_ms, Command.status, Command.reason, Command.operator,
                    Node.village_id)
             .join(Node, Node.id == Command.node_id)
-            .join(Village, Village.id == Node.village_id)
+            .join(Village, NODE_VILLAGE)
             .where(Village.commune_id == info.id, Command.op.in_(list(PLAYING_OPS)),
                    Command.issued_ms >= lo_ms, Command.issued_ms < hi_ms)).all()
         media_of = [_command_media(c.op, c.args) for c in commands]

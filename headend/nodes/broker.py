@@ -19,16 +19,18 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
 
 from firmware import protocol
 from headend.core.home import write_private
+from headend.core.tls import TlsFiles
 
 __all__ = [
     "HEADEND_TOPICS",
+    "LOOPBACK",
     "NODE_READ_LEAVES",
     "NODE_WRITE_LEAVES",
     "PBKDF2_ITERATIONS",
@@ -56,6 +58,7 @@ NODE_WRITE_LEAVES: Final[tuple[str, ...]] = (
 HEADEND_TOPICS: Final[str] = str(protocol.PREFIX).split("/", 1)[0] + "/#"
 
 _DEFAULT_EXECUTABLE: Final = "/usr/sbin/mosquitto"
+LOOPBACK: Final = ("127.0.0.1", "::1", "localhost")
 
 
 class BrokerError(RuntimeError):
@@ -133,7 +136,9 @@ def _connect_packet(username: str, password: str) -> bytes:
 
 
 class Broker:
-    """One Mosquitto process that LoaXa configures and runs, listening on 127.0.0.1 only.
+    """One Mosquitto process that LoaXa configures and runs: the headend's listener on
+    loopback (``port``), the nodes' on ``node_host:node_port``, with TLS when ``tls`` is given
+    (required off loopback).
 
     Call :meth:`write_config` before :meth:`start`, and again (then :meth:`reload`) whenever
     nodes are added, removed or get new passwords.
@@ -147,6 +152,9 @@ class Broker:
         *,
         headend_password: str,
         host: str = "127.0.0.1",
+        node_port: int | None = None,
+        node_host: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
         executable: str | Path | None = None,
         max_keepalive: int = 1200,
         max_queued_messages: int = 100_000,
@@ -158,9 +166,23 @@ class Broker:
             raise ValueError(f"bad port {port}")
         if not 10 <= max_keepalive <= 65535:
             raise ValueError("max_keepalive must be within 10..65535 seconds")
+        if host not in LOOPBACK:
+            raise ValueError("the headend's own listener stays on loopback")
+        if tls is None and node_host not in LOOPBACK:
+            raise ValueError(f"nodes on {node_host} would send their passwords in the clear: "
+                             "a listener off loopback needs TLS")
         self.state_dir = Path(state_dir)
         self.port = port
         self.host = host
+        if node_port is None:
+            node_port = find_free_port()
+            while node_port == port:
+                node_port = find_free_port()
+        self.node_port = node_port
+        if not 0 < self.node_port < 65536 or self.node_port == port:
+            raise ValueError(f"bad node port {self.node_port}")
+        self.node_host = node_host
+        self.tls = tls
         self.headend_user = headend_user
         self.headend_password = headend_password
         self.max_keepalive = max_keepalive
@@ -185,6 +207,15 @@ class Broker:
         return self.state_dir / "acl"
 
     @property
+    def headend_passwd_path(self) -> Path:
+        """The headend listener's only login: a node's password does not open it."""
+        return self.state_dir / "passwd.headend"
+
+    @property
+    def headend_acl_path(self) -> Path:
+        return self.state_dir / "acl.headend"
+
+    @property
     def log_path(self) -> Path:
         """Mosquitto's own log (``log_dest file``)."""
         return self.state_dir / "mosquitto.log"
@@ -199,11 +230,18 @@ class Broker:
         return self.state_dir / "persistence"
 
     def write_config(self, nodes: Mapping[str, str]) -> None:
-        """Write mosquitto.conf, passwd (0600) and acl for ``nodes`` (node id -> password).
+        """Write mosquitto.conf, the password files (0600) and ACLs for ``nodes`` (node id ->
+        password).
 
         Takes effect on the next :meth:`start`, or at once on a running broker after
         :meth:`reload`.
         """
+        self.write_credentials(nodes)
+        write_private(self.config_path, self._config_text(), 0o600)
+
+    def write_credentials(self, nodes: Mapping[str, str]) -> None:
+        """Write the password files and ACLs only (a running broker's listeners stay as they
+        are): what adding, re-keying or revoking a node changes. :meth:`reload` applies it."""
         for node_id in nodes:
             if not protocol.valid_node_id(node_id):
                 raise ValueError(f"invalid node id {node_id!r}")
@@ -212,18 +250,21 @@ class Broker:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.persistence_dir.mkdir(exist_ok=True)
 
-        passwd_lines = [f"{self.headend_user}:{hash_password(self.headend_password)}"]
-        passwd_lines += [f"{node_id}:{hash_password(pw)}" for node_id, pw in nodes.items()]
-        write_private(self.passwd_path, "\n".join(passwd_lines) + "\n", 0o600)
+        headend = f"{self.headend_user}:{hash_password(self.headend_password)}\n"
+        write_private(self.headend_passwd_path, headend, 0o600)
+        passwd_lines = [f"{node_id}:{hash_password(pw)}" for node_id, pw in nodes.items()]
+        write_private(self.passwd_path, "".join(f"{line}\n" for line in passwd_lines), 0o600)
         write_private(self.acl_path, self._acl_text(), 0o600)
-        write_private(self.config_path, self._config_text(), 0o600)
+        write_private(self.headend_acl_path, "\n".join([
+            "# Written by LoaXa (headend/nodes/broker.py); edits are overwritten.", "",
+            f"user {self.headend_user}", f"topic readwrite {HEADEND_TOPICS}", ""]), 0o600)
 
     def _acl_text(self) -> str:
         lines = ["# Written by LoaXa (headend/nodes/broker.py); edits are overwritten.", ""]
-        lines.append("# Every node: its own topics only (%u = username = node id).")
+        lines.append("# Every node: its own topics only (%u = username = client id = node id).")
         lines += [f"pattern read {protocol.topic('%u', leaf)}" for leaf in NODE_READ_LEAVES]
         lines += [f"pattern write {protocol.topic('%u', leaf)}" for leaf in NODE_WRITE_LEAVES]
-        lines += ["", f"user {self.headend_user}", f"topic readwrite {HEADEND_TOPICS}", ""]
+        lines.append("")
         return "\n".join(lines)
 
     def _config_text(self) -> str:
@@ -233,13 +274,22 @@ class Broker:
             # Run as us: as root mosquitto would otherwise drop to 'mosquitto', which cannot
             # read these files.
             f"user {user}",
-            "per_listener_settings false",
+            # Two listeners, each with its own logins: the headend's on loopback, where a
+            # node's password does not work; the nodes', where the client id is the username,
+            # so no node can take over another client's session (the headend's included).
+            "per_listener_settings true",
             f"listener {self.port} {self.host}",
             "max_connections -1",
             "allow_anonymous false",
-            "allow_zero_length_clientid true",
+            f"password_file {self.headend_passwd_path}",
+            f"acl_file {self.headend_acl_path}",
+            f"listener {self.node_port} {self.node_host}",
+            "max_connections -1",
+            "allow_anonymous false",
+            "use_username_as_clientid true",
             f"password_file {self.passwd_path}",
             f"acl_file {self.acl_path}",
+            *self._tls_lines(),
             # QoS1 messages for offline persistent sessions survive a restart.
             "persistence true",
             f"persistence_location {self.persistence_dir}",
@@ -265,6 +315,12 @@ class Broker:
             "",
         ]
         return "\n".join(lines)
+
+    def _tls_lines(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [f"certfile {self.tls.cert}", f"keyfile {self.tls.key}",
+                "tls_version tlsv1.2"]  # what MicroPython's mbedTLS speaks
 
     # -- process -------------------------------------------------------------------------
     @property
@@ -418,14 +474,36 @@ class Broker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
-        while b"Reloading config" not in self._read_log_from(offset):
-            if proc.poll() is not None:
-                raise BrokerError(f"mosquitto exited during reload\n{self.log_tail()}")
-            if time.monotonic() >= deadline:
-                raise BrokerError(f"mosquitto did not reload within {timeout:g} s")
-            time.sleep(0.01)
+        self._wait_reloaded(offset, deadline, lambda: proc.poll() is None)
         # Mosquitto is single-threaded: a login served now is served after the reload.
         self.wait_ready(max(0.1, deadline - time.monotonic()))
+
+    def reload_pid(self, timeout: float = 10.0) -> None:
+        """:meth:`reload` for the broker another process runs on this state directory (a
+        `loaxa` command beside `loaxa serve`): SIGHUP to its pid file's process; returns
+        once its log says it reloaded."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            raise BrokerError("no broker runs on this state directory") from None
+        if str(self.config_path).encode() not in cmdline:
+            raise BrokerError("no broker runs on this state directory")
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as e:
+            raise BrokerError(f"cannot signal the broker: {e}") from None
+        self._wait_reloaded(offset, time.monotonic() + timeout,
+                            lambda: Path(f"/proc/{pid}").exists())
+
+    def _wait_reloaded(self, offset: int, deadline: float, alive: Callable[[], bool]) -> None:
+        while b"Reloading config" not in self._read_log_from(offset):
+            if not alive():
+                raise BrokerError(f"mosquitto exited during reload\n{self.log_tail()}")
+            if time.monotonic() >= deadline:
+                raise BrokerError("mosquitto did not reload in time")
+            time.sleep(0.01)
 
     def _read_log_from(self, offset: int) -> bytes:
         try:

@@ -20,7 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from firmware import protocol
-from headend.core.models import AsRunRecord, Broadcast, Command, Commune, Node, Village
+from headend.core.models import (
+    NODE_VILLAGE,
+    AsRunRecord,
+    Broadcast,
+    Command,
+    Commune,
+    Node,
+    Village,
+)
 from headend.diary.reasons import NO_ANSWER, reason_vi
 from headend.media.library import Media, MediaLibrary, node_audio
 from headend.media.store import wav_for_nodes
@@ -67,8 +75,9 @@ def find_target(engine: Engine, commune_id: str, villages: list[str] | None) -> 
             raise EmergencyError(
                 f"xã '{commune_id}' không có thôn/bản {', '.join(unknown)} "
                 f"(unknown villages; the commune has: {', '.join(all_villages)})")
-        nodes = list(s.scalars(select(Node.id).where(Node.village_id.in_(chosen))
-                               .order_by(Node.id)))
+        nodes = list(s.scalars(select(Node.id).where(
+            Node.commune_id == commune_id, Node.village_id.in_(chosen),
+            Node.revoked_ms.is_(None)).order_by(Node.id)))
     if not nodes:
         raise EmergencyError("các thôn đã chọn chưa có cụm loa nào (no nodes in those villages)")
     return Target(commune_id, chosen, nodes)
@@ -257,7 +266,7 @@ def village_states(engine: Engine, broadcast_id: int, now_ms: int) -> list[Villa
         ids = json.loads(b.commands or "[]")
         rows = s.execute(select(Village.id, Village.name, Command.id, Command.status,
                                 Command.reason, Command.expires_ms)
-                         .join(Node, Node.village_id == Village.id)
+                         .join(Node, NODE_VILLAGE)
                          .join(Command, Command.node_id == Node.id)
                          .where(Command.id.in_(ids))).all() if ids else []
         heard = {cid: (outcome, reason) for cid, outcome, reason in s.execute(
@@ -265,7 +274,8 @@ def village_states(engine: Engine, broadcast_id: int, now_ms: int) -> list[Villa
             .where(AsRunRecord.command_id.in_(ids), AsRunRecord.rid.is_not(None)))} \
             if ids else {}
         names = dict(s.execute(select(Village.id, Village.name)
-                               .where(Village.id.in_(json.loads(b.villages) or
+                               .where(Village.commune_id == b.commune_id,
+                                      Village.id.in_(json.loads(b.villages) or
                                                      [r[0] for r in rows]))).all())
     best: dict[str, VillageState] = {}
     for vid, name, cid, status, reason, expires in rows:

@@ -52,7 +52,7 @@ from headend.core.alarms import (
     Decision,
     settle,
 )
-from headend.core.models import Alarm, Node, Village
+from headend.core.models import NODE_VILLAGE, Alarm, Node, Village
 from headend.diary.reasons import reason_vi
 
 log = logging.getLogger("loaxa.health")
@@ -189,7 +189,7 @@ def check_nodes(engine: Engine, now: int, policy: HealthPolicy = DEFAULT_POLICY,
     with engine.begin() as conn:
         nodes = conn.execute(select(Node.id, Node.online, Node.last_seen_ms, Node.village_id,
                                     Village.commune_id, Node.telemetry)
-                             .join(Village, Village.id == Node.village_id)).all()
+                             .join(Village, NODE_VILLAGE)).all()
         offline: dict[str, Decision] = {}
         for node_id, online, seen, _, commune, telemetry in nodes:
             if seen is None:
@@ -213,13 +213,14 @@ def check_nodes(engine: Engine, now: int, policy: HealthPolicy = DEFAULT_POLICY,
         for node_id, _, seen, village, commune, _ in nodes:
             if seen is not None:
                 villages[(village, commune)].append(node_id)
-        silent: dict[str, Decision] = {}
+        silent: dict[str, dict[str, Decision]] = defaultdict(dict)  # commune -> village
         for (village, commune), members in villages.items():
             down = all(n in failing for n in members)
             template = DETAIL_VILLAGE_ONE if len(members) == 1 else DETAIL_VILLAGE_ALL
-            silent[village] = (down, template.format(n=len(members), nodes=", ".join(members))
-                               if down else "", commune)
-        settle(conn, VILLAGE_SILENT, silent, now)
+            silent[commune][village] = (down, template.format(
+                n=len(members), nodes=", ".join(members)) if down else "", commune)
+        for commune, decisions in silent.items():  # village ids are the commune's own
+            settle(conn, VILLAGE_SILENT, decisions, now, commune)
 
 
 async def watch(engine: Engine, clock: Callable[[], int],

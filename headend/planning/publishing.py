@@ -126,14 +126,16 @@ class PlanPublisher:
         record_programme(self.engine, schedule, entries, block, to_ms, now)
         quiet = quiet_window(schedule, now)
         with Session(self.engine) as s:
-            keys = {node_id: key for node_id, key in s.execute(select(Node.id, Node.key))}
+            keys = {node_id: key for node_id, key in s.execute(select(Node.id, Node.key).where(
+                Node.commune_id == schedule.commune.id, Node.revoked_ms.is_(None)))}
             sent = {p.node_id: p for p in s.scalars(select(NodePlan))}
         out: list[BuiltPlan] = []
         fits: dict[str, Decision] = {}  # the PLAN_TOO_LARGE alarm of each plan built
         for node_id in schedule.commune.node_ids:
             key = keys.get(node_id)
             if key is None:
-                log.warning("node %s is in the schedule but not provisioned", node_id)
+                log.warning("node %s is in the schedule but not provisioned (or revoked)",
+                            node_id)
                 continue
             items = [i for e in entries.get(node_id, []) if (i := self._wire_item(e))]
             fallback = self.fallback.wire() if self.fallback else None

@@ -101,7 +101,7 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
         runtime.source_urls = source_urls
         write_test_tone(home.media_dir)
         secrets = runtime.secrets
-        fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.port,
+        fleet = Fleet(root=home.sim_dir, broker_port=runtime.broker.node_port,
                       media_hosts=[runtime.media_host, stations.host], telemetry_s=10,
                       nodes=[SimNode(s.id, s.key, s.password, s.village) for s in secrets])
         await runtime.start()

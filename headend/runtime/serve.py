@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,16 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from headend.communes.registry import NodeSecrets, headend_password, provision_commune
+from headend.core import tls
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import Node
+from headend.core.tls import TlsError, TlsFiles
 from headend.media.library import Media, MediaLibrary
 from headend.media.store import StoredMedia, wav_for_nodes, write_test_tone
 from headend.media.tts import TtsError, default_engine
 from headend.nodes import health
-from headend.nodes.broker import Broker, find_free_port
+from headend.nodes.broker import LOOPBACK, Broker, find_free_port
 from headend.nodes.emergency import TTL_MS, find_target, send
 from headend.nodes.gateway import Gateway, wall_clock_ms
 from headend.planning.publishing import PlanPublisher, SourceWatch, real_sleep
@@ -66,10 +68,17 @@ class Runtime:
     source_urls: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     fallback: Media | None = None
     watch_sources: bool = True
+    # Where nodes and officers reach the headend. Off loopback everything is TLS with the
+    # certificate for `names` (headend/core/tls.py): MQTT on node_port, the web and media on
+    # web_port. With names on loopback, TLS too (how the tests run it).
+    listen: str = "127.0.0.1"
+    names: Sequence[str] = ()
+    node_port: int | None = None
     engine: Engine = field(init=False)
     schedule: Schedule = field(init=False)
     secrets: list[NodeSecrets] = field(init=False)
     broker: Broker = field(init=False)
+    tls: TlsFiles | None = field(init=False)
     headend: Gateway = field(init=False)
     library: MediaLibrary = field(init=False)
     publisher: PlanPublisher = field(init=False)
@@ -84,8 +93,13 @@ class Runtime:
         self._remember_schedule()
         self.library = MediaLibrary(self.home.media_dir, self.media_base)
         password = headend_password(self.home)
+        if self.listen not in LOOPBACK and not self.names:
+            raise TlsError(f"trên {self.listen} mọi kết nối phải mã hoá: hãy cho --name "
+                           "(the name nodes and officers dial, for its TLS certificate)")
+        self.tls = tls.ensure(self.home, self.names) if self.names else None
         self.broker = Broker(self.home.broker_dir, port=find_free_port(),
-                             headend_password=password)
+                             headend_password=password, node_port=self.node_port,
+                             node_host=self.listen, tls=self.tls)
         self.broker.write_config({s.id: s.password for s in self.secrets})
         self.headend = Gateway(self.engine, self.broker.port, password, clock=self.clock)
 
@@ -99,12 +113,17 @@ class Runtime:
         path.write_text(json.dumps(known, indent=1))
 
     @property
+    def host(self) -> str:
+        """The name nodes dial (the certificate's first name), else loopback."""
+        return self.names[0] if self.names else "127.0.0.1"
+
+    @property
     def media_host(self) -> str:
-        return f"127.0.0.1:{self.web_port}"
+        return f"{self.host}:{self.web_port}"
 
     @property
     def media_base(self) -> str:
-        return f"http://{self.media_host}"
+        return f"{'https' if self.names else 'http'}://{self.media_host}"
 
     async def start(self) -> None:
         from headend.web.app import make_app  # FastAPI start-up is the slow part
@@ -125,9 +144,10 @@ class Runtime:
             make_app(self.engine, self.home.media_dir, self.clock,
                      schedule_paths={self.schedule.commune.id: self.schedule_path},
                      emergency=self.send_emergency,
-                     on_schedule_change=replan),
-            host="127.0.0.1",
-            port=self.web_port, log_level="warning", **proxy_options()))
+                     on_schedule_change=replan, secure_cookies=self.tls is not None),
+            host=self.listen, port=self.web_port, log_level="warning",
+            ssl_certfile=str(self.tls.cert) if self.tls else None,
+            ssl_keyfile=str(self.tls.key) if self.tls else None, **proxy_options()))
         self._tasks.append(asyncio.create_task(self._server.serve()))
         await self.headend.wait_connected(15)
         if self.fallback is None:
@@ -142,8 +162,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(health.watch(
             self.engine, self.clock, self.sleep_ms, self.headend.health)))
         self.home.running_path.write_text(json.dumps({
-            "pid": os.getpid(), "broker_port": self.broker.port, "web_port": self.web_port,
-            "media_base": self.media_base}))
+            "pid": os.getpid(), "broker_port": self.broker.port,
+            "node_port": self.broker.node_port, "host": self.host, "tls": self.tls is not None,
+            "web_port": self.web_port, "media_base": self.media_base}))
 
     def _replan(self) -> None:
         if hasattr(self, "publisher"):
@@ -184,18 +205,21 @@ class Runtime:
         self.engine.dispose()
 
 
-async def serve(home: Home, schedule_path: Path, port: int) -> None:
+async def serve(home: Home, schedule_path: Path, port: int, listen: str = "127.0.0.1",
+                names: Sequence[str] = (), node_port: int | None = None) -> None:
     """`loaxa serve`: run until Ctrl-C or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime(home, schedule_path, port)
+    runtime = Runtime(home, schedule_path, port, listen=listen, names=names,
+                      node_port=node_port)
     try:
         await runtime.start()
+        web = f"{'https' if names else 'http'}://{runtime.host}:{port}"
         print(f"LoaXa: {len(runtime.secrets)} nodes of {runtime.schedule.commune.name}; "
-              f"broker on 127.0.0.1:{runtime.broker.port}, web page on "
-              f"http://127.0.0.1:{port}", flush=True)
+              f"nodes' MQTT on {listen}:{runtime.broker.node_port}"
+              f"{' (TLS)' if names else ''}, web page on {web}", flush=True)
         await stop.wait()
     finally:
         print("LoaXa: stopping", flush=True)

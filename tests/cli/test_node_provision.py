@@ -8,6 +8,7 @@ and the esptool/mpremote command lines install MicroPython, the firmware and the
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -24,7 +25,9 @@ from support.loaxa_stack import wait_until
 from headend.cli.main import main
 from headend.communes.files import load_commune
 from headend.core.db import open_db
+from headend.core.home import Home
 from headend.core.models import Node
+from headend.core.tls import installed
 from headend.nodes.broker import find_free_port
 from hwsim.fleet import Fleet, SimNode
 
@@ -134,14 +137,18 @@ def test_unknown_commune_file_is_a_clear_error(tmp_path: Path,
     assert "no schedule file known for commune 'xa-khac'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["loopback", "tls"])
 def test_a_node_provisioned_while_the_headend_runs_logs_in_and_gets_its_plan(
-        site: tuple[Path, Path], tmp_path: Path) -> None:
+        site: tuple[Path, Path], tmp_path: Path, tls: bool) -> None:
     home, schedule = site
     port = find_free_port()
+    # --name: the headend serves nodes over TLS with a certificate for that name, as it
+    # must off loopback; the node gets the CA to pin in its config.
+    public = ["--name", "127.0.0.1", "--node-port", str(find_free_port())] if tls else []
     with open(tmp_path / "serve.log", "w") as log:
         serve = subprocess.Popen(
             [sys.executable, "-m", "headend.cli.main", "--home", str(home), "serve", str(schedule),
-             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log,
+             "--port", str(port), *public], stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True)
     fleet = None
     try:
@@ -149,12 +156,20 @@ def test_a_node_provisioned_while_the_headend_runs_logs_in_and_gets_its_plan(
         running = json.loads((home / "running.json").read_text())
         # No --schedule: the file `loaxa serve` was given is remembered.
         assert loaxa(home, "node", "provision", "--commune", "tan-lang", "--village", "ban-chu",
-                     "--broker", "127.0.0.1") == 0
+                     *([] if tls else ["--broker", "127.0.0.1"])) == 0
         cfg = json.loads((home / "nodes" / "ban-chu-1.node.json").read_text())
-        assert cfg["broker"]["port"] == running["broker_port"]
-        assert cfg["media_hosts"] == [f"127.0.0.1:{port}"]
+        assert cfg["broker"]["host"] == "127.0.0.1"
+        assert cfg["broker"]["port"] == running["node_port"] != running["broker_port"]
+        if tls:
+            assert cfg["media_hosts"] == [f"https://127.0.0.1:{port}"]
+            ca = base64.b64decode(cfg["broker"]["ca"])
+            assert ca == installed(Home(home)).ca_der()  # DER: what MicroPython reads
+        else:
+            assert cfg["media_hosts"] == [f"127.0.0.1:{port}"]
+            assert "ca" not in cfg["broker"]
         fleet = Fleet(root=tmp_path / "sim", broker_port=cfg["broker"]["port"],
                       media_hosts=cfg["media_hosts"],
+                      broker_ca=base64.b64decode(cfg["broker"]["ca"]) if tls else None,
                       nodes=[SimNode(cfg["id"], cfg["key"], cfg["broker"]["password"],
                                      "ban-chu")])
         fleet.start()

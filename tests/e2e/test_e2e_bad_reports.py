@@ -30,7 +30,7 @@ def publish_as_node(stack: Stack, node_id: str, items: list[tuple[str, bytes]]) 
     secret = next(s for s in stack.secrets if s.id == node_id)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{node_id}-rogue")
     client.username_pw_set(node_id, secret.password)
-    client.connect("127.0.0.1", stack.broker.port)
+    client.connect("127.0.0.1", stack.broker.node_port)
     client.loop_start()
     try:
         infos = [client.publish(protocol.topic(node_id, leaf), payload, qos=1)

@@ -101,7 +101,8 @@ def test_an_emergency_interrupts_the_relay_and_the_relay_resumes(tmp_path: Path)
 
 def test_broadcast_emergency_cli_speaks_text_on_every_node(stack: Stack) -> None:
     stack.home.running_path.write_text(json.dumps({
-        "pid": os.getpid(), "broker_port": stack.broker.port, "web_port": stack.web_port,
+        "pid": os.getpid(), "broker_port": stack.broker.port,
+        "node_port": stack.broker.node_port, "web_port": stack.web_port,
         "media_base": f"http://{stack.media_host}"}))
     code = main(["--home", str(stack.home.root), "broadcast", "emergency",
                  "--commune", "test-xa", "--text", "Bà con chú ý, nước lũ đang lên.",
@@ -135,7 +136,8 @@ def test_broadcast_emergency_cli_refuses_bad_requests(
     stack = Stack(tmp_path, nodes=2)
     try:
         stack.home.running_path.write_text(json.dumps({
-            "pid": os.getpid(), "broker_port": stack.broker.port, "web_port": stack.web_port}))
+            "pid": os.getpid(), "broker_port": stack.broker.port,
+            "node_port": stack.broker.node_port, "web_port": stack.web_port}))
         code = main(["--home", str(stack.home.root), "broadcast", "emergency", *args])
     finally:
         stack.engine.dispose()

@@ -41,7 +41,7 @@ def boards(tmp_path: Path) -> Iterator[tuple[Stack, Path, Path]]:
                      "eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\n")
     speaker = tmp_path / "pi-speaker.pcm"
     cfg = {"id": pi.id, "key": pi.key, "profile": "rpi",
-           "broker": {"host": "127.0.0.1", "port": stack.broker.port, "password": pi.password,
+           "broker": {"host": "127.0.0.1", "port": stack.broker.node_port, "password": pi.password,
                       "keepalive": 10},
            "media_hosts": [stack.media_host], "session": SESSION, "telemetry_s": 2,
            "quiet": stack.node_quiet,

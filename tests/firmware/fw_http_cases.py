@@ -26,10 +26,30 @@ def test_parse_url_ok():
     assert http.parse_url("http://h:81/a/b?x=1&y=2") == ("h", 81, "/a/b?x=1&y=2")
     assert http.parse_url("http://h?x=1") == ("h", 80, "/?x=1")
     assert http.parse_url("http://h/p#frag") == ("h", 80, "/p")
+    assert http.parse_url("https://headend.example/media/a.wav") == (
+        "headend.example", 443, "/media/a.wav")
+    assert http.parse_url("HTTPS://10.0.0.5:8443/m?n=x") == ("10.0.0.5", 8443, "/m?n=x")
+
+
+def test_https_without_a_pinned_ca_is_refused():
+    # A node with no CA must not fetch https unchecked: Python's default context checks
+    # nothing on MicroPython.
+    import asyncio
+
+    async def main():
+        try:
+            await http.get("https://127.0.0.1:9/x", 1000)
+        except OSError as e:
+            return str(e)
+        return None
+
+    assert http.TLS is None
+    err = asyncio.run(main())
+    assert err is not None and "CA" in err, err
 
 
 def test_parse_url_errors():
-    bad = ("https://example.org/a.mp3", "ftp://h/x", "example.org/a.mp3", "http://", "http:///x",
+    bad = ("httpx://example.org/a.mp3", "ftp://h/x", "example.org/a.mp3", "http://", "http:///x",
            "http://h:/x", "http://h:0/x", "http://h:70000/x", "http://h:80a/x",
            "http://user:pw@h/x", "http://[::1]/x", "", "rtsp://h/x")
     for url in bad:

@@ -32,7 +32,7 @@ def rogue(stack: Stack) -> mqtt.Client:
     secret = next(s for s in stack.secrets if s.id == ROGUE)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{ROGUE}-rogue")
     client.username_pw_set(ROGUE, secret.password)
-    client.connect("127.0.0.1", stack.broker.port)
+    client.connect("127.0.0.1", stack.broker.node_port)
     client.loop_start()
     return client
 

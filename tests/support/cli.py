@@ -23,7 +23,8 @@ def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | None
 
 def running(stack: Stack) -> None:
     stack.home.running_path.write_text(json.dumps({
-        "pid": os.getpid(), "broker_port": stack.broker.port, "web_port": stack.web_port,
+        "pid": os.getpid(), "broker_port": stack.broker.port,
+        "node_port": stack.broker.node_port, "web_port": stack.web_port,
         "media_base": f"http://{stack.media_host}"}))
 
 

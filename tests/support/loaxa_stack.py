@@ -21,6 +21,7 @@ from headend.communes.registry import NodeSecrets, headend_password, provision_c
 from headend.core.db import open_db
 from headend.core.home import Home
 from headend.core.models import AsRunRecord, Command, Node
+from headend.core.tls import ensure as ensure_tls
 from headend.media.library import MediaLibrary
 from headend.media.store import write_test_tone
 from headend.nodes.broker import Broker, find_free_port
@@ -55,8 +56,11 @@ class Stack:
     def __init__(self, root: Path, nodes: int = 5, session: dict[str, Any] | None = None,
                  per_process: int = 250, commune: CommuneSpec | None = None,
                  clock: SimClock | None = None, media_hosts: Sequence[str] = (),
-                 fleet_options: dict[str, Any] | None = None) -> None:
+                 fleet_options: dict[str, Any] | None = None, tls: bool = False) -> None:
         self.home = Home.create(root / "home")
+        # With tls, nodes reach the broker and the media server as over 4G: TLS, checked
+        # against the installation's CA (headend/core/tls.py) that each node pins.
+        self.tls = ensure_tls(self.home, ["127.0.0.1", "localhost"]) if tls else None
         self.engine: Engine = open_db(self.home.db_url)
         # A controlled clock shared by the headend and every node (hal.sim.SimClock).
         self.clock = clock or SimClock()
@@ -70,16 +74,19 @@ class Stack:
         self.tone = write_test_tone(self.home.media_dir)
         self.password = headend_password(self.home)
         self.broker = Broker(self.home.broker_dir, port=find_free_port(),
-                             headend_password=self.password)
+                             headend_password=self.password, tls=self.tls)
         self.broker.write_config({s.id: s.password for s in self.secrets})
         self.web_port = find_free_port()
         self.media_host = f"127.0.0.1:{self.web_port}"
+        self.media_base = f"{'https' if tls else 'http'}://{self.media_host}"
         options = dict(fleet_options or {})
         if self.node_quiet:
             options["extra"] = {"quiet": self.node_quiet, **options.get("extra", {})}
         self.fleet = Fleet(
-            root=self.home.sim_dir, broker_port=self.broker.port,
-            media_hosts=[self.media_host, *media_hosts], keepalive=10, per_process=per_process,
+            root=self.home.sim_dir, broker_port=self.broker.node_port,
+            media_hosts=[self.media_base if tls else self.media_host, *media_hosts],
+            broker_ca=self.tls.ca_der() if self.tls else None,
+            keepalive=10, per_process=per_process,
             nodes=[SimNode(s.id, s.key, s.password, s.village) for s in self.secrets],
             # Small backoff so reconnect tests run in seconds, still jittered.
             session=session if session is not None else {
@@ -95,8 +102,10 @@ class Stack:
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._headend_task: asyncio.Future[None] | None = None
         self.web = uvicorn.Server(uvicorn.Config(
-            make_app(self.engine, self.home.media_dir), host="127.0.0.1", port=self.web_port,
-            log_level="warning"))
+            make_app(self.engine, self.home.media_dir, secure_cookies=tls), host="127.0.0.1",
+            port=self.web_port, log_level="warning",
+            ssl_certfile=str(self.tls.cert) if self.tls else None,
+            ssl_keyfile=str(self.tls.key) if self.tls else None))
         self._web_thread = threading.Thread(target=self.web.run, daemon=True)
 
     def start(self) -> Stack:
@@ -123,7 +132,7 @@ class Stack:
                        fallback: bytes | None = None, watch: bool = False) -> PlanPublisher:
         """Publish every node's plan now and keep them current (on the headend's loop);
         with watch, also probe relay sources before their slots."""
-        library = MediaLibrary(self.home.media_dir, f"http://{self.media_host}")
+        library = MediaLibrary(self.home.media_dir, self.media_base)
         self.publisher = PlanPublisher(
             self.engine, schedule, library, self.headend.publish_plan, self.clock.time_ms,
             self.clock.sleep_ms, library.add_bytes(fallback) if fallback else None,
@@ -159,7 +168,7 @@ class Stack:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def media_url(self, name: str | None = None) -> str:
-        return f"http://{self.media_host}/media/{name or self.tone.name}"
+        return f"{self.media_base}/media/{name or self.tone.name}"
 
     def play(self, node_ids: list[str] | None = None, title: str = "Bản tin thử",
              name: str | None = None) -> list[str]:

@@ -23,7 +23,7 @@ from starlette.background import BackgroundTask
 from headend.core import i18n
 from headend.core.alarms import LABELS_VI, TEMPERATURE, alarm_visible, detail_text, list_alarms
 from headend.core.auth import NODES, VIEW, Forbidden, Principal
-from headend.core.models import Alarm, Commune, DiaryHead, Node, Village
+from headend.core.models import NODE_VILLAGE, Alarm, Commune, DiaryHead, Node, Village
 from headend.diary.exports import ExportError, export_diary
 from headend.diary.monthly import export_monthly, monthly_report
 from headend.diary.reading import NODE_STATE_VI, commune_timezone, node_rows, time_of_day
@@ -197,7 +197,7 @@ def fleet_metrics(engine: Engine, now_ms: int) -> CollectorRegistry:
     with Session(engine) as s:
         for commune, online, count in s.execute(
                 select(Village.commune_id, Node.online, func.count())
-                .join(Village, Village.id == Node.village_id)
+                .join(Village, NODE_VILLAGE)
                 .group_by(Village.commune_id, Node.online)):
             nodes.labels(commune, "online" if online else "offline").set(count)
         for kind, count in s.execute(select(Alarm.kind, func.count())
@@ -209,7 +209,7 @@ def fleet_metrics(engine: Engine, now_ms: int) -> CollectorRegistry:
             entries.labels(commune_id)  # a commune with no entries yet shows 0
         for node_id, commune, last, raw in s.execute(
                 select(Node.id, Village.commune_id, Node.last_seen_ms, Node.telemetry)
-                .join(Village, Village.id == Node.village_id)):
+                .join(Village, NODE_VILLAGE)):
             if last is not None:
                 seen.labels(node_id, commune).set((now_ms - last) / 1000)
             try:
