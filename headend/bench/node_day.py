@@ -99,8 +99,9 @@ class Traffic:
 class MqttMeter:
     """A TCP proxy in front of the broker that splits the byte stream into MQTT packets."""
 
-    def __init__(self, broker_port: int) -> None:
+    def __init__(self, broker_port: int, raw: bool = False) -> None:
         self.broker_port = broker_port
+        self.raw = raw  # TLS: count the bytes, which cannot be read
         self.port = find_free_port()
         self.traffic = Traffic()
         self._server: asyncio.Server | None = None
@@ -123,6 +124,13 @@ class MqttMeter:
 
     async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, dirn: str) -> None:
         try:
+            while self.raw:
+                data = await r.read(4096)
+                if not data:
+                    return
+                w.write(data)
+                await w.drain()
+                self.traffic.add(dirn, "tls", len(data))
             while True:
                 head = await r.readexactly(1)
                 length, mult, raw = 0, 1, b""
@@ -171,6 +179,8 @@ class DayResult:
     pcm_bytes: int
     asrun: dict[str, str]
     log_tail: str
+    tls: bool = False
+    memory_hwm_kb: int = 0  # the node process's peak resident memory (VmHWM)
 
     def happenings(self) -> int:
         """What makes the next periodic telemetry whole: as-run records, plans, commands."""
@@ -210,9 +220,10 @@ def _schedule(path: Path) -> None:
 
 
 async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: str,
-                  end_hm: str, day: date, events: bool = True) -> DayResult:
+                  end_hm: str, day: date, events: bool = True, tls: bool = False) -> DayResult:
     """One node through start_hm..end_hm of day at `rate`; commands, an emergency and a
-    link outage spread over the day (when events)."""
+    link outage spread over the day (when events). With tls, the node reaches the broker
+    and the media over TLS against the installation's CA, as over 4G."""
     schedule_path = root / "xa.toml"
     _schedule(schedule_path)
     h0, m0 = (int(x) for x in start_hm.split(":"))
@@ -228,10 +239,13 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
             urls[source] = (stations.url(source), None)
         home = Home.create(root / "home")
         runtime = Runtime(home, schedule_path, find_free_port(), clock=clock.time_ms,
-                          sleep_ms=clock.sleep_ms, source_urls=urls, watch_sources=False)
-        meter = MqttMeter(runtime.broker.node_port)
+                          sleep_ms=clock.sleep_ms, source_urls=urls, watch_sources=False,
+                          names=["127.0.0.1"] if tls else ())
+        meter = MqttMeter(runtime.broker.node_port, raw=tls)
         fleet = Fleet(root=home.sim_dir, broker_port=meter.port,
-                      media_hosts=[runtime.media_host, stations.host], per_process=1,
+                      broker_ca=runtime.tls.ca_der() if runtime.tls else None,
+                      media_hosts=[runtime.media_base if tls else runtime.media_host,
+                                   stations.host], per_process=1,
                       telemetry_s=MEASURE_TELEMETRY_S, keepalive=KEEPALIVE_S,
                       real_lead_ms=500,
                       heapsize=HEAPSIZE, heap_budget=budget, precompile=True,
@@ -282,6 +296,7 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
             await asyncio.sleep(max(0.0, left / rate / 1000))
             st = await asyncio.to_thread(fleet.status)
             base = fleet.heap_base()
+            hwm = _memory_hwm_kb(fleet.pids()[0])
         finally:
             logs = fleet.logs() if fleet._procs else ""
             await asyncio.to_thread(fleet.stop)
@@ -299,7 +314,35 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
                          (base or [0])[0], n.get("boots", 0),
                          (end - start).total_seconds() / 3600, time.monotonic() - t0,
                          meter.traffic, len(fleet.recordings(node)),
-                         sum(len(x.pcm()) for x in fleet.recordings(node)), asrun, logs[-1500:])
+                         sum(len(x.pcm()) for x in fleet.recordings(node)), asrun, logs[-1500:],
+                         tls, hwm)
+
+
+def _memory_hwm_kb(pid: int) -> int:
+    """A process's peak resident memory: on the unix port mbedTLS allocates outside the
+    MicroPython heap (as on an ESP32, where it takes the IDF heap), so only this sees it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _report_tls(r: DayResult, plain: DayResult) -> None:
+    """The TLS day beside the same day in the clear (measured in the same run)."""
+    print(f"[{r.profile} over TLS] heap budget {r.budget // 1024} KB: MemoryError "
+          f"{'YES' if r.memory_error else 'no'}; boots {r.boots}; peak heap used by the node "
+          f"{(r.heap_peak - r.heap_base) / 1024:.1f} KB (in the clear: "
+          f"{(plain.heap_peak - plain.heap_base) / 1024:.1f} KB)")
+    print(f"  {r.sim_hours:.1f} simulated hours in {r.real_s:.0f} s; {r.recordings} "
+          f"recordings (in the clear: {plain.recordings}); as-run: "
+          f"{dict(Counter(o.split()[0] for o in r.asrun.values()))}")
+    print(f"  node process peak memory {r.memory_hwm_kb} KB (in the clear: "
+          f"{plain.memory_hwm_kb} KB): mbedTLS's own "
+          f"{r.memory_hwm_kb - plain.memory_hwm_kb} KB, outside the MicroPython heap")
+    print(f"  MQTT bytes over TLS: {r.traffic.total()} (in the clear: {plain.traffic.total()})")
 
 
 def _report(r: DayResult) -> int:
@@ -336,6 +379,12 @@ def run_node_day(args: argparse.Namespace) -> int:
                   f"{args.heap_budget} KB of heap", flush=True)
             results.append(asyncio.run(run_day(Path(tmp), profile, args.heap_budget * 1024,
                                                args.rate, args.start, args.end, day)))
+    if args.tls:
+        with tempfile.TemporaryDirectory(prefix="loaxa-bench-node-tls-") as tmp:
+            print(f"simulating {args.start}–{args.end} on one esp32 node over TLS at "
+                  f"{args.rate}x, {args.heap_budget} KB of heap", flush=True)
+            tls_day = asyncio.run(run_day(Path(tmp), "esp32", args.heap_budget * 1024,
+                                          args.rate, args.start, args.end, day, tls=True))
     days = []
     for r in results:
         days.append(_report(r))
@@ -343,6 +392,12 @@ def run_node_day(args: argparse.Namespace) -> int:
             print(r.log_tail)
     esp = results[0]
     ok = not esp.memory_error and esp.boots == 1 and days[0] <= TARGET_BYTES_PER_DAY
+    if args.tls:
+        _report_tls(tls_day, esp)
+        if tls_day.memory_error:
+            print(tls_day.log_tail)
+        ok = ok and not tls_day.memory_error and tls_day.boots == 1 \
+            and tls_day.recordings == esp.recordings
     print("verdict: " + (f"no MemoryError in {args.heap_budget} KB, {days[0] / 1024:.1f} KB of "
                          "control traffic a day" if ok else "FAILED"))
     return 0 if ok else 1
@@ -359,3 +414,6 @@ def add_parser(bench_sub: Any) -> None:
     p.add_argument("--end", default="18:00", help="simulated end (local time)")
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the same day on the hal/sim profile")
+    p.add_argument("--tls", action="store_true",
+                   help="also the same ESP32 day over TLS (MQTT and media), beside the "
+                        "day in the clear: heap, process memory, bytes")

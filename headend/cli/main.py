@@ -89,6 +89,15 @@ def add_operation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
                             "TLS with the installation's certificate for it (repeatable)")
     serve.add_argument("--node-port", type=port, default=None, metavar="PORT",
                        help="nodes' MQTT port (default 8883 with --name, else a free one)")
+    tls = sub.add_parser("tls", help="the installation's TLS certificate (what nodes and "
+                                     "browsers check)")
+    tls_sub = tls.add_subparsers(dest="tls_op", required=True, metavar="OPERATION")
+    tls_sub.add_parser("show", help="names, expiry and the CA's fingerprint")
+    use = tls_sub.add_parser("use", help="serve your own certificate (checked first)")
+    use.add_argument("--cert", type=path_arg, required=True, metavar="PEM")
+    use.add_argument("--key", type=path_arg, required=True, metavar="PEM")
+    use.add_argument("--ca", type=path_arg, required=True, metavar="PEM",
+                     help="the CA that signed it: what provisioning gives the nodes to pin")
     bc = sub.add_parser("broadcast", help="send a broadcast now")
     bc_sub = bc.add_subparsers(dest="broadcast", required=True, metavar="KIND")
     em = bc_sub.add_parser(
@@ -272,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
         cmd_serve(Home.create(root), args)
     elif args.command == "broadcast":
         return cmd_broadcast(Home.open(root), args)
+    elif args.command == "tls":
+        return cmd_tls(Home.create(root), args)
     elif args.command == "alarms":
         cmd_alarms(Home.open(root), args.all)
     return 0
@@ -285,6 +296,25 @@ def cmd_serve(home: Home, args: argparse.Namespace) -> None:
     check_port_free(args.port)
     node_port = args.node_port or (8883 if args.names else None)
     asyncio.run(serve(home, args.schedule, args.port, args.listen, args.names, node_port))
+
+
+def cmd_tls(home: Home, args: argparse.Namespace) -> int:
+    import hashlib
+
+    from headend.core import tls
+
+    files = tls.installed(home)
+    if args.tls_op == "use":
+        files = tls.use_operator(home, args.cert, args.key, args.ca)
+        print("Đã dùng chứng chỉ của bạn (your certificate is in use); restart `loaxa serve`. "
+              "Nodes provisioned before pin the previous CA: provision them again.")
+    if not files.cert.exists():
+        raise CliError("chưa có chứng chỉ: `loaxa serve --name HOST` tạo ra "
+                       "(no certificate yet)")
+    print(f"names: {', '.join(files.names())}")
+    print(f"valid until: {files.expires():%Y-%m-%d} (renewed 30 days before, same CA)")
+    print(f"CA SHA-256: {hashlib.sha256(files.ca_der()).hexdigest()}")
+    return 0
 
 
 def cmd_broadcast(home: Home, args: argparse.Namespace) -> int:

@@ -69,3 +69,21 @@ def test_the_operators_certificate_is_checked_then_kept(tmp_path: Path) -> None:
     assert ensure(home, ["radio.example.vn"]).ca_der() == theirs.ca_der()  # not replaced
     with pytest.raises(TlsError, match="does not name"):
         ensure(home, ["other.example.vn"])
+
+
+def test_cli_show_and_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from support.cli import run_main
+
+    theirs = ensure(Home.create(tmp_path / "theirs"), ["radio.example.vn"])
+    home = tmp_path / "home"
+    code, _, err = run_main(capsys, "--home", str(home), "tls", "show")
+    assert code == 2 and "chưa có chứng chỉ" in err
+    code, _, err = run_main(capsys, "--home", str(home), "tls", "use", "--cert",
+                            str(theirs.cert), "--key", str(theirs.ca), "--ca", str(theirs.ca))
+    assert code == 2 and "loaxa: error:" in err and "Traceback" not in err
+    code, out, _ = run_main(capsys, "--home", str(home), "tls", "use", "--cert",
+                            str(theirs.cert), "--key", str(theirs.key), "--ca", str(theirs.ca))
+    assert code == 0 and "names: radio.example.vn" in out
+    assert hashlib.sha256(theirs.ca_der()).hexdigest() in out
