@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from pydub.generators import Sine
-from support.web_site import WebSite, make_site
+from support.web_site import WebSite, make_site, post_login
 
 from headend.core import alarms, audit, auth, i18n
 from headend.core.audit import Actor
@@ -275,8 +275,7 @@ def test_login_page_and_its_errors_in_english(site: WebSite) -> None:
                 absent=("Đăng nhập", "Mật khẩu"))
     # The switch back keeps where the officer was going after logging in.
     assert ('href="/lang/vi?next=%2Flogin%3Fnext%3D%2Fc%2Ftan-lang%2Fcalendar"' in html)
-    r = client.post("/login", data={"username": "canbo", "password": "sai-mat-khau-roi",
-                                    "next": f"/c/{C}/calendar"})
+    r = post_login(client, "canbo", "sai-mat-khau-roi", next=f"/c/{C}/calendar")
     assert r.status_code == 401
     assert "Wrong username or password." in r.text and '<html lang="en">' in r.text
     assert 'href="/lang/vi?next=%2Flogin%3Fnext%3D%2Fc%2Ftan-lang%2Fcalendar"' in r.text
