@@ -12,7 +12,7 @@ import gc
 import http
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -49,6 +51,8 @@ from headend.diary.reasons import reason_vi
 from headend.diary.reconciliation import OUTCOME_VI
 from headend.planning.schedule import ScheduleError, load_schedule
 from headend.web.context import (
+    FIRST_DAY,
+    LAST_DAY,
     CsrfFailed,
     LoginRequired,
     ScheduleFile,
@@ -84,6 +88,25 @@ ERROR_VI = {
           "trạng thái và tệp loaxa.db."),
 }
 DB_ERROR_VI = ERROR_VI[503][1]
+# What a query value that FastAPI could not take needed, by pydantic's error type.
+QUERY_NEEDS_VI = {
+    "int_parsing": "cần một số nguyên",
+    "int_from_float": "cần một số nguyên",
+    "bool_parsing": "cần true hoặc false",
+    "greater_than_equal": "số nhỏ quá",
+    "greater_than": "số nhỏ quá",
+    "less_than_equal": "số lớn quá",
+    "less_than": "số lớn quá",
+}
+
+
+def _query_error_vi(errors: Sequence[Any]) -> str:
+    """The first bad query value in Vietnamese: which parameter, what was sent, what it needs."""
+    e = next(e for e in errors if e.get("loc", ("",))[0] == "query")
+    name = str(e["loc"][-1]) if len(e["loc"]) > 1 else "?"
+    sent = str(e.get("input", ""))[:40]
+    need = QUERY_NEEDS_VI.get(e.get("type", ""), "giá trị không đúng")
+    return f"Giá trị không hợp lệ ở “{name}”: “{sent}” ({need})."
 
 
 def _fmt_seen(ms: int | None, tz: ZoneInfo, today: date) -> str:
@@ -123,10 +146,12 @@ def _fmt_duration(seconds: int | None) -> str:
 
 
 def _shift(day: date, days: int) -> date | None:
+    """The day before or after, for the page's arrows; None past the days pages show."""
     try:
-        return day + timedelta(days=days)
+        shifted = day + timedelta(days=days)
     except OverflowError:
         return None
+    return shifted if FIRST_DAY <= shifted <= LAST_DAY else None
 
 
 def _wants_json(request: Request) -> bool:
@@ -206,6 +231,18 @@ def make_app(engine: Engine, media_dir: Path,
         if _wants_json(request):
             return JSONResponse({"detail": CSRF_VI}, status_code=403)
         return _error_page(request, 403, CSRF_VI)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # A path that is no id (/bulletins/abc, an id past MAX_ID) names no page: 404. A bad
+        # query value: 400 in Vietnamese, never pydantic's English. Bodies keep FastAPI's 422.
+        errors = exc.errors()
+        places = {e.get("loc", ("",))[0] for e in errors}
+        if "path" in places:
+            return await http_error(request, StarletteHTTPException(404))
+        if "query" in places:
+            return await http_error(request, StarletteHTTPException(400, _query_error_vi(errors)))
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(SQLAlchemyError)
     async def db_error(request: Request, exc: SQLAlchemyError) -> Response:

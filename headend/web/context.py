@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -52,15 +53,36 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The days the pages and the API look at: wide enough for any diary, narrow enough that no
+# arithmetic on them (a week's Sunday, a day's UTC bounds, a month's end) can overflow.
+FIRST_DAY: Final = date(2000, 1, 1)
+LAST_DAY: Final = date(2099, 12, 31)
+DAY_RANGE_VI: Final = "LoaXa chỉ xem được các ngày từ 01/01/2000 đến 31/12/2099"
+# The largest integer SQLite (and PostgreSQL's bigint) stores: a larger id is no row, and
+# binding it raised OverflowError (a 500).
+MAX_ID: Final = 2**63 - 1
+# An id in a page's path: a number from 1 to MAX_ID, else the page does not exist (404).
+PathId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+def day_in_range(day: date, raw: str) -> date:
+    """`day` when the pages can show it; 400 in Vietnamese when it is too early or too late."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise HTTPException(400, f"Ngày nằm ngoài khoảng cho phép: “{raw[:40]}”. "
+                                 f"{DAY_RANGE_VI}.")
+    return day
+
+
 def parse_day(raw: str | None, default: D) -> date | D:
     """A YYYY-MM-DD query parameter; `default` when absent; 400 in Vietnamese when wrong."""
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(400, f"Ngày không hợp lệ: “{raw[:40]}”. Hãy ghi ngày theo dạng "
                                  "NĂM-THÁNG-NGÀY, ví dụ 2026-11-22.") from None
+    return day_in_range(day, raw)
 
 
 def same_token(sent: str, expected: str) -> bool:
