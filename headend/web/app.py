@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import http
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
@@ -49,6 +48,8 @@ from headend.diary.reading import (
 )
 from headend.diary.reasons import reason_vi
 from headend.diary.reconciliation import OUTCOME_VI
+from headend.media import access
+from headend.media.access import MEDIA_NAME
 from headend.planning.schedule import ScheduleError, load_schedule
 from headend.web.context import (
     FIRST_DAY,
@@ -72,7 +73,7 @@ from headend.web.pages.emergency import emergency_router
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+NO_MEDIA = "no such media"
 MACHINE_PREFIXES = ("/api/", "/media/", "/metrics")
 LOGIN_VI = "Cần đăng nhập (hoặc mã truy cập API hợp lệ: Authorization: Bearer ...)."
 CSRF_VI = ("Biểu mẫu đã cũ hoặc phiên làm việc đã hết hạn. Hãy tải lại trang rồi làm lại "
@@ -295,14 +296,26 @@ def make_app(engine: Engine, media_dir: Path,
         })
 
     @app.get("/media/{name}")
-    def media(name: str) -> FileResponse:
-        # Open to nodes (they hold no login); names are content hashes, not guessable titles.
+    def media(request: Request, name: str, n: str = "", t: str = "") -> FileResponse:
+        """A file for a node whose URL carries its token (n, t), or for a logged-in user who
+        sees a commune using it (headend/media/access.py). Anyone else, a wrong token, a file
+        that does not exist: the same 404, so nothing tells them apart."""
         # Names only: no directories, no dotfiles, nothing that resolves outside media_dir.
-        if not MEDIA_NAME.match(name):
-            raise HTTPException(404, "no such media")
+        if not MEDIA_NAME.fullmatch(name):
+            raise HTTPException(404, NO_MEDIA)
         path = (media_root / name).resolve()
         if path.parent != media_root or not path.is_file():
-            raise HTTPException(404, "no such media")
+            raise HTTPException(404, NO_MEDIA)
+        if n or t:
+            allowed = access.node_may_fetch(engine, n[:64], t[:64], name)
+        else:
+            try:
+                me: Principal | None = ctx.user(request)
+            except LoginRequired:
+                me = None
+            allowed = me is not None and access.user_may_fetch(engine, me, name)
+        if not allowed:
+            raise HTTPException(404, NO_MEDIA)
         return FileResponse(path)
 
     app.include_router(auth_router(ctx))

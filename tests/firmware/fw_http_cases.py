@@ -26,6 +26,10 @@ def test_parse_url_ok():
     assert http.parse_url("http://h:81/a/b?x=1&y=2") == ("h", 81, "/a/b?x=1&y=2")
     assert http.parse_url("http://h?x=1") == ("h", 80, "/?x=1")
     assert http.parse_url("http://h/p#frag") == ("h", 80, "/p")
+    # A media URL with the node's token (headend/media/access.py): the query goes out as given.
+    t = "9a45b07f5291016aaa5907b5558cfc66"
+    assert http.parse_url("http://10.0.0.5:8080/media/3dd8.mp3?n=tl-banchu-1&t=" + t) == (
+        "10.0.0.5", 8080, "/media/3dd8.mp3?n=tl-banchu-1&t=" + t)
 
 
 def test_parse_url_errors():
