@@ -1,9 +1,12 @@
 """The web app: the officer's pages (in Vietnamese), the JSON API, and media for nodes.
 
-Everything but the log-in form, /healthz and /media/ (nodes hold no login) needs a logged-in
-user, and each page checks the user's role and communes (headend/core/auth.py). People get HTML
-error pages in Vietnamese; /api/, /metrics and /media/ (read by programs and nodes) get JSON.
-A broken database answers 503 and the server keeps running.
+Everything but the log-in form, /healthz, /static/ (the pages' stylesheet and scripts) and
+/media/ needs a logged-in user, and each page checks the user's role and communes
+(headend/core/auth.py); /media/ checks its own (a user who sees the file's commune, or a node
+with the token of its URL: headend/media/access.py). People get HTML error pages in
+Vietnamese; /api/, /metrics and /media/ (read by programs and nodes) get JSON. A broken
+database answers 503 and the server keeps running. Every response carries the security
+headers of web/headers.py.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastapi.responses import (
     RedirectResponse,
     Response,
 )
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,6 +68,8 @@ from headend.web.context import (
     parse_day,
     wall_clock_ms,
 )
+from headend.web.docs import docs_router
+from headend.web.headers import SecurityHeaders
 from headend.web.pages.bulletins import bulletin_router
 from headend.web.pages.calendar import calendar_router
 from headend.web.pages.commune import commune_health, commune_router
@@ -73,6 +79,7 @@ from headend.web.pages.emergency import emergency_router
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+STATIC_DIR = Path(__file__).parent / "static"
 NO_MEDIA = "no such media"
 MACHINE_PREFIXES = ("/api/", "/media/", "/metrics")
 LOGIN_VI = "Cần đăng nhập (hoặc mã truy cập API hợp lệ: Authorization: Bearer ...)."
@@ -196,8 +203,14 @@ def make_app(engine: Engine, media_dir: Path,
                      secure_cookies, emergency,
                      _schedule_files(engine, schedule_path, schedule_paths),
                      on_schedule_change)
+    # FastAPI's own /docs, /redoc and /openapi.json are open to anyone and load from a CDN:
+    # ours are behind the login, with Swagger UI's files served here (web/docs.py).
     app = FastAPI(title="LoaXa", summary="Commune radio headend",
-                  description=API_DESCRIPTION, version="1")
+                  description=API_DESCRIPTION, version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_middleware(SecurityHeaders)
+    # The pages' stylesheet and scripts: the CSP allows no inline ones (web/headers.py).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     media_root = media_dir.resolve()
     me_dep = Depends(ctx.user)
 
@@ -325,6 +338,7 @@ def make_app(engine: Engine, media_dir: Path,
     app.include_router(emergency_router(ctx))
     app.include_router(commune_router(ctx))
     app.include_router(api_router(ctx))
+    app.include_router(docs_router(ctx, app))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -208,8 +208,7 @@ def test_english_everywhere_after_the_switch(site: WebSite) -> None:
                 absent=("<h1>Lịch phát", ">Tiếp sóng VOV</span>", "Thứ Hai", "Tuần sau →", "Đạt",
                         "Bỏ khỏi lịch"))
     assert "(0:03, Vietnamese)" in html  # the language of the approved bulletin
-    assert re.search(r"confirm\(\"Remove \\u201c.*\\u201d on \d\d/\d\d from the schedule\?\"\)",
-                     html)
+    assert re.search(r'data-confirm="Remove “.*” on \d\d/\d\d from the schedule\?"', html)
     assert ('<a class="lang" href="/lang/vi?next=%2Fc%2Ftan-lang%2Fcalendar" lang="vi" '
             'hreflang="vi">Tiếng Việt</a>') in html
 
@@ -219,11 +218,11 @@ def test_english_everywhere_after_the_switch(site: WebSite) -> None:
     page(client, f"/c/{C}/bulletins/new", "en", "<h1>Make a new bulletin</h1>",
          "Upload an audio file", "Record with the microphone", "Start recording",
          "editorial board head", "Create bulletin", "Local bulletin", "Notice",
-         '"This browser cannot record; please upload a file instead."',
+         'data-unsupported="This browser cannot record; please upload a file instead."',
          absent=("Tiêu đề", "Bắt đầu ghi", "Đang ghi", "Trình duyệt"))
     page(client, f"/c/{C}/bulletins/{draft}", "en", "Tin xã tuần này – Bulletin</title>",
          '<span id="status">Awaiting approval</span>', "Type:", "Method:", "Upload",
-         "Made by:", "Delete bulletin", 'confirm("Delete this bulletin?")',
+         "Made by:", "Delete bulletin", 'data-confirm="Delete this bulletin?"',
          "← All bulletins", absent=("Trạng thái", "Xóa bản tin"))
     page(client, f"/c/{C}/emergency", "en", "Emergency broadcast – ", "natural disasters",
          "even during quiet hours", "Whole commune", "(every village)", "Continue…",
