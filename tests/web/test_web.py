@@ -228,7 +228,8 @@ def test_page_fits_a_phone(site: Site) -> None:
     assert '<html lang="vi">' in html
     # Wide tables scroll sideways inside their box instead of widening the page.
     assert html.count('<div class="wrap"><table') == 3  # criterion 8.3, nodes, diary
-    assert ".wrap{overflow-x:auto" in html
+    assert '<link rel="stylesheet" href="/static/loaxa.css">' in html
+    assert ".wrap{overflow-x:auto" in site.client.get("/static/loaxa.css").text
 
 
 # --- wrong requests ------------------------------------------------------------------------
