@@ -118,7 +118,8 @@ def test_words_the_pages_get_from_python_have_english() -> None:
     words += [*alarms.DETAILS, alarms.DETAIL_NO_REASON, web_commune.PROVINCE_AUDIT_VI]
     words += web_calendar.WEEKDAY_VI
     words += [w for pair in web.ERROR_VI.values() for w in pair]
-    words += [web.CSRF_VI, web_context.LOGIN_ERROR_VI, "Toàn xã", "Tuần này", "Tuần sau",
+    words += [web.CSRF_VI, web_context.LOGIN_ERROR_VI, web_context.LOGIN_CSRF_VI, "Toàn xã",
+              "Tuần này", "Tuần sau",
               "Chưa liên lạc", "chưa liên lạc", "chưa kết nối", "giờ Việt Nam",
               "Có lỗi xảy ra", "Hãy thử lại sau ít phút."]
     words += sorted({commune_diary.session_of(h * 3_600_000, ZoneInfo("UTC"))
