@@ -32,7 +32,7 @@ from headend.media.probe import AudioPipelineError, AudioRejected
 from headend.planning.expansion import expand
 from headend.planning.programme import programme_items
 from headend.planning.schedule import CLASSES, ScheduleError
-from headend.web.context import SESSION_COOKIE, WebContext
+from headend.web.context import SESSION_COOKIE, WebContext, day_in_range
 
 PLAN_MAX_DAYS: Final = 31
 DEFAULT_DAYS: Final = 7  # plan: today and the 6 days after; diary: today and the 6 before
@@ -87,10 +87,11 @@ def parse_day(raw: str | None, name: str) -> date | None:
     if raw is None or raw == "":
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(400, f"Ngày không hợp lệ ở “{name}”: “{raw[:40]}”. Hãy ghi theo "
                                  "dạng NĂM-THÁNG-NGÀY, ví dụ 2026-11-23.") from None
+    return day_in_range(day, raw)
 
 
 def day_range(first_raw: str | None, last_raw: str | None, default_today: date,
@@ -111,6 +112,8 @@ def day_range(first_raw: str | None, last_raw: str | None, default_today: date,
     except OverflowError:
         raise HTTPException(400, "Ngày nằm ngoài khoảng cho phép.") from None
     assert first is not None and last is not None
+    day_in_range(first, first.isoformat())  # a week from the first (or to the last) day
+    day_in_range(last, last.isoformat())
     if last < first:
         raise HTTPException(400, f"Khoảng ngày không hợp lệ: ngày cuối ({last}) trước ngày "
                                  f"đầu ({first}).")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headend.communes.files import CommuneSpec, VillageSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def positive_int(text: str) -> int:
@@ -60,3 +65,11 @@ def bench_commune(n: int) -> CommuneSpec:
         for i in range((n + per_village - 1) // per_village)
     )
     return CommuneSpec("bench", "Xã đo tốc độ", "Lạng Sơn", "Asia/Ho_Chi_Minh", villages)
+
+
+def web_login(client: httpx.Client, username: str, password: str) -> int:
+    """Log in as a browser does (the form's CSRF token first); the POST's status."""
+    m = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    token = m.group(1) if m else ""
+    r = client.post("/login", data={"username": username, "password": password, "csrf": token})
+    return r.status_code

@@ -40,6 +40,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from starlette.routing import NoMatchFound
 
+from headend.bench.common import web_login
 from headend.core import auth
 from headend.core.db import open_db
 from headend.diary.chain import GENESIS
@@ -497,7 +498,7 @@ def _web_page(engine: Engine, now_ms: int) -> Callable[[str, date], float] | Non
     # Pages need a log-in (issue 5): a province technician for the bench, made once.
     if "bench" not in {u.username for u in auth.list_users(engine)}:
         auth.add_user(engine, "bench", BENCH_PASSWORD, auth.TECHNICIAN, [auth.PROVINCE], now_ms)
-    client.post("/login", data={"username": "bench", "password": BENCH_PASSWORD})
+    web_login(client, "bench", BENCH_PASSWORD)
 
     def timed(cid: str, day: date) -> float:
         url = app.url_path_for(PAGE_ENDPOINT, commune_id=cid)

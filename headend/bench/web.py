@@ -30,6 +30,7 @@ from pydub.generators import Sine
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from headend.bench.common import web_login
 from headend.bench.diary import FIRST_DAY, SLOTS, STREAM_IDS, TINH, TZ, VOV, build, commune_id
 from headend.bench.upload import measure_upload, render
 from headend.core import auth
@@ -140,9 +141,9 @@ def measure_pages(db: Path, schedule: Path, cid: str, now_ms: int, days: int, ro
     app = make_app(engine, db.parent / "media", clock=lambda: now_ms,
                    schedule_paths={cid: schedule})
     client = TestClient(app, follow_redirects=False)
-    r = client.post("/login", data={"username": "canbo", "password": PASSWORD})
-    if r.status_code != 303:
-        raise RuntimeError(f"log-in failed: HTTP {r.status_code}")
+    status = web_login(client, "canbo", PASSWORD)
+    if status != 303:
+        raise RuntimeError(f"log-in failed: HTTP {status}")
     rng = random.Random(seed)
     year = [FIRST_DAY + timedelta(days=rng.randrange(days)) for _ in range(rounds)]
 

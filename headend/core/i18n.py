@@ -418,6 +418,8 @@ EN: Final[dict[str, str]] = {
         "The form is out of date or your session has expired. Reload the page and try again "
         "(nothing was changed).",
     "Sai tên đăng nhập hoặc mật khẩu.": "Wrong username or password.",
+    "Trang đăng nhập đã cũ hoặc không đến từ LoaXa. Hãy đăng nhập lại trên trang này.":
+        "This log-in page is stale or did not come from LoaXa. Log in again on this page.",
 
     # --- Health on the overview and /health, alarm details, the province's audit log ---
     # Cluster states (reading.NODE_STATE_VI, web_commune.STATE_LOWER_VI)

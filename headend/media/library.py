@@ -10,6 +10,7 @@ from typing import Any
 
 from pydub import AudioSegment
 
+from headend.media.access import node_url
 from headend.media.store import is_pcm_wav, store_media, wav_for_nodes
 
 
@@ -23,6 +24,10 @@ class Media:
 
     def wire(self) -> dict[str, Any]:
         return {"url": self.url, "sha": self.sha, "size": self.size}
+
+    def for_node(self, node_id: str, node_key_hex: str) -> Media:
+        """The same file, its URL carrying this node's token (headend/media/access.py)."""
+        return Media(node_url(self.url, node_id, node_key_hex), self.sha, self.size)
 
 
 class MediaLibrary:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from firmware import protocol
 from headend.core.models import Command, Node
 from headend.diary.reasons import OFFLINE_WHEN_SENT
+from headend.media.access import node_args
 from headend.nodes.health import DEFAULT_POLICY
 from headend.nodes.ingest import Report, store_reports
 
@@ -342,8 +343,10 @@ class Gateway:
             offline = {r[0] for r in rows if not r[3]}
             for node_id, seq, key, _ in rows:
                 cmd_id = "c" + secrets.token_hex(10)
+                # A media URL carries this node's token (media/access.py); the record keeps
+                # the URL as given, alike for every node of one broadcast.
                 cmd = protocol.make_command(self._signer(node_id, key), cmd_id, node_id, seq,
-                                            now, now + ttl_ms, op, args)
+                                            now, now + ttl_ms, op, node_args(args, node_id, key))
                 out.append(SentCommand(cmd_id, node_id, seq, protocol.encode_command(cmd)))
             s.execute(insert(Command), [
                 {"id": c.id, "node_id": c.node_id, "seq": c.seq, "op": op,

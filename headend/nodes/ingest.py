@@ -31,6 +31,7 @@ from headend.core.alarms import RELAY_FAILED, Decision, settle
 from headend.core.models import AsRunRecord, Command, Node, NodePlan
 from headend.diary import chain
 from headend.diary.reasons import reason_vi
+from headend.media.access import without_token
 from headend.nodes.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
@@ -273,8 +274,10 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
         rows.append({
             "node_id": node_id, "rid": rid, "command_id": _text(msg.get("cmd"), 64),
             "trigger": _text(msg.get("trigger"), 16) or "command",
-            "media": _text(msg.get("media"), 500) or "", "title": _text(msg.get("title"), 300)
-            or "", "start_ms": _int(msg.get("start")), "end_ms": _int(msg.get("end")),
+            # The URL as the headend wrote it, without the node's token (media/access.py).
+            "media": without_token(_text(msg.get("media"), 500) or ""),
+            "title": _text(msg.get("title"), 300) or "", "start_ms": _int(msg.get("start")),
+            "end_ms": _int(msg.get("end")),
             "outcome": outcome, "reason": reason, "received_ms": now,
             "item_id": _text(msg.get("item"), 64), "kind": _text(msg.get("kind"), 24),
             "priority": _int(msg.get("p")), "language": _text(msg.get("lang"), 16),

@@ -137,8 +137,9 @@ class PlanPublisher:
                 log.warning("node %s is in the schedule but not provisioned (or revoked)",
                             node_id)
                 continue
-            items = [i for e in entries.get(node_id, []) if (i := self._wire_item(e))]
-            fallback = self.fallback.wire() if self.fallback else None
+            items = [i for e in entries.get(node_id, [])
+                     if (i := self._wire_item(e, node_id, key))]
+            fallback = self.fallback.for_node(node_id, key).wire() if self.fallback else None
             digest = hashlib.sha256(protocol.canonical(
                 {"from": block, "to": to_ms, "quiet": quiet, "items": items,
                  "fallback": fallback})).hexdigest()
@@ -160,12 +161,13 @@ class PlanPublisher:
             settle(conn, PLAN_TOO_LARGE, fits, now)
         return out
 
-    def _wire_item(self, entry: PlanEntry) -> dict[str, Any] | None:
+    def _wire_item(self, entry: PlanEntry, node_id: str, key: str) -> dict[str, Any] | None:
         media = None
         if entry.source is None:
             if entry.media is None:
                 return None  # a placeholder slot: nothing to air yet
-            media = self.library.add_file(entry.media)
+            # Its URL with this node's token: /media serves nodes only that (media/access.py).
+            media = self.library.add_file(entry.media).for_node(node_id, key)
         return wire_item(entry, media, self.source_urls)
 
     def _sign(self, node_id: str, key: str, ver: int, now: int, from_ms: int, to_ms: int,

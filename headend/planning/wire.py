@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from firmware import protocol
+from headend.media.access import LONGEST_QUERY
 from headend.media.library import Media
 from headend.planning.expansion import PlanEntry, expand
 from headend.planning.schedule import Schedule
@@ -21,8 +22,10 @@ MIN_AHEAD_MS = 48 * HOUR_MS  # never publish a plan that covers less than this a
 # MIN_AHEAD_MS ahead. The items of any such stretch must fit in one plan.
 SPAN_MS = BLOCK_MS + MIN_AHEAD_MS
 # Sizing: a media entry as long as any the headend writes (a host name, a content-addressed
-# file name, the full hash, a size), and times with as many digits as real ones.
-_SIZING_MEDIA = Media("https://" + "h" * 60 + "/media/" + "0" * 16 + ".wav", "0" * 64, 10 ** 9)
+# file name, the longest node token query, the full hash, a size), and times with as many
+# digits as real ones.
+_SIZING_MEDIA = Media("https://" + "h" * 60 + "/media/" + "0" * 16 + ".wav" + LONGEST_QUERY,
+                      "0" * 64, 10 ** 9)
 _SIZING_MS = 10 ** 12 * 9  # 13 digits, like every epoch millisecond of this century
 
 

@@ -1,9 +1,12 @@
 """The web app: the officer's pages (in Vietnamese), the JSON API, and media for nodes.
 
-Everything but the log-in form, /healthz and /media/ (nodes hold no login) needs a logged-in
-user, and each page checks the user's role and communes (headend/core/auth.py). People get HTML
-error pages in Vietnamese; /api/, /metrics and /media/ (read by programs and nodes) get JSON.
-A broken database answers 503 and the server keeps running.
+Everything but the log-in form, /healthz, /static/ (the pages' stylesheet and scripts) and
+/media/ needs a logged-in user, and each page checks the user's role and communes
+(headend/core/auth.py); /media/ checks its own (a user who sees the file's commune, or a node
+with the token of its URL: headend/media/access.py). People get HTML error pages in
+Vietnamese; /api/, /metrics and /media/ (read by programs and nodes) get JSON. A broken
+database answers 503 and the server keeps running. Every response carries the security
+headers of web/headers.py.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ from __future__ import annotations
 import gc
 import http
 import logging
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -27,6 +31,7 @@ from fastapi.responses import (
     RedirectResponse,
     Response,
 )
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,8 +52,12 @@ from headend.diary.reading import (
 )
 from headend.diary.reasons import reason_vi
 from headend.diary.reconciliation import OUTCOME_VI
+from headend.media import access
+from headend.media.access import MEDIA_NAME
 from headend.planning.schedule import ScheduleError, load_schedule
 from headend.web.context import (
+    FIRST_DAY,
+    LAST_DAY,
     CsrfFailed,
     LoginRequired,
     ScheduleFile,
@@ -59,6 +68,8 @@ from headend.web.context import (
     parse_day,
     wall_clock_ms,
 )
+from headend.web.docs import docs_router
+from headend.web.headers import SecurityHeaders
 from headend.web.pages.bulletins import bulletin_router
 from headend.web.pages.calendar import calendar_router
 from headend.web.pages.commune import commune_health, commune_router
@@ -68,7 +79,8 @@ from headend.web.pages.emergency import emergency_router
 
 log = logging.getLogger("loaxa.web")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+STATIC_DIR = Path(__file__).parent / "static"
+NO_MEDIA = "no such media"
 MACHINE_PREFIXES = ("/api/", "/media/", "/metrics")
 LOGIN_VI = "Cần đăng nhập (hoặc mã truy cập API hợp lệ: Authorization: Bearer ...)."
 CSRF_VI = ("Biểu mẫu đã cũ hoặc phiên làm việc đã hết hạn. Hãy tải lại trang rồi làm lại "
@@ -84,6 +96,25 @@ ERROR_VI = {
           "trạng thái và tệp loaxa.db."),
 }
 DB_ERROR_VI = ERROR_VI[503][1]
+# What a query value that FastAPI could not take needed, by pydantic's error type.
+QUERY_NEEDS_VI = {
+    "int_parsing": "cần một số nguyên",
+    "int_from_float": "cần một số nguyên",
+    "bool_parsing": "cần true hoặc false",
+    "greater_than_equal": "số nhỏ quá",
+    "greater_than": "số nhỏ quá",
+    "less_than_equal": "số lớn quá",
+    "less_than": "số lớn quá",
+}
+
+
+def _query_error_vi(errors: Sequence[Any]) -> str:
+    """The first bad query value in Vietnamese: which parameter, what was sent, what it needs."""
+    e = next(e for e in errors if e.get("loc", ("",))[0] == "query")
+    name = str(e["loc"][-1]) if len(e["loc"]) > 1 else "?"
+    sent = str(e.get("input", ""))[:40]
+    need = QUERY_NEEDS_VI.get(e.get("type", ""), "giá trị không đúng")
+    return f"Giá trị không hợp lệ ở “{name}”: “{sent}” ({need})."
 
 
 def _fmt_seen(ms: int | None, tz: ZoneInfo, today: date) -> str:
@@ -123,10 +154,12 @@ def _fmt_duration(seconds: int | None) -> str:
 
 
 def _shift(day: date, days: int) -> date | None:
+    """The day before or after, for the page's arrows; None past the days pages show."""
     try:
-        return day + timedelta(days=days)
+        shifted = day + timedelta(days=days)
     except OverflowError:
         return None
+    return shifted if FIRST_DAY <= shifted <= LAST_DAY else None
 
 
 def _wants_json(request: Request) -> bool:
@@ -170,8 +203,14 @@ def make_app(engine: Engine, media_dir: Path,
                      secure_cookies, emergency,
                      _schedule_files(engine, schedule_path, schedule_paths),
                      on_schedule_change)
+    # FastAPI's own /docs, /redoc and /openapi.json are open to anyone and load from a CDN:
+    # ours are behind the login, with Swagger UI's files served here (web/docs.py).
     app = FastAPI(title="LoaXa", summary="Commune radio headend",
-                  description=API_DESCRIPTION, version="1")
+                  description=API_DESCRIPTION, version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_middleware(SecurityHeaders)
+    # The pages' stylesheet and scripts: the CSP allows no inline ones (web/headers.py).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     media_root = media_dir.resolve()
     me_dep = Depends(ctx.user)
 
@@ -206,6 +245,18 @@ def make_app(engine: Engine, media_dir: Path,
         if _wants_json(request):
             return JSONResponse({"detail": CSRF_VI}, status_code=403)
         return _error_page(request, 403, CSRF_VI)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # A path that is no id (/bulletins/abc, an id past MAX_ID) names no page: 404. A bad
+        # query value: 400 in Vietnamese, never pydantic's English. Bodies keep FastAPI's 422.
+        errors = exc.errors()
+        places = {e.get("loc", ("",))[0] for e in errors}
+        if "path" in places:
+            return await http_error(request, StarletteHTTPException(404))
+        if "query" in places:
+            return await http_error(request, StarletteHTTPException(400, _query_error_vi(errors)))
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(SQLAlchemyError)
     async def db_error(request: Request, exc: SQLAlchemyError) -> Response:
@@ -258,14 +309,26 @@ def make_app(engine: Engine, media_dir: Path,
         })
 
     @app.get("/media/{name}")
-    def media(name: str) -> FileResponse:
-        # Open to nodes (they hold no login); names are content hashes, not guessable titles.
+    def media(request: Request, name: str, n: str = "", t: str = "") -> FileResponse:
+        """A file for a node whose URL carries its token (n, t), or for a logged-in user who
+        sees a commune using it (headend/media/access.py). Anyone else, a wrong token, a file
+        that does not exist: the same 404, so nothing tells them apart."""
         # Names only: no directories, no dotfiles, nothing that resolves outside media_dir.
-        if not MEDIA_NAME.match(name):
-            raise HTTPException(404, "no such media")
+        if not MEDIA_NAME.fullmatch(name):
+            raise HTTPException(404, NO_MEDIA)
         path = (media_root / name).resolve()
         if path.parent != media_root or not path.is_file():
-            raise HTTPException(404, "no such media")
+            raise HTTPException(404, NO_MEDIA)
+        if n or t:
+            allowed = access.node_may_fetch(engine, n[:64], t[:64], name)
+        else:
+            try:
+                me: Principal | None = ctx.user(request)
+            except LoginRequired:
+                me = None
+            allowed = me is not None and access.user_may_fetch(engine, me, name)
+        if not allowed:
+            raise HTTPException(404, NO_MEDIA)
         return FileResponse(path)
 
     app.include_router(auth_router(ctx))
@@ -275,6 +338,7 @@ def make_app(engine: Engine, media_dir: Path,
     app.include_router(emergency_router(ctx))
     app.include_router(commune_router(ctx))
     app.include_router(api_router(ctx))
+    app.include_router(docs_router(ctx, app))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

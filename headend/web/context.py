@@ -9,17 +9,19 @@ header); requests with a bearer token carry no cookies, so they need none.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
@@ -30,8 +32,13 @@ from headend.planning.calendar import effective
 from headend.planning.schedule import Schedule, ScheduleError, load_schedule
 
 SESSION_COOKIE = "loaxa_session"
+# The log-in form's CSRF token, before there is a session to hold one: a random value in a
+# cookie that only this site can set, repeated in the form (another site can send neither).
+LOGIN_CSRF_COOKIE = "loaxa_login_csrf"
 D = TypeVar("D")
 LOGIN_ERROR_VI = "Sai tên đăng nhập hoặc mật khẩu."
+LOGIN_CSRF_VI = ("Trang đăng nhập đã cũ hoặc không đến từ LoaXa. Hãy đăng nhập lại trên "
+                 "trang này.")
 
 
 class LoginRequired(Exception):
@@ -46,15 +53,42 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The days the pages and the API look at: wide enough for any diary, narrow enough that no
+# arithmetic on them (a week's Sunday, a day's UTC bounds, a month's end) can overflow.
+FIRST_DAY: Final = date(2000, 1, 1)
+LAST_DAY: Final = date(2099, 12, 31)
+DAY_RANGE_VI: Final = "LoaXa chỉ xem được các ngày từ 01/01/2000 đến 31/12/2099"
+# The largest integer SQLite (and PostgreSQL's bigint) stores: a larger id is no row, and
+# binding it raised OverflowError (a 500).
+MAX_ID: Final = 2**63 - 1
+# An id in a page's path: a number from 1 to MAX_ID, else the page does not exist (404).
+PathId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+def day_in_range(day: date, raw: str) -> date:
+    """`day` when the pages can show it; 400 in Vietnamese when it is too early or too late."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise HTTPException(400, f"Ngày nằm ngoài khoảng cho phép: “{raw[:40]}”. "
+                                 f"{DAY_RANGE_VI}.")
+    return day
+
+
 def parse_day(raw: str | None, default: D) -> date | D:
     """A YYYY-MM-DD query parameter; `default` when absent; 400 in Vietnamese when wrong."""
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise HTTPException(400, f"Ngày không hợp lệ: “{raw[:40]}”. Hãy ghi ngày theo dạng "
                                  "NĂM-THÁNG-NGÀY, ví dụ 2026-11-22.") from None
+    return day_in_range(day, raw)
+
+
+def same_token(sent: str, expected: str) -> bool:
+    """A token as sent against the one expected, in constant time; bytes, because
+    compare_digest raises on non-ASCII text (an attacker's form would give a 500)."""
+    return bool(sent and expected) and secrets.compare_digest(sent.encode(), expected.encode())
 
 
 def client_ip(request: Request) -> str:
@@ -165,7 +199,7 @@ class WebContext:
         if not me.csrf:
             return
         sent = token or request.headers.get("x-csrf-token", "")
-        if not sent or not secrets.compare_digest(sent, me.csrf):
+        if not same_token(sent, me.csrf):
             raise CsrfFailed()
 
     def page(self, request: Request, template: str, me: Principal | None,
@@ -187,6 +221,9 @@ def home_path(me: Principal) -> str:
     return f"/c/{commune}/calendar" if me.can(auth.SCHEDULE) else f"/c/{commune}"
 
 
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+
+
 def _safe_next(raw: str | None) -> str | None:
     # Only paths on this site: "//evil.example" or "https://..." would leave it.
     if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
@@ -197,35 +234,51 @@ def _safe_next(raw: str | None) -> str | None:
 def auth_router(ctx: WebContext) -> APIRouter:
     r = APIRouter()
 
+    def login_page(request: Request, next: str, username: str = "", error: str | None = None,
+                   status_code: int = 200) -> Response:
+        """The log-in form with its CSRF token: the browser's token when it has a well-formed
+        one (a second tab keeps working), else a new one."""
+        token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not _LOGIN_TOKEN.fullmatch(token):
+            token = secrets.token_urlsafe(32)
+        resp = ctx.page(request, "login.html", None, status_code=status_code, next=next,
+                        username=username, error=error, login_csrf=token)
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                        secure=ctx.secure_cookies, path="/login")
+        return resp
+
     @r.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:
-        return ctx.page(request, "login.html", None, next=_safe_next(next) or "", error=None,
-                        username="")
+        return login_page(request, _safe_next(next) or "")
 
     @r.post("/login")
     def login(request: Request, username: str = Form(""), password: str = Form(""),
-              next: str = Form("")) -> Response:
+              next: str = Form(""), csrf: str = Form("")) -> Response:
         ip, now = client_ip(request), ctx.now()
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not same_token(csrf, expected):
+            # Another site's form (or a stale one): nothing is tried or counted.
+            return login_page(request, _safe_next(next) or "", username[:64],
+                              LOGIN_CSRF_VI, 403)
         wait = ctx.limiter.wait_ms(ip, username, now)
         if wait:
             minutes = max(1, -(-wait // 60_000))
-            return ctx.page(request, "login.html", None, status_code=429, next=next,
-                            username=username,
-                            error=f"Đăng nhập sai quá nhiều lần. Hãy thử lại sau {minutes} "
-                                  "phút.")
+            return login_page(request, next, username,
+                              f"Đăng nhập sai quá nhiều lần. Hãy thử lại sau {minutes} phút.",
+                              429)
         user = auth.authenticate(ctx.engine, username, password)
         if user is None:
             ctx.limiter.failed(ip, username, now)
             # Filed under the communes of the account tried, so their pages show it.
             audit.record_for(ctx.engine, audit.Actor(username[:64], "", ip), "login_failed",
                              now, audit.filed_under(auth.communes_of(ctx.engine, username)))
-            return ctx.page(request, "login.html", None, status_code=401, next=next,
-                            username=username, error=LOGIN_ERROR_VI)
+            return login_page(request, next, username, LOGIN_ERROR_VI, 401)
         ctx.limiter.succeeded(ip, username)
         cookie, me = auth.start_session(ctx.engine, user, ip, now)
         audit.record_for(ctx.engine, audit.Actor(me.username, me.role, ip), "login", now,
                          audit.filed_under(me.communes))
         resp = RedirectResponse(_safe_next(next) or home_path(me), status_code=303)
+        resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         resp.set_cookie(SESSION_COOKIE, cookie, max_age=auth.SESSION_MS // 1000,
                         httponly=True, samesite="lax", secure=ctx.secure_cookies, path="/")
         return resp

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from pydub.generators import Sine
-from support.web_site import WebSite, make_site
+from support.web_site import WebSite, make_site, post_login
 
 from headend.core import alarms, audit, auth, i18n
 from headend.core.audit import Actor
@@ -118,7 +118,8 @@ def test_words_the_pages_get_from_python_have_english() -> None:
     words += [*alarms.DETAILS, alarms.DETAIL_NO_REASON, web_commune.PROVINCE_AUDIT_VI]
     words += web_calendar.WEEKDAY_VI
     words += [w for pair in web.ERROR_VI.values() for w in pair]
-    words += [web.CSRF_VI, web_context.LOGIN_ERROR_VI, "Toàn xã", "Tuần này", "Tuần sau",
+    words += [web.CSRF_VI, web_context.LOGIN_ERROR_VI, web_context.LOGIN_CSRF_VI, "Toàn xã",
+              "Tuần này", "Tuần sau",
               "Chưa liên lạc", "chưa liên lạc", "chưa kết nối", "giờ Việt Nam",
               "Có lỗi xảy ra", "Hãy thử lại sau ít phút."]
     words += sorted({commune_diary.session_of(h * 3_600_000, ZoneInfo("UTC"))
@@ -208,8 +209,7 @@ def test_english_everywhere_after_the_switch(site: WebSite) -> None:
                 absent=("<h1>Lịch phát", ">Tiếp sóng VOV</span>", "Thứ Hai", "Tuần sau →", "Đạt",
                         "Bỏ khỏi lịch"))
     assert "(0:03, Vietnamese)" in html  # the language of the approved bulletin
-    assert re.search(r"confirm\(\"Remove \\u201c.*\\u201d on \d\d/\d\d from the schedule\?\"\)",
-                     html)
+    assert re.search(r'data-confirm="Remove “.*” on \d\d/\d\d from the schedule\?"', html)
     assert ('<a class="lang" href="/lang/vi?next=%2Fc%2Ftan-lang%2Fcalendar" lang="vi" '
             'hreflang="vi">Tiếng Việt</a>') in html
 
@@ -219,11 +219,11 @@ def test_english_everywhere_after_the_switch(site: WebSite) -> None:
     page(client, f"/c/{C}/bulletins/new", "en", "<h1>Make a new bulletin</h1>",
          "Upload an audio file", "Record with the microphone", "Start recording",
          "editorial board head", "Create bulletin", "Local bulletin", "Notice",
-         '"This browser cannot record; please upload a file instead."',
+         'data-unsupported="This browser cannot record; please upload a file instead."',
          absent=("Tiêu đề", "Bắt đầu ghi", "Đang ghi", "Trình duyệt"))
     page(client, f"/c/{C}/bulletins/{draft}", "en", "Tin xã tuần này – Bulletin</title>",
          '<span id="status">Awaiting approval</span>', "Type:", "Method:", "Upload",
-         "Made by:", "Delete bulletin", 'confirm("Delete this bulletin?")',
+         "Made by:", "Delete bulletin", 'data-confirm="Delete this bulletin?"',
          "← All bulletins", absent=("Trạng thái", "Xóa bản tin"))
     page(client, f"/c/{C}/emergency", "en", "Emergency broadcast – ", "natural disasters",
          "even during quiet hours", "Whole commune", "(every village)", "Continue…",
@@ -275,8 +275,7 @@ def test_login_page_and_its_errors_in_english(site: WebSite) -> None:
                 absent=("Đăng nhập", "Mật khẩu"))
     # The switch back keeps where the officer was going after logging in.
     assert ('href="/lang/vi?next=%2Flogin%3Fnext%3D%2Fc%2Ftan-lang%2Fcalendar"' in html)
-    r = client.post("/login", data={"username": "canbo", "password": "sai-mat-khau-roi",
-                                    "next": f"/c/{C}/calendar"})
+    r = post_login(client, "canbo", "sai-mat-khau-roi", next=f"/c/{C}/calendar")
     assert r.status_code == 401
     assert "Wrong username or password." in r.text and '<html lang="en">' in r.text
     assert 'href="/lang/vi?next=%2Flogin%3Fnext%3D%2Fc%2Ftan-lang%2Fcalendar"' in r.text

@@ -118,6 +118,11 @@ def served(venv: Path, elsewhere: Path) -> Iterator[tuple[Path, Path]]:
         assert serve.poll() is None, (elsewhere / "serve.log").read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10) as r:
             assert r.status == 200 and "LoaXa" in r.read().decode()
+        # The pages' stylesheet and scripts ship in the wheel (the CSP allows no inline ones).
+        for name in ("loaxa.css", "confirm.js", "docs.js"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/{name}",
+                                        timeout=10) as r:
+                assert r.status == 200 and r.read(), name
         yield home, elsewhere
     finally:
         os.killpg(serve.pid, signal.SIGTERM)

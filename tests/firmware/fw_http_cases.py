@@ -29,6 +29,10 @@ def test_parse_url_ok():
     assert http.parse_url("https://headend.example/media/a.wav") == (
         "headend.example", 443, "/media/a.wav")
     assert http.parse_url("HTTPS://10.0.0.5:8443/m?n=x") == ("10.0.0.5", 8443, "/m?n=x")
+    # A media URL with the node's token (headend/media/access.py): the query goes out as given.
+    t = "9a45b07f5291016aaa5907b5558cfc66"
+    assert http.parse_url("http://10.0.0.5:8080/media/3dd8.mp3?n=tl-banchu-1&t=" + t) == (
+        "10.0.0.5", 8080, "/media/3dd8.mp3?n=tl-banchu-1&t=" + t)
 
 
 def test_https_without_a_pinned_ca_is_refused():

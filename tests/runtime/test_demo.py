@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from support.processes import processes_mentioning
+from support.web_site import post_login
 
 from headend.nodes.broker import find_free_port
 
@@ -24,7 +25,7 @@ def logged_in(base: str, home: Path) -> httpx.Client:
     login = wait_for(lambda: (home / "demo-login.txt").exists() and
                      (home / "demo-login.txt").read_text().split(), 60, "demo login")
     client = httpx.Client(base_url=base, timeout=5)
-    r = client.post("/login", data={"username": "canbo", "password": login[-1]})
+    r = post_login(client, "canbo", login[-1])
     assert r.status_code == 303, r.text
     return client
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -80,9 +81,23 @@ class WebSite:
         self.engine.dispose()
 
 
+def login_csrf(client: httpx.Client) -> str:
+    """The log-in form's CSRF token (its cookie stays in the client), as a browser gets it."""
+    html = client.get("/login").text
+    m = re.search(r'<input type="hidden" name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF token on the log-in form"
+    return m.group(1)
+
+
+def post_login(client: httpx.Client, username: str, password: str = PASSWORD,
+               **more: str) -> httpx.Response:
+    """The log-in form as a browser sends it: its CSRF token first, then the POST."""
+    data = {"username": username, "password": password, "csrf": login_csrf(client), **more}
+    return client.post("/login", data=data, follow_redirects=False)
+
+
 def login(client: TestClient, username: str, password: str = PASSWORD) -> None:
-    r = client.post("/login", data={"username": username, "password": password},
-                    follow_redirects=False)
+    r = post_login(client, username, password)
     assert r.status_code == 303, r.text
     assert "loaxa_session" in client.cookies
 

@@ -30,6 +30,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from support.processes import processes_mentioning
+from support.web_site import post_login
 
 from headend.nodes.broker import find_free_port
 
@@ -100,7 +101,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                  "demo users", d)
         d.password = (home / "demo-login.txt").read_text().split()[-1]
         with httpx.Client(base_url=d.base, timeout=5) as client:
-            r = client.post("/login", data={"username": "canbo", "password": d.password})
+            r = post_login(client, "canbo", d.password)
             assert r.status_code == 303, r.text
 
             def online() -> int:

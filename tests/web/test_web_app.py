@@ -15,7 +15,17 @@ import pytest
 from pydub.generators import Sine
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from support.web_site import NOW_MS, OTHER, PASSWORD, USERS, WebSite, app_routes, csrf_of, make_site
+from support.web_site import (
+    NOW_MS,
+    OTHER,
+    PASSWORD,
+    USERS,
+    WebSite,
+    app_routes,
+    csrf_of,
+    make_site,
+    post_login,
+)
 
 from headend.core.audit import Actor
 from headend.core.models import AuditEntry, Bulletin, CalendarItem, User
@@ -28,8 +38,9 @@ C = "tan-lang"
 MONDAY = date(2026, 11, 23)  # "now" is Monday 08:00 in Hà Nội
 EVERYONE = [u for u in USERS]
 TAN_LANG_VIEW = {"admin", "kt-tinh", "kt-tanlang", "canbo", "truongban"}
-PUBLIC = {"/login", "/healthz", "/media/{name}", "/openapi.json", "/docs",
-          "/docs/oauth2-redirect", "/redoc", "/lang/{code}"}
+# /media checks its own (tests/security/test_media_access.py); /static holds the pages' CSS
+# and scripts.
+PUBLIC = {"/login", "/healthz", "/media/{name}", "/lang/{code}", "/static"}
 
 
 @pytest.fixture
@@ -72,6 +83,9 @@ def approved(site: WebSite, title: str = "Tin xã tuần này", seconds: float =
 ROWS: list[tuple[str, str, dict[str, str], set[str]]] = [
     ("GET", "/", {}, set(EVERYONE)),
     ("GET", "/communes", {}, set(EVERYONE)),
+    ("GET", "/docs", {}, set(EVERYONE)),
+    ("GET", "/docs/assets/{name}", {}, set(EVERYONE)),
+    ("GET", "/openapi.json", {}, set(EVERYONE)),
     ("GET", f"/c/{C}", {}, TAN_LANG_VIEW),
     ("GET", f"/c/{C}/calendar", {}, TAN_LANG_VIEW),
     ("GET", f"/c/{C}/bulletins", {}, TAN_LANG_VIEW),
@@ -191,23 +205,22 @@ def test_passwords_are_argon2_hashes_and_a_wrong_one_is_refused(site: WebSite) -
         hashes = list(s.scalars(select(User.password_hash)))
     assert hashes and all(h.startswith("$argon2id$") and PASSWORD not in h for h in hashes)
     client = site.client(None)
-    r = client.post("/login", data={"username": "canbo", "password": "sai-mat-khau"})
+    r = post_login(client, "canbo", "sai-mat-khau")
     assert r.status_code == 401 and "Sai tên đăng nhập hoặc mật khẩu" in r.text
     assert "loaxa_session" not in client.cookies
-    r = client.post("/login", data={"username": "khong-co", "password": PASSWORD})
+    r = post_login(client, "khong-co")
     assert r.status_code == 401 and "Sai tên đăng nhập hoặc mật khẩu" in r.text
 
 
 def test_logins_are_rate_limited_per_name_and_address(site: WebSite) -> None:
     client = site.client(None)
     for _ in range(5):
-        assert client.post("/login", data={"username": "canbo",
-                                           "password": "sai"}).status_code == 401
+        assert post_login(client, "canbo", "sai").status_code == 401
     # The right password is refused too while the limit holds, and says when to retry.
-    r = client.post("/login", data={"username": "canbo", "password": PASSWORD})
+    r = post_login(client, "canbo")
     assert r.status_code == 429 and "thử lại sau 15 phút" in r.text
     site.clock.ms += 15 * 60_000 + 1
-    r = client.post("/login", data={"username": "canbo", "password": PASSWORD})
+    r = post_login(client, "canbo")
     assert r.status_code == 303 and r.headers["location"] == f"/c/{C}/calendar"
     with Session(site.engine) as s:
         failed = s.scalar(select(func.count(AuditEntry.id))
@@ -230,8 +243,7 @@ def test_after_logout_and_after_a_day_the_session_is_gone(site: WebSite) -> None
 
 def test_next_after_login_stays_on_this_site(site: WebSite) -> None:
     client = site.client(None)
-    r = client.post("/login", data={"username": "canbo", "password": PASSWORD,
-                                    "next": "//evil.example/x"})
+    r = post_login(client, "canbo", next="//evil.example/x")
     assert r.headers["location"] == f"/c/{C}/calendar"
 
 
@@ -513,8 +525,7 @@ def test_loaxa_user_add_checks_roles_and_scopes(site: WebSite) -> None:
     short = user("add", "x5", "--role", "admin", password="ngan")
     assert short.returncode == 2 and "ít nhất 10 ký tự" in short.stderr
     client = site.client(None)
-    assert client.post("/login", data={"username": "canbo2",
-                                       "password": "mot-mat-khau-dai"}).status_code == 303
+    assert post_login(client, "canbo2", "mot-mat-khau-dai").status_code == 303
     listed = subprocess.run([LOAXA, "--home", home, "user", "list"], capture_output=True,
                             text=True, check=True).stdout
     assert re.search(r"canbo2\s+officer", listed)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support.web_site import OTHER, PASSWORD, WebSite, csrf_of, login, make_site
+from support.web_site import OTHER, PASSWORD, WebSite, csrf_of, login, make_site, post_login
 
 from headend.core import i18n
 from headend.core.auth import add_user
@@ -169,9 +169,9 @@ def test_logins_are_in_the_audit_log_of_the_users_communes(site: WebSite) -> Non
     showed them, though docs/officer.md said the audit log does."""
     add_user(site.engine, "kt-hai-xa", PASSWORD, "technician", [C, OTHER], site.clock())
     anyone = site.client(None)
-    r = anyone.post("/login", data={"username": "canbo", "password": "sai-mat-khau-roi"})
+    r = post_login(anyone, "canbo", "sai-mat-khau-roi")
     assert r.status_code == 401
-    r = anyone.post("/login", data={"username": "khong-co-ai", "password": "sai-mat-khau"})
+    r = post_login(anyone, "khong-co-ai", "sai-mat-khau")
     assert r.status_code == 401
     officer = site.client("canbo")  # logs in
     site.client("canbo-khac")

@@ -24,7 +24,7 @@ from headend.media.bulletins import (
 )
 from headend.media.pipeline import prepare_speech, prepare_upload
 from headend.media.probe import MAX_BYTES, AudioRejected
-from headend.web.context import WebContext
+from headend.web.context import PathId, WebContext
 from headend.web.uploads import FormRefused, read_form
 
 SOURCES = ("upload", "record", "tts")
@@ -108,7 +108,7 @@ def bulletin_router(ctx: WebContext) -> APIRouter:
                                            error=str(e))
 
     @r.get("/c/{commune_id}/bulletins/{bulletin_id}")
-    def show(request: Request, commune_id: str, bulletin_id: int, done: str | None = None,
+    def show(request: Request, commune_id: str, bulletin_id: PathId, done: str | None = None,
              me: Principal = me_dep) -> Response:
         me.check(VIEW, commune_id)
         b = _get(commune_id, bulletin_id)
@@ -119,7 +119,7 @@ def bulletin_router(ctx: WebContext) -> APIRouter:
                         can_schedule=me.can(SCHEDULE) and b.status == "approved")
 
     @r.get("/c/{commune_id}/bulletins/{bulletin_id}/audio")
-    def audio_file(commune_id: str, bulletin_id: int, me: Principal = me_dep) -> Response:
+    def audio_file(commune_id: str, bulletin_id: PathId, me: Principal = me_dep) -> Response:
         me.check(VIEW, commune_id)
         names = bulletins.media_names(_get(commune_id, bulletin_id))
         # The Raspberry Pi profile's MP3 is small: quick to listen to over a slow link.
@@ -147,17 +147,17 @@ def bulletin_router(ctx: WebContext) -> APIRouter:
                                 f"{'approved' if approve else 'rejected'}", status_code=303)
 
     @r.post("/c/{commune_id}/bulletins/{bulletin_id}/approve")
-    def approve(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+    def approve(request: Request, commune_id: str, bulletin_id: PathId, csrf: str = Form(""),
                 me: Principal = me_dep) -> Response:
         return decision(request, me, commune_id, bulletin_id, csrf, True, "")
 
     @r.post("/c/{commune_id}/bulletins/{bulletin_id}/reject")
-    def reject(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+    def reject(request: Request, commune_id: str, bulletin_id: PathId, csrf: str = Form(""),
                note: str = Form(""), me: Principal = me_dep) -> Response:
         return decision(request, me, commune_id, bulletin_id, csrf, False, note)
 
     @r.post("/c/{commune_id}/bulletins/{bulletin_id}/delete")
-    def delete(request: Request, commune_id: str, bulletin_id: int, csrf: str = Form(""),
+    def delete(request: Request, commune_id: str, bulletin_id: PathId, csrf: str = Form(""),
                me: Principal = me_dep) -> Response:
         me.check(MAKE, commune_id)
         ctx.check_csrf(request, me, csrf)

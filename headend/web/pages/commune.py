@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
@@ -29,11 +29,13 @@ from headend.diary.reading import (
     commune_timezone,
     node_rows,
 )
-from headend.web.context import WebContext
+from headend.web.context import MAX_ID, WebContext
 
 # A cluster's state inside a sentence (the village tiles).
 STATE_LOWER_VI = {WORKING: "hoạt động", AMP_BROKEN: "lỗi ampli", OFFLINE: "mất kết nối"}
 PROVINCE_AUDIT_VI = "Nhật ký thao tác toàn tỉnh chỉ dành cho quản trị viên tỉnh."
+# "Older than entry N", from the page's own "more" link: an entry id, 1 to MAX_ID.
+BEFORE = Query(None, ge=1, le=MAX_ID)
 
 
 def commune_health(engine: Engine, commune_id: str, nodes: Sequence[NodeRow], tz: ZoneInfo,
@@ -93,7 +95,7 @@ def commune_router(ctx: WebContext) -> APIRouter:
                         villages=list(villages.values()))
 
     @r.get("/c/{commune_id}/audit")
-    def audit_log(request: Request, commune_id: str, before: int | None = None,
+    def audit_log(request: Request, commune_id: str, before: int | None = BEFORE,
                   me: Principal = me_dep) -> Response:
         me.check(VIEW, commune_id)
         name = named(commune_id)
@@ -104,7 +106,7 @@ def commune_router(ctx: WebContext) -> APIRouter:
                         more=rows[-1].id if len(rows) == 200 else None)
 
     @r.get("/audit")
-    def province_audit(request: Request, before: int | None = None,
+    def province_audit(request: Request, before: int | None = BEFORE,
                        me: Principal = me_dep) -> Response:
         """Every entry, those of no commune too (the admin's own log-ins, users and tokens
         added, failed log-ins under unknown names): the province's admin only."""

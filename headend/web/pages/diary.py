@@ -5,6 +5,7 @@ Prometheus. Vietnamese for people; figures for machines."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from datetime import date, datetime
@@ -36,9 +37,10 @@ from headend.diary.reconciliation import (
     outcome_vi,
     session_of,
 )
-from headend.web.context import WebContext, parse_day
+from headend.web.context import WebContext, day_in_range, parse_day
 
 PAGE_DAYS = 31  # the page shows at most a month; exports take up to a year
+MONTH = re.compile(r"[0-9]{4}-[0-9]{2}")  # ASCII digits only: int() takes " 7" and "٧"
 EXPORT_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
                 "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 RANGE_VI = "Khoảng ngày không hợp lệ"
@@ -99,13 +101,15 @@ def diary_router(ctx: WebContext) -> APIRouter:
     def report(commune_id: str, month: str | None = None, fmt: str = "pdf",
                me: Principal = me_dep) -> Response:
         me.check(VIEW, commune_id)
+        raw = month or today(commune_id).strftime("%Y-%m")
         try:
-            year, mon = (int(x) for x in
-                         (month or today(commune_id).strftime("%Y-%m")).split("-"))
-            date(year, mon, 1)
+            if not MONTH.fullmatch(raw):
+                raise ValueError(raw)
+            year, mon = int(raw[:4]), int(raw[5:])
+            day_in_range(date(year, mon, 1), raw)
         except ValueError:
-            raise HTTPException(400, f"Tháng không hợp lệ: {month!r} (cần dạng NĂM-THÁNG)") \
-                from None
+            raise HTTPException(400, f"Tháng không hợp lệ: “{raw[:40]}” (cần dạng NĂM-THÁNG, "
+                                     "ví dụ 2026-11)") from None
         try:
             result = monthly_report(engine, commune_id, year, mon, clock())
         except DiaryQueryError as e:
@@ -162,7 +166,7 @@ def _download(fmt: str, name: str, what: str, write: Callable[[Path], object],
               error: type[Exception]) -> Response:
     """A file written by `write` into a temporary directory, sent, then removed."""
     if fmt not in EXPORT_TYPES:
-        raise HTTPException(400, f"Định dạng không hỗ trợ: {fmt!r} (pdf, xlsx, csv)")
+        raise HTTPException(400, f"Định dạng không hỗ trợ: “{fmt[:40]}” (pdf, xlsx, csv)")
     out = Path(tempfile.mkdtemp(prefix="loaxa-export-")) / f"{name}.{fmt}"
     try:
         write(out)

@@ -34,7 +34,7 @@ from headend.nodes.emergency import (
     scoped_key,
     village_states,
 )
-from headend.web.context import WebContext
+from headend.web.context import PathId, WebContext
 
 
 def emergency_router(ctx: WebContext) -> APIRouter:
@@ -194,7 +194,7 @@ def emergency_router(ctx: WebContext) -> APIRouter:
         }
 
     @r.get("/c/{commune_id}/emergency/{broadcast_id}")
-    def status_page(request: Request, commune_id: str, broadcast_id: int,
+    def status_page(request: Request, commune_id: str, broadcast_id: PathId,
                     me: Principal = me_dep) -> Response:
         me.check(EMERGENCY, commune_id)
         return ctx.page(request, "emergency_done.html", me, {
@@ -202,7 +202,7 @@ def emergency_router(ctx: WebContext) -> APIRouter:
             "b": status_of(commune_id, broadcast_id)})
 
     @r.get("/c/{commune_id}/emergency/{broadcast_id}/status")
-    def status_json(commune_id: str, broadcast_id: int,
+    def status_json(commune_id: str, broadcast_id: PathId,
                     me: Principal = me_dep) -> dict[str, Any]:
         """What the status page refreshes itself from while nodes are still answering."""
         me.check(EMERGENCY, commune_id)
