@@ -240,17 +240,11 @@ class Gateway:
             msg[RAW] = bytes(payload)  # signed: checked over these bytes (nodes/admission.py)
         if leaf == protocol.ACK:
             # Only a command this gateway sent has a waiter, and then its signer is known;
-            # an ack that does not verify wakes nobody (the writer drops it too).
+            # an ack that does not verify wakes nobody. (The writer checks every ack against
+            # the key in the database, and keeps and logs the rejections among them.)
             signer = self._signers.get(node_id)
-            if signer is None or not protocol.report_signed(signer, bytes(payload), msg):
-                if self.persistent:
-                    self._inbox.put_nowait((node_id, leaf, msg))
-                return
-            self.waiters.notify(msg)
-            if msg.get("status") == protocol.REJECTED:
-                self.rejections.append(msg)
-                log.warning("node %s rejected command %s: %s %s", node_id, msg.get("id"),
-                            msg.get("reason"), msg.get("detail", ""))
+            if signer is not None and protocol.report_signed(signer, bytes(payload), msg):
+                self.waiters.notify(msg)
         if leaf == protocol.TELEMETRY:
             msg["_rx"] = self.clock()  # for the node's clock offset (headend/nodes/health.py)
         if self.persistent:
@@ -286,6 +280,10 @@ class Gateway:
             finally:
                 self._storing = 0
             self.stored += len(batch)
+            for msg in acks.rejections:
+                self.rejections.append(msg)
+                log.warning("node %s rejected command %s: %s %s", msg.get("node"),
+                            msg.get("id"), msg.get("reason"), msg.get("detail", ""))
             # Acknowledged only now that the records are committed. The acks of one batch go
             # out while the next batch is gathered and stored (under sustained load, waiting
             # for them held up storing; `loaxa bench ingest`); at most one batch's acks at once.
@@ -324,6 +322,7 @@ class Gateway:
                 answers.stored.setdefault(node_id, []).extend(rids)
             for node_id, refused in one.refused.items():
                 answers.refused.setdefault(node_id, []).extend(refused)
+            answers.rejections += one.rejections
         return answers
 
     async def flush(self) -> None:

@@ -83,6 +83,7 @@ class Answers:
 
     stored: dict[str, list[int]] = field(default_factory=dict)
     refused: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rejections: list[dict[str, Any]] = field(default_factory=list)  # acks "rejected", signed
 
 
 def receive_reports(engine: Engine, batch: Sequence[Report], now: int,
@@ -96,7 +97,9 @@ def receive_reports(engine: Engine, batch: Sequence[Report], now: int,
         stored, conflicts = _apply(conn, admitted, now, policy)
         refusals += conflicts
         _refusal_alarms(conn, refusals, stored, now)
-    answers = Answers(stored=stored)
+    answers = Answers(stored=stored, rejections=[
+        m for _, leaf, m in admitted
+        if leaf == protocol.ACK and m.get("status") == protocol.REJECTED])
     for r in refusals:
         answers.refused.setdefault(r.node_id, []).append(r.wire())
     return answers
