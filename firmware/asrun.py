@@ -18,15 +18,28 @@ def save(node):
 
 
 def store(node, rec):
-    """Give rec the next record id, keep it in flash and send it."""
+    """Give rec the next record id, sign it, keep it in flash and send it."""
     rec["rid"] = node.next_rid
     node.next_rid += 1
     node._save_state()
+    protocol.sign_report(node.signer, rec)  # once: every resend is these same bytes
     node.pending.append(rec)
     if len(node.pending) > ASRUN_MAX:
         node.pending.pop(0)  # the oldest goes; the headend sees the gap in record ids
     save(node)
-    asyncio.create_task(node._publish(protocol.ASRUN, rec))
+    asyncio.create_task(send(node, rec))
+
+
+def wire(node, rec):
+    """A pending record's wire bytes: canonical, so the same bytes every time (records kept
+    by an older firmware, without "sig", are signed on their first send)."""
+    if "sig" not in rec:
+        return protocol.sign_report(node.signer, rec)
+    return protocol.canonical(rec)
+
+
+async def send(node, rec):
+    return await node._publish(protocol.ASRUN, wire(node, rec))
 
 
 def heard(node, outcome, reason):
@@ -60,12 +73,27 @@ def record_item(node, item, airing):
                  "reason": airing.reason, "src": airing.src, "media": airing.media})
 
 
+def _refused(rec, refused):
+    for r in refused:
+        if isinstance(r, dict) and r.get("rid") == rec["rid"] and r.get("sig") == rec.get("sig"):
+            return True
+    return False
+
+
 def on_ack(node, payload):
+    """Drop what the headend stored ("rids") and what it refused for good ("refused": only
+    the record with that rid and that signature, so a refusal of someone else's forged
+    copy leaves ours). Nothing else is ever dropped but the oldest beyond ASRUN_MAX."""
     msg = protocol.decode(payload)
-    if not msg or not isinstance(msg.get("rids"), list):
+    if not msg:
         return
-    acked = msg["rids"]
-    keep = [r for r in node.pending if r["rid"] not in acked]
+    acked = msg.get("rids")
+    if not isinstance(acked, list):
+        acked = []
+    refused = msg.get("refused")
+    if not isinstance(refused, list):
+        refused = []
+    keep = [r for r in node.pending if r["rid"] not in acked and not _refused(r, refused)]
     if len(keep) != len(node.pending):
         node.pending = keep
         save(node)
@@ -78,4 +106,4 @@ async def resend_loop(node):
         if node.session.connected:
             for rec in list(node.pending):
                 node.beat("asrun", 10000)  # a publish times out after 10 s
-                await node._publish(protocol.ASRUN, rec)
+                await send(node, rec)

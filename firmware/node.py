@@ -39,6 +39,10 @@ REBOOT_DELAY_MS = 200  # real ms between the reboot's ack and the reset, so the 
 BEAT_SLACK_MS = 30000
 
 
+class BadHash(Exception):
+    """A command's media is not the bytes its "sha" names."""
+
+
 async def _cancel(task):
     """Cancel a task and wait until it has finished its clean-up."""
     task.cancel()
@@ -174,7 +178,7 @@ class Node:
         self.board.led.set("on")
         self.reported = await health.send_telemetry(self)
         for rec in self.pending:
-            await self._publish(protocol.ASRUN, rec)
+            await asrun.send(self, rec)
 
     def _link_down(self):
         self.board.led.set("blink")
@@ -186,8 +190,10 @@ class Node:
         return protocol.topic(self.id, leaf)
 
     async def _publish(self, leaf, msg, qos=1):
+        """msg: a dict (JSON) or the wire bytes of a signed report."""
         try:
-            await self.session.publish(self._t(leaf), protocol.encode(msg), qos)
+            payload = msg if isinstance(msg, bytes) else protocol.encode(msg)
+            await self.session.publish(self._t(leaf), payload, qos)
             return True
         except OSError:
             return False  # offline: acks are best effort, as-run records are resent
@@ -222,7 +228,7 @@ class Node:
         self.rejections += 1
         msg = protocol.ack(self.id, err.cmd_id, protocol.REJECTED, self.clock.time_ms(),
                            err.reason, err.detail)
-        asyncio.create_task(self._publish(protocol.ACK, msg))
+        asyncio.create_task(self._publish(protocol.ACK, protocol.sign_report(self.signer, msg)))
 
     def _on_command(self, payload):
         now = self.clock.time_ms()
@@ -270,6 +276,11 @@ class Node:
                 raise protocol.Rejected(protocol.R_HOST, cmd["id"], host)
             if not isinstance(args.get("title", ""), str):
                 bad = "title"
+            # The media's SHA-256 and size: the node plays only bytes that hash to it.
+            if "sha" in args or "size" in args:
+                why = protocol.media_error(args)
+                if why:
+                    bad = why
             at = args.get("at")
             if at is not None and op == "emergency":
                 bad = "at"
@@ -374,7 +385,7 @@ class Node:
 
     async def _ack(self, cid, status, reason=None, detail=None, extra=None):
         msg = protocol.ack(self.id, cid, status, self.clock.time_ms(), reason, detail, extra)
-        await self._publish(protocol.ACK, msg)
+        await self._publish(protocol.ACK, protocol.sign_report(self.signer, msg))
 
     # --- playback ---------------------------------------------------------------------
 
@@ -415,10 +426,19 @@ class Node:
                 if wait > 0:
                     await self.clock.sleep_ms(wait)
             try:
-                resp = await http.get(args["url"])
-                if resp.status != 200:
-                    raise OSError("HTTP %d" % resp.status)
+                if "sha" in args:
+                    resp = await self._cached(args, trigger)
+                else:
+                    resp = await http.get(args["url"])
+                    if resp.status != 200:
+                        raise OSError("HTTP %d" % resp.status)
                 rate, bits, channels, size = await wav.read_header(resp)
+            except BadHash:
+                outcome, reason = protocol.OUTCOME_FAILED, protocol.R_BAD_HASH
+                return
+            except CacheFull as e:
+                outcome, reason = protocol.OUTCOME_FAILED, "cache_full: %s" % e
+                return
             except (OSError, ValueError) as e:
                 outcome, reason = protocol.OUTCOME_FAILED, "media: %s" % e
                 return
@@ -465,6 +485,26 @@ class Node:
             outcome, reason = asrun.heard(self, outcome, reason)
             asrun.record_command(self, cmd, start, end, outcome, reason, trigger)
             self._final_ack(cmd, start, end, outcome, reason)
+
+    async def _cached(self, args, trigger):
+        """The command's media from the cache, downloaded into it first if need be: only a
+        file whose size and SHA-256 are the command's is played (an emergency whose media is
+        already cached starts at once). An emergency may evict anything; a play keeps what
+        the plan needs. BadHash: the bytes are not the command's media."""
+        sha = args["sha"]
+        if not self.cache.has(sha):
+            keep = {}
+            if trigger != "emergency" and self.plan:
+                for url, s, size in planlib.media_needed(self.plan, self.clock.time_ms()):
+                    keep[s] = 1
+            try:
+                await self.cache.fetch(args["url"], sha, args["size"], keep)
+            except ValueError as e:  # wrong size or hash: nothing was kept
+                raise BadHash(str(e))
+        f = self.cache.open(sha)
+        if f is None:
+            raise OSError("media not cached")
+        return wav.FileStream(f)
 
     async def _playback_ended(self, cmd):
         """Common end of a command's playback: audio closed, post-roll (unless handed over)."""

@@ -79,6 +79,11 @@ R_OTA_WRITE = "write_failed"  # the board could not write or switch its inactive
 R_AMP_FAULT = "amp_fault"  # (as-run) the amplifier's current showed it did not drive the speakers
 R_NOT_VERIFIED = "not_verified"  # (as-run) played; the board cannot sense the amplifier's current
 R_NOT_HEALTHY = "not_healthy"  # (telemetry) the new image was rolled back: not healthy in time
+# (a play / emergency whose media does not have the command's "sha" fails with R_BAD_HASH)
+# Why the headend refused an as-run record (asrun_ack "refused"; the node drops it)
+R_BAD_FIELD = "bad_field"  # a field of the wrong type, out of range or too long
+R_BAD_TIME = "bad_time"  # start after end, or times far from the plan, command or receipt
+R_CONFLICT = "conflict"  # the headend holds other content under this record id
 # (a manifest whose signature does not verify fails with R_SIGNATURE, "bad_signature")
 
 # As-run outcomes
@@ -518,20 +523,21 @@ def _str(v, n):
     return isinstance(v, str) and len(v) <= n
 
 
-def _media_error(m):
+def media_error(m):
+    """Why a media reference {url, sha, size} is unusable (a plan's, or a play / emergency
+    command's arguments), or None."""
     if not isinstance(m, dict):
         return "not an object"
     if not isinstance(m.get("url"), str) or not m["url"]:
         return "url"
-    sha = m.get("sha")
-    if not isinstance(sha, str) or len(sha) != 64:
+    if not _hex64(m.get("sha")):
         return "sha"
-    for ch in sha:
-        if ch not in _HEX:
-            return "sha"
     if not _int(m.get("size")) or m["size"] <= 0:
         return "size"
     return None
+
+
+_media_error = media_error
 
 
 def _item_error(it, seen):
@@ -648,8 +654,35 @@ def state(node_id, online, session, at_ms, fw):
             "session": session, "at": at_ms, "fw": fw}
 
 
-def asrun_ack(rids):
-    return {"v": VERSION, "t": "asrun_ack", "rids": list(rids)}
+def asrun_ack(rids, refused=None):
+    """The headend's answer to as-run records: rids stored (or already stored), and records
+    refused, each as {"rid", "sig", "why"}: the node drops only the record with that rid AND
+    that signature, so a refusal earned by a forged copy cannot cost the node its real one."""
+    msg = {"v": VERSION, "t": "asrun_ack", "rids": list(rids)}
+    if refused:
+        msg["refused"] = list(refused)
+    return msg
+
+
+# --- signed reports (node -> headend): as-run records and acks -------------------------------
+# The node signs them with its own key, like the headend signs commands: "sig" covers the
+# canonical bytes of every other field, and the wire bytes are canonical, so the headend checks
+# exactly what it received (signed_part). Their "t" ("asrun", "ack") keeps them apart from
+# commands (no "t"), plans ("plan") and OTA manifests ("ota") signed with the same key.
+
+def sign_report(signer, msg):
+    """Sign a node report in place; returns its wire bytes."""
+    if "sig" in msg:
+        del msg["sig"]
+    msg["sig"] = signer.sign(canonical(msg))
+    return canonical(msg)
+
+
+def report_signed(signer, payload, msg):
+    """True when payload (as received) carries a valid signature of msg's node."""
+    sig = msg.get("sig")
+    head, tail = signed_part(payload, sig)
+    return bool(head) and signer.verify(head, sig, tail)
 
 
 def decode(payload):

@@ -2,9 +2,11 @@
 
 N provisioned nodes, each on its own MQTT connection with its own broker credentials (so the
 broker's password and ACL path is part of what is measured), publish a mix of telemetry
-(QoS 0, as `firmware/node.py` sends it) and as-run records (QoS 1, unique record id per node)
-at a fixed offered rate. The load generator runs in its own process(es) and sends pre-encoded
-MQTT packets over plain sockets, so it costs little next to what it measures.
+(QoS 0, as `firmware/node.py` sends it) and as-run records (QoS 1, unique record id per node,
+signed with the node's key as the firmware signs them) at a fixed offered rate. The load
+generator runs in its own process(es) and sends MQTT packets it builds itself (telemetry
+pre-encoded, records signed as they go) over plain sockets, so it costs little next to what it
+measures.
 
 Two phases in the same run, over the same node connections and the same offered load:
 
@@ -13,7 +15,8 @@ Two phases in the same run, over the same node connections and the same offered 
   rate to one subscriber;
 - **headend**: `headend.nodes.gateway.Gateway` receives, decodes, batches and stores every
   message in
-  SQLite (`headend.nodes.ingest.store_reports`), then acknowledges each as-run record to its node.
+  SQLite (`headend.nodes.ingest.receive_reports`: admission, that is the signature and checks of
+  `headend/nodes/admission.py`, then storing), then acknowledges each as-run record to its node.
   Stored = committed in the database (`Gateway.stored`).
 
 Afterwards the run checks that what was offered was stored exactly once: as-run rows in the
@@ -160,17 +163,18 @@ _ITEMS = [
 ]
 
 
-def _asrun_parts(node_id: str, item: int) -> tuple[bytes, bytes]:
-    """An as-run record of a plan item (firmware/asrun.py record_item()), split around `rid`."""
+def _asrun_record(node_id: str, item: int) -> dict[str, Any]:
+    """An as-run record of a plan item (firmware/asrun.py record_item()), rid to be set; the
+    generator signs each one with the node's key, as the node does (firmware/protocol.py
+    sign_report), so the headend's admission checks are part of what is measured."""
     now = int(time.time() * 1000)
     iid, kind, title, src = _ITEMS[item % len(_ITEMS)]
-    head = {"v": protocol.VERSION, "t": "asrun", "node": node_id, "rid": 0}
-    tail = {"trigger": "plan", "item": f"{iid}@2026-11-24", "kind": kind, "p": 3, "lang": "vi",
+    return {"v": protocol.VERSION, "t": "asrun", "node": node_id, "rid": 0,
+            "trigger": "plan", "item": f"{iid}@2026-11-24", "kind": kind, "p": 0, "lang": "vi",
             "title": title, "planned": now - 1_800_000, "planned_end": now,
             "start": now - 1_799_990, "end": now, "outcome": protocol.AIRED, "reason": None,
             "src": src, "media": "" if kind.endswith("relay")
             else f"http://10.0.0.1:8080/media/{iid}.wav"}
-    return json.dumps(head)[:-2].encode(), (", " + json.dumps(tail)[1:]).encode()
 
 
 @dataclass
@@ -180,7 +184,8 @@ class _GenNode:
     tel_topic: bytes
     asr_topic: bytes
     tel: tuple[bytes, bytes]
-    asr: list[tuple[bytes, bytes]]
+    asr: list[dict[str, Any]]
+    signer: protocol.Signer
     buf: bytearray = field(default_factory=bytearray)
     pid: int = 0
     rid: int = 0
@@ -197,19 +202,20 @@ def _generator_child() -> None:
         conn.close()
 
 
-def _generator_main(conn: Connection, port: int, nodes: list[tuple[str, str]],
+def _generator_main(conn: Connection, port: int, nodes: list[tuple[str, str, str]],
                     asrun_share: float) -> None:
     """Connect every node, then run phases on command: ("run", seconds, rate) sends the mix
     for that long; ("drain", seconds) only reads; ("stop",) leaves. Replies with counters."""
     raise_fd_limit()
     sel = selectors.DefaultSelector()
     gen: list[_GenNode] = []
-    for node_id, password in nodes:
+    for node_id, password, key in nodes:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         n = _GenNode(node_id, sock, _string(protocol.topic(node_id, protocol.TELEMETRY)),
                      _string(protocol.topic(node_id, protocol.ASRUN)), _telemetry_parts(node_id),
-                     [_asrun_parts(node_id, i) for i in range(len(_ITEMS))])
+                     [_asrun_record(node_id, i) for i in range(len(_ITEMS))],
+                     protocol.Signer(protocol.node_key(key)))
         sock.sendall(connect_packet(node_id, node_id, password))
         first, body = _read_packet(sock, n.buf)
         if first != 0x20 or body[1] != 0:
@@ -275,8 +281,9 @@ def _generator_main(conn: Connection, port: int, nodes: list[tuple[str, str]],
                         n = gen[asr_i]
                         n.rid += 1
                         n.pid = n.pid % 65535 + 1
-                        a, b = n.asr[n.rid % len(n.asr)]
-                        body = n.asr_topic + struct.pack("!H", n.pid) + a + str(n.rid).encode() + b
+                        rec = dict(n.asr[n.rid % len(n.asr)], rid=n.rid)
+                        body = (n.asr_topic + struct.pack("!H", n.pid)
+                                + protocol.sign_report(n.signer, rec))
                         out[asr_i].append(b"\x32" + _varint(len(body)) + body)
                         counts["asrun"] += 1
                     else:
@@ -305,7 +312,7 @@ def _generator_main(conn: Connection, port: int, nodes: list[tuple[str, str]],
 class Generators:
     """The load generator processes; nodes and offered rate are split evenly among them."""
 
-    def __init__(self, port: int, nodes: list[tuple[str, str]], processes: int,
+    def __init__(self, port: int, nodes: list[tuple[str, str, str]], processes: int,
                  asrun_share: float) -> None:
         # Plain child interpreters rather than multiprocessing's spawn, which would re-run the
         # caller's main module; each talks over a socket pair wrapped in a Connection.
@@ -547,8 +554,8 @@ async def measure(nodes: int = 1000, rate: float = 12_000, seconds: float = 60,
         broker.start()
         assert broker.pid is not None
         t0 = time.perf_counter()
-        gens = Generators(broker.node_port, [(s.id, s.password) for s in secrets], generators,
-                          asrun_share)
+        gens = Generators(broker.node_port, [(s.id, s.password, s.key) for s in secrets],
+                          generators, asrun_share)
         await _in_thread(gens.wait_ready, 120)
         result.connect_s = time.perf_counter() - t0
         meter = CpuMeter({"bench process": [os.getpid()], "broker": [broker.pid],

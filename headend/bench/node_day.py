@@ -274,6 +274,8 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
 
             tone = f"{runtime.media_base}/media/{runtime.fallback.url.rsplit('/', 1)[-1]}" \
                 if runtime.fallback else ""
+            sha, size = (runtime.fallback.sha, runtime.fallback.size) if runtime.fallback \
+                else ("", 0)
             if events:
                 plan: list[tuple[str, str, dict[str, Any]]] = [
                     ("07:00", "volume", {"level": 100}),
@@ -281,7 +283,9 @@ async def run_day(root: Path, profile: str, budget: int, rate: int, start_hm: st
                     ("08:00", "ping", {}),
                     ("09:00", "link", {"up": False}),
                     ("09:20", "link", {"up": True}),
-                    ("12:00", "emergency", {"url": tone, "title": "Khẩn cấp thử"}),
+                    # (as the headend sends one: with the media's hash, which the node checks)
+                    ("12:00", "emergency", {"url": tone, "sha": sha, "size": size,
+                                            "title": "Khẩn cấp thử"}),
                     ("13:00", "volume", {"level": 70}),
                     ("14:00", "ping", {}),
                 ]

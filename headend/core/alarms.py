@@ -30,6 +30,9 @@ WEAK_SIGNAL = "weak_signal"
 CLOCK_OFFSET = "clock_offset"
 VILLAGE_SILENT = "village_silent"  # every loudspeaker cluster of a village has failed
 TEMPERATURE = "temperature"  # a board hotter than its limit (headend/nodes/health.py)
+# Node reports (headend/nodes/admission.py, headend/nodes/ingest.py).
+ASRUN_REFUSED = "asrun_refused"  # a signed as-run record of the wrong shape or impossible times
+ASRUN_CONFLICT = "asrun_conflict"  # a record id came back with other content than stored
 
 LABELS_VI = {
     SOURCE_UNREACHABLE: "Nguồn tiếp sóng không truy cập được",
@@ -44,6 +47,8 @@ LABELS_VI = {
     CLOCK_OFFSET: "Đồng hồ cụm loa lệch quá 2 giây",
     VILLAGE_SILENT: "Cả thôn không còn loa hoạt động",
     TEMPERATURE: "Cụm loa quá nóng",
+    ASRUN_REFUSED: "Cụm loa gửi bản ghi phát sóng không hợp lệ",
+    ASRUN_CONFLICT: "Cụm loa gửi hai bản ghi khác nhau cùng số",
 }
 
 # What an alarm's detail says, stored in Vietnamese (the CLI and the API show it as stored).
@@ -68,7 +73,12 @@ DETAIL_VILLAGE_ALL = "Cả {n} cụm loa của thôn đều mất kết nối ho
 DETAIL_HOT = "Nhiệt độ {temp} °C, vượt ngưỡng {limit} °C của bo mạch {board}"
 DETAIL_PLAN_TOO_LARGE = ("{items} mục trong {hours} giờ vượt giới hạn {kb} KB của một lịch "
                          "phát; cụm loa giữ lịch cũ")
-DETAILS = (DETAIL_AMP_CURRENT, DETAIL_AMP_REPORTED, DETAIL_WEAK_SIGNAL, DETAIL_CLOCK,
+DETAIL_ASRUN_REFUSED = ("Bản ghi số {rid} bị từ chối ({why}: {detail}); cụm loa đã bỏ bản ghi "
+                        "này")
+DETAIL_ASRUN_CONFLICT = ("Bản ghi số {rid} gửi lại với nội dung khác; nhật ký giữ bản nhận "
+                         "trước")
+DETAILS = (DETAIL_ASRUN_REFUSED, DETAIL_ASRUN_CONFLICT, DETAIL_AMP_CURRENT, DETAIL_AMP_REPORTED,
+           DETAIL_WEAK_SIGNAL, DETAIL_CLOCK,
            DETAIL_SILENT_S, DETAIL_SILENT_MIN, DETAIL_GONE_S, DETAIL_GONE_MIN, DETAIL_MISSED,
            DETAIL_FAILED, DETAIL_VILLAGE_ONE, DETAIL_VILLAGE_ALL, DETAIL_HOT,
            DETAIL_PLAN_TOO_LARGE)

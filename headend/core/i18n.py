@@ -427,6 +427,9 @@ EN: Final[dict[str, str]] = {
     "lỗi ampli": "amplifier fault",
     "Cụm loa quá nóng": "Cluster overheating",
     "Lịch phát quá dày, không gửi được xuống cụm loa": "Plan too crowded to send to the cluster",
+    "Cụm loa gửi bản ghi phát sóng không hợp lệ": "Cluster sent an invalid as-run record",
+    "Cụm loa gửi hai bản ghi khác nhau cùng số":
+        "Cluster sent two different records under one number",
     "Ở đâu": "Where",
     "{n} cụm lỗi ampli": "{n} clusters with an amplifier fault",
     "Thôn có loa đang hoạt động:": "Villages with a working loudspeaker now:",
@@ -437,6 +440,10 @@ EN: Final[dict[str, str]] = {
         "cluster for 2 of its reporting periods.",
     # Alarm details (alarms.DETAIL_*), stored in Vietnamese, shown through alarms.detail_text
     "Ampli đang bật nhưng chỉ tiêu thụ {ma} mA": "The amplifier is on but draws only {ma} mA",
+    "Bản ghi số {rid} bị từ chối ({why}: {detail}); cụm loa đã bỏ bản ghi này":
+        "Record {rid} refused ({why}: {detail}); the cluster has dropped it",
+    "Bản ghi số {rid} gửi lại với nội dung khác; nhật ký giữ bản nhận trước":
+        "Record {rid} came again with other content; the diary keeps the one received first",
     "Ampli báo lỗi (phần cứng báo, hoặc dòng điện quá thấp khi bật)":
         "Amplifier fault (reported by the hardware, or too little current while on)",
     "Sóng {dbm} dBm ({link})": "Signal {dbm} dBm ({link})",

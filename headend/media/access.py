@@ -83,8 +83,8 @@ def node_may_fetch(engine: Engine, node_id: str, token: str, name: str) -> bool:
     if not protocol.valid_node_id(node_id) or len(token) != TOKEN_HEX:
         return False
     with Session(engine) as s:
-        key = s.scalar(select(Node.key).where(Node.id == node_id))
-    if not key:  # unknown, or revoked (its key removed)
+        key = s.scalar(select(Node.key).where(Node.id == node_id, Node.revoked_ms.is_(None)))
+    if not key:  # unknown, or revoked
         return False
     try:
         expected = media_token(key, name)

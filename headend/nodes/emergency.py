@@ -167,7 +167,7 @@ async def send(headend: Gateway, engine: Engine, target: Target, media: Media, t
         raise HeadendOffline("not connected to the broker")
     row_id = await asyncio.to_thread(_log, engine, target, media, title, text, sent_by,
                                      sent_from, headend.clock(), key)
-    args = {"url": media.url, "title": title[:120]}
+    args = {"url": media.url, "sha": media.sha, "size": media.size, "title": title[:120]}
     try:
         cmds = await asyncio.to_thread(headend.prepare, target.node_ids, "emergency", args,
                                        TTL_MS, sent_by, title)

@@ -29,8 +29,9 @@ from firmware import protocol
 from headend.core.models import Command, Node
 from headend.diary.reasons import OFFLINE_WHEN_SENT
 from headend.media.access import node_args
+from headend.nodes.admission import RAW
 from headend.nodes.health import DEFAULT_POLICY
-from headend.nodes.ingest import Report, store_reports
+from headend.nodes.ingest import Answers, Report, receive_reports
 
 log = logging.getLogger("loaxa.headend")
 # aiomqtt warns on every publish beyond ten in flight; a fan-out to 2,000 nodes is normal here.
@@ -129,6 +130,7 @@ class Gateway:
         self.echo_waiters: dict[str, asyncio.Future[float]] = {}
         self._inbox: asyncio.Queue[Report] = asyncio.Queue()
         self._signers: dict[str, protocol.Signer] = {}
+        self._report_signers: dict[str, protocol.Signer] = {}  # by hex key (the writer's)
         self._storing = 0  # messages taken from the inbox and not yet committed
         # Counters for `loaxa bench ingest`: messages received from the broker, and messages
         # done with (committed, or dropped as unstorable) by the writer.
@@ -235,12 +237,15 @@ class Gateway:
             # The broker ACL makes this impossible; refuse it anyway.
             log.warning("node %s sent a message naming %s", node_id, msg.get("node"))
             return
+        if leaf in (protocol.ACK, protocol.ASRUN):
+            msg[RAW] = bytes(payload)  # signed: checked over these bytes (nodes/admission.py)
         if leaf == protocol.ACK:
-            self.waiters.notify(msg)
-            if msg.get("status") == protocol.REJECTED:
-                self.rejections.append(msg)
-                log.warning("node %s rejected command %s: %s %s", node_id, msg.get("id"),
-                            msg.get("reason"), msg.get("detail", ""))
+            # Only a command this gateway sent has a waiter, and then its signer is known;
+            # an ack that does not verify wakes nobody. (The writer checks every ack against
+            # the key in the database, and keeps and logs the rejections among them.)
+            signer = self._signers.get(node_id)
+            if signer is not None and protocol.report_signed(signer, bytes(payload), msg):
+                self.waiters.notify(msg)
         if leaf == protocol.TELEMETRY:
             msg["_rx"] = self.clock()  # for the node's clock offset (headend/nodes/health.py)
         if self.persistent:
@@ -276,6 +281,10 @@ class Gateway:
             finally:
                 self._storing = 0
             self.stored += len(batch)
+            for msg in acks.rejections:
+                self.rejections.append(msg)
+                log.warning("node %s rejected command %s: %s %s", msg.get("node"),
+                            msg.get("id"), msg.get("reason"), msg.get("detail", ""))
             # Acknowledged only now that the records are committed. The acks of one batch go
             # out while the next batch is gathered and stored (under sustained load, waiting
             # for them held up storing; `loaxa bench ingest`); at most one batch's acks at once.
@@ -283,31 +292,39 @@ class Gateway:
                 await self._acking
             self._acking = asyncio.create_task(self._send_acks(acks))
 
-    async def _send_acks(self, acks: dict[str, list[int]]) -> None:
+    async def _send_acks(self, answers: Answers) -> None:
         # A lost ack only means the node sends the record again; the writer carries on.
+        nodes = set(answers.stored) | set(answers.refused)
         results = await asyncio.gather(*(
-            self._publish(node_id, protocol.ASRUN_ACK, protocol.encode(protocol.asrun_ack(rids)))
-            for node_id, rids in acks.items()), return_exceptions=True)
+            self._publish(node_id, protocol.ASRUN_ACK, protocol.encode(protocol.asrun_ack(
+                answers.stored.get(node_id, []), answers.refused.get(node_id))))
+            for node_id in nodes), return_exceptions=True)
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             log.warning("%d as-run acks not sent (%s); nodes will resend", len(failed),
                         failed[0])
 
-    def _store(self, batch: Sequence[Report]) -> dict[str, list[int]]:
+    def _store(self, batch: Sequence[Report]) -> Answers:
         try:
-            return store_reports(self.engine, batch, self.clock(), self.health)
+            # (copies: admission takes the raw bytes out, and a retry needs them again)
+            return receive_reports(self.engine, [(n, leaf, dict(m)) for n, leaf, m in batch],
+                                   self.clock(), self.health, self._report_signers)
         except OperationalError:
             raise
         except Exception:
             if len(batch) == 1:
                 log.exception("dropping a report that cannot be stored: %r", batch[0])
-                return {}
+                return Answers()
         # One bad message must not hold up the rest: store them one by one.
-        acks: dict[str, list[int]] = defaultdict(list)
+        answers = Answers()
         for item in batch:
-            for node_id, rids in self._store([item]).items():
-                acks[node_id].extend(rids)
-        return acks
+            one = self._store([item])
+            for node_id, rids in one.stored.items():
+                answers.stored.setdefault(node_id, []).extend(rids)
+            for node_id, refused in one.refused.items():
+                answers.refused.setdefault(node_id, []).extend(refused)
+            answers.rejections += one.rejections
+        return answers
 
     async def flush(self) -> None:
         """Wait until everything received so far is stored (tests, shutdown)."""
@@ -333,13 +350,14 @@ class Gateway:
         out: list[SentCommand] = []
         with Session(self.engine) as s, s.begin():
             rows = s.execute(
-                update(Node).where(Node.id.in_(node_ids)).values(seq=Node.seq + 1)
+                update(Node).where(Node.id.in_(node_ids), Node.revoked_ms.is_(None))
+                .values(seq=Node.seq + 1)
                 .returning(Node.id, Node.seq, Node.key, Node.online)
             ).all()
             found = {r[0] for r in rows}
             missing = sorted(set(node_ids) - found)
             if missing:
-                raise KeyError(f"unknown node(s): {', '.join(missing[:5])}")
+                raise KeyError(f"unknown or revoked node(s): {', '.join(missing[:5])}")
             offline = {r[0] for r in rows if not r[3]}
             for node_id, seq, key, _ in rows:
                 cmd_id = "c" + secrets.token_hex(10)

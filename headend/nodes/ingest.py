@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -27,14 +29,25 @@ from sqlalchemy import (
 )
 
 from firmware import protocol
-from headend.core.alarms import RELAY_FAILED, Decision, settle
+from headend.core.alarms import (
+    ASRUN_CONFLICT,
+    ASRUN_REFUSED,
+    DETAIL_ASRUN_CONFLICT,
+    DETAIL_ASRUN_REFUSED,
+    RELAY_FAILED,
+    Decision,
+    raise_on,
+    settle,
+)
 from headend.core.models import AsRunRecord, Command, Node, NodePlan
 from headend.diary import chain
 from headend.diary.reasons import reason_vi
 from headend.media.access import without_token
+from headend.nodes.admission import Refusal, admit
 from headend.nodes.health import DEFAULT_POLICY, HealthPolicy, broadcast_alarms, telemetry_alarms
 
 Report = tuple[str, str, dict[str, Any]]  # (node id, topic leaf, decoded message)
+log = logging.getLogger("loaxa.headend")
 
 # An ack may only move a command forward; a late "rejected" (a QoS 1 redelivery the node
 # refused as a replay) never undoes an "accepted".
@@ -64,27 +77,79 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+@dataclass
+class Answers:
+    """What to tell the nodes once a batch has committed: per node, the as-run record ids
+    stored (or stored before), and the records refused for good ({"rid", "sig", "why"})."""
+
+    stored: dict[str, list[int]] = field(default_factory=dict)
+    refused: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rejections: list[dict[str, Any]] = field(default_factory=list)  # acks "rejected", signed
+
+
+def receive_reports(engine: Engine, batch: Sequence[Report], now: int,
+                    policy: HealthPolicy = DEFAULT_POLICY,
+                    signers: dict[str, protocol.Signer] | None = None) -> Answers:
+    """Reports as they came from the broker (acks and as-run records with the bytes they
+    arrived as): admitted first (headend/nodes/admission.py: signature, shape, times), then
+    stored in one transaction with their alarms."""
+    with engine.begin() as conn:
+        admitted, refusals = admit(conn, batch, now, signers)
+        stored, conflicts = _apply(conn, admitted, now, policy)
+        refusals += conflicts
+        _refusal_alarms(conn, refusals, stored, now)
+    answers = Answers(stored=stored, rejections=[
+        m for _, leaf, m in admitted
+        if leaf == protocol.ACK and m.get("status") == protocol.REJECTED])
+    for r in refusals:
+        answers.refused.setdefault(r.node_id, []).append(r.wire())
+    return answers
+
+
 def store_reports(engine: Engine, batch: Sequence[Report], now: int,
                   policy: HealthPolicy = DEFAULT_POLICY) -> dict[str, list[int]]:
-    """Apply a batch in one transaction; return the as-run record ids stored (or already
-    stored) per node, which the caller acknowledges once this has committed."""
+    """Apply a batch of reports already admitted (the gateway's go through `receive_reports`)
+    in one transaction; return the as-run record ids stored (or already stored) per node,
+    which the caller acknowledges once this has committed."""
+    with engine.begin() as conn:
+        return _apply(conn, batch, now, policy)[0]
+
+
+def _apply(conn: Connection, batch: Sequence[Report], now: int,
+           policy: HealthPolicy) -> tuple[dict[str, list[int]], list[Refusal]]:
     by_leaf: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for node_id, leaf, msg in batch:
         by_leaf[leaf].append((node_id, msg))
-    with engine.begin() as conn:
-        # Every provisioned node is in a village: this finds the known ones and their commune.
-        communes = chain.node_communes(conn, [node_id for node_id, _, _ in batch])
-        known = set(communes)
-        seen = [{"nid": n, "now": now} for n in known]
-        if seen:
-            conn.execute(update(Node).where(Node.id == bindparam("nid"))
-                         .values(last_seen_ms=bindparam("now")), seen)
-        _states(conn, [(n, m) for n, m in by_leaf[protocol.STATE] if n in known])
-        _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known],
-                   communes, now, policy)
-        _acks(conn, [(n, m) for n, m in by_leaf[protocol.ACK] if n in known], now)
-        return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known],
-                      communes, now)
+    # Every provisioned node is in a village: this finds the known ones and their commune.
+    communes = chain.node_communes(conn, [node_id for node_id, _, _ in batch])
+    known = set(communes)
+    seen = [{"nid": n, "now": now} for n in known]
+    if seen:
+        conn.execute(update(Node).where(Node.id == bindparam("nid"))
+                     .values(last_seen_ms=bindparam("now")), seen)
+    _states(conn, [(n, m) for n, m in by_leaf[protocol.STATE] if n in known])
+    _telemetry(conn, [(n, m) for n, m in by_leaf[protocol.TELEMETRY] if n in known],
+               communes, now, policy)
+    _acks(conn, [(n, m) for n, m in by_leaf[protocol.ACK] if n in known], now)
+    return _asrun(conn, [(n, m) for n, m in by_leaf[protocol.ASRUN] if n in known],
+                  communes, now)
+
+
+def _refusal_alarms(conn: Connection, refusals: list[Refusal], stored: dict[str, list[int]],
+                    now: int) -> None:
+    """A node whose signed record was refused raises its asrun_refused alarm (a bug in its
+    firmware, or its key in other hands); its next record stored clears it. A conflict
+    raises asrun_conflict once per record id, and stays for a technician to look at."""
+    communes = chain.node_communes(conn, [r.node_id for r in refusals] + list(stored))
+    decisions: dict[str, Decision] = {n: (False, "", communes.get(n)) for n in stored}
+    for r in refusals:
+        if r.why == protocol.R_CONFLICT:
+            raise_on(conn, ASRUN_CONFLICT, f"{r.node_id}:{r.rid}",
+                     DETAIL_ASRUN_CONFLICT.format(rid=r.rid), now, communes.get(r.node_id))
+        else:
+            decisions[r.node_id] = (True, DETAIL_ASRUN_REFUSED.format(
+                rid=r.rid, why=r.why, detail=r.detail), communes.get(r.node_id))
+    settle(conn, ASRUN_REFUSED, decisions, now)
 
 
 def _states(conn: Connection, items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -247,49 +312,81 @@ def _acks(conn: Connection, items: list[tuple[str, dict[str, Any]]], now: int) -
                      .values(playing=None), finished)
 
 
+# What a record says, as stored: two copies of one record id must agree on all of it.
+CONTENT = ("command_id", "trigger", "media", "title", "start_ms", "end_ms", "outcome", "reason",
+           "item_id", "kind", "priority", "language", "planned_start_ms", "planned_end_ms",
+           "source")
+
+
+def _row(node_id: str, rid: int, msg: dict[str, Any], commune_id: str,
+         now: int) -> dict[str, Any]:
+    outcome = msg.get("outcome")
+    reason = _text(msg.get("reason"), 300)
+    if outcome not in OUTCOMES:
+        reason = _text(f"node reported outcome {outcome!r}", 300)
+        outcome = protocol.OUTCOME_FAILED
+    return {
+        "node_id": node_id, "rid": rid, "command_id": _text(msg.get("cmd"), 64),
+        "trigger": _text(msg.get("trigger"), 16) or "command",
+        # The URL as the headend wrote it, without the node's token (media/access.py).
+        "media": without_token(_text(msg.get("media"), 500) or ""),
+        "title": _text(msg.get("title"), 300) or "",
+        "start_ms": _int(msg.get("start")), "end_ms": _int(msg.get("end")),
+        "outcome": outcome, "reason": reason, "received_ms": now,
+        "item_id": _text(msg.get("item"), 64), "kind": _text(msg.get("kind"), 24),
+        "priority": _int(msg.get("p")), "language": _text(msg.get("lang"), 16),
+        "planned_start_ms": _int(msg.get("planned")),
+        "planned_end_ms": _int(msg.get("planned_end")), "source": _text(msg.get("src"), 16),
+        "commune_id": commune_id, "corrects_id": None, "operator": None,
+        "note": None,
+    }
+
+
+def _content(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in CONTENT)
+
+
 def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
-           communes: dict[str, str], now: int) -> dict[str, list[int]]:
+           communes: dict[str, str], now: int) -> tuple[dict[str, list[int]], list[Refusal]]:
+    """Store the records not stored yet. Idempotent on (node, rid): a copy with the same
+    content (a resend after a lost ack) is acknowledged again; one with other content is not
+    stored (the first stays), and comes back as a conflict for the node to drop."""
     acks: dict[str, list[int]] = defaultdict(list)
-    fresh: dict[tuple[str, int], dict[str, Any]] = {}
+    conflicts: list[Refusal] = []
+    copies: list[tuple[tuple[str, int], dict[str, Any], dict[str, Any]]] = []
     for node_id, msg in items:
         rid = _int(msg.get("rid"))
         if rid is None:
             continue
-        acks[node_id].append(rid)
-        fresh.setdefault((node_id, rid), msg)
-    if not fresh:
-        return acks
-    # Idempotent on (node, rid): a record resent after a lost ack is stored once.
-    stored = {(n, r) for n, r in conn.execute(select(AsRunRecord.node_id, AsRunRecord.rid).where(
-        tuple_(AsRunRecord.node_id, AsRunRecord.rid).in_(list(fresh))))}
+        copies.append(((node_id, rid), msg, _row(node_id, rid, msg, communes[node_id], now)))
+    if not copies:
+        return acks, conflicts
+    keys = list({k for k, _, _ in copies})
+    held: dict[tuple[str, int], tuple[Any, ...]] = {}
+    for i in range(0, len(keys), 500):
+        for r in conn.execute(select(AsRunRecord.node_id, AsRunRecord.rid,
+                                     *(getattr(AsRunRecord, c) for c in CONTENT)).where(
+                tuple_(AsRunRecord.node_id, AsRunRecord.rid).in_(keys[i:i + 500]))):
+            held[(r[0], r[1])] = tuple(r[2:])
     rows, settle = [], []
-    for (node_id, rid), msg in fresh.items():
-        if (node_id, rid) in stored:
+    for key, msg, row in copies:
+        node_id, rid = key
+        if key in held:
+            if held[key] == _content(row):
+                acks[node_id].append(rid)
+            else:
+                log.warning("node %s: record %d came again with other content", node_id, rid)
+                conflicts.append(Refusal(node_id, rid, str(msg.get("sig") or ""),
+                                         protocol.R_CONFLICT, "other content stored"))
             continue
-        outcome = msg.get("outcome")
-        reason = _text(msg.get("reason"), 300)
-        if outcome not in OUTCOMES:
-            reason = _text(f"node reported outcome {outcome!r}", 300)
-            outcome = protocol.OUTCOME_FAILED
-        rows.append({
-            "node_id": node_id, "rid": rid, "command_id": _text(msg.get("cmd"), 64),
-            "trigger": _text(msg.get("trigger"), 16) or "command",
-            # The URL as the headend wrote it, without the node's token (media/access.py).
-            "media": without_token(_text(msg.get("media"), 500) or ""),
-            "title": _text(msg.get("title"), 300) or "", "start_ms": _int(msg.get("start")),
-            "end_ms": _int(msg.get("end")),
-            "outcome": outcome, "reason": reason, "received_ms": now,
-            "item_id": _text(msg.get("item"), 64), "kind": _text(msg.get("kind"), 24),
-            "priority": _int(msg.get("p")), "language": _text(msg.get("lang"), 16),
-            "planned_start_ms": _int(msg.get("planned")),
-            "planned_end_ms": _int(msg.get("planned_end")), "source": _text(msg.get("src"), 16),
-            "commune_id": communes[node_id], "corrects_id": None, "operator": None,
-            "note": None,
-        })
+        held[key] = _content(row)
+        acks[node_id].append(rid)
+        rows.append(row)
         if isinstance(msg.get("cmd"), str):
             # The record also settles its command when the final ack was lost in an outage.
-            settle.append({"cid": msg["cmd"], "nid": node_id, "reason": rows[-1]["reason"],
-                           "st": "done" if outcome == protocol.AIRED else "failed", "now": now})
+            settle.append({"cid": msg["cmd"], "nid": node_id, "reason": row["reason"],
+                           "st": "done" if row["outcome"] == protocol.AIRED else "failed",
+                           "now": now})
     if rows:
         chain.append(conn, rows)
         conn.execute(insert(AsRunRecord), rows)
@@ -303,7 +400,7 @@ def _asrun(conn: Connection, items: list[tuple[str, dict[str, Any]]],
             .values(status=bindparam("st"), reason=bindparam("reason"),
                     updated_ms=bindparam("now")),
             settle)
-    return acks
+    return acks, conflicts
 
 
 def _relay_alarms(conn: Connection, rows: list[dict[str, Any]], now: int) -> None:

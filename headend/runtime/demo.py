@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -114,7 +115,8 @@ async def run_demo(home: Home, commune_file: Path, duration: float | None, port:
               f"(technician) or admin, password {password} (also in {home.root / DEMO_LOGIN})",
               flush=True)
         announce = asyncio.create_task(
-            _announce(runtime.headend, [s.id for s in secrets], port))
+            _announce(runtime.headend, [s.id for s in secrets], port,
+                      home.media_dir / TEST_TONE))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
         announce.cancel()
@@ -158,9 +160,12 @@ def _playable_now(home: Home, commune_file: Path) -> Path:
     return copy
 
 
-async def _announce(headend: Gateway, node_ids: list[str], port: int) -> None:
+async def _announce(headend: Gateway, node_ids: list[str], port: int, tone: Path) -> None:
     await asyncio.sleep(ANNOUNCE_AFTER_S)
     url = f"http://127.0.0.1:{port}/media/{TEST_TONE}"
-    cmds = await headend.send(node_ids, "play", {"url": url, "title": "Thông báo thử nghiệm"},
+    data = tone.read_bytes()  # the node plays only these bytes (their SHA-256)
+    args = {"url": url, "sha": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "title": "Thông báo thử nghiệm"}
+    cmds = await headend.send(node_ids, "play", args,
                               operator="loaxa demo", title="Thông báo thử nghiệm")
     print(f"LoaXa demo: test announcement sent to {len(cmds)} nodes", flush=True)

@@ -50,15 +50,13 @@ def test_garbage_from_one_node_stops_nothing(stack: Stack) -> None:
 
     # The headend still does its job for everybody, the rogue node included.
     cmd_ids = stack.play()
-    records = wait_until(lambda: len(stack.asrun()) >= 6 and stack.asrun(), 30,
+    records = wait_until(lambda: len(stack.asrun()) >= 5 and stack.asrun(), 30,
                          "the real nodes' records")
     real = [r for r in records if r.command_id in cmd_ids]
     assert sorted(r.node_id for r in real) == sorted(stack.node_ids)
-    # The one well-formed record among the garbage was stored, with its junk fields cleaned.
-    junk = [r for r in records if r.command_id not in cmd_ids]
-    assert [(r.node_id, r.rid) for r in junk] == [(BAD_NODE, 99)]
-    assert junk[0].start_ms is None and len(junk[0].title) == 300
-    assert junk[0].outcome == "failed" and junk[0].reason == "node reported outcome 5"
+    # None of the garbage is stored: unsigned, it is not a node's report at all (signed and
+    # absurd records: tests/security/test_node_reports.py).
+    assert [r for r in records if r.command_id not in cmd_ids] == []
     with Session(stack.engine) as s:
         node = s.get(Node, BAD_NODE)
         assert node is not None and node.online

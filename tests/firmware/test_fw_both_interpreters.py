@@ -23,7 +23,7 @@ for _p in (str(ROOT), str(HERE)):
 CASE_MODULES = (
     "fw_protocol_cases", "fw_node_cases", "fw_mqtt_cases", "fw_session_cases", "fw_http_cases",
     "fw_plan_cases", "fw_cache_cases", "fw_runner_cases", "fw_ops_cases", "fw_ota_cases",
-    "fw_device_cases", "fw_modem_cases",
+    "fw_device_cases", "fw_modem_cases", "fw_report_cases",
 )
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 # The heap of one case's MicroPython process. In these tests the firmware's own bytecode is
