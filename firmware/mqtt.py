@@ -59,7 +59,7 @@ def tls_context(ca_der):
     and checks the server's name: a server another CA signed, or one with another name, is
     refused. Python's default context would check nothing on MicroPython."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # (not in the stubs)
     ctx.load_verify_locations(cadata=ca_der)
     return ctx
 

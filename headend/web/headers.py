@@ -40,6 +40,7 @@ HEADERS: Final = {
     # The recorder needs the microphone of this site; nothing needs a camera or a location.
     "Permissions-Policy": "camera=(), geolocation=(), microphone=(self)",
 }
+HSTS: Final = "max-age=31536000"  # a year; no includeSubDomains: the province's other sites
 CRASH_VI: Final = "Máy chủ gặp lỗi khi làm việc này. Hãy thử lại sau ít phút."
 
 
@@ -65,6 +66,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers[name] = value
+                if scope.get("scheme") == "https":  # served over TLS: never in the clear again
+                    headers["Strict-Transport-Security"] = HSTS
             await send(message)
 
         try:

@@ -27,7 +27,12 @@ GARBAGE = [
 
 
 def publish_as_node(stack: Stack, node_id: str, items: list[tuple[str, bytes]]) -> None:
+    """With the node's password, while the node itself is off its link (the broker makes a
+    client's id its username: the two would take the session from each other); the node is
+    back and connected when this returns."""
     secret = next(s for s in stack.secrets if s.id == node_id)
+    stack.fleet.set_link(node_id, False)
+    wait_until(lambda: not stack.fleet.status()[node_id]["connected"], 10, "node off")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{node_id}-rogue")
     client.username_pw_set(node_id, secret.password)
     client.connect("127.0.0.1", stack.broker.node_port)
@@ -41,6 +46,8 @@ def publish_as_node(stack: Stack, node_id: str, items: list[tuple[str, bytes]]) 
     finally:
         client.disconnect()
         client.loop_stop()
+        stack.fleet.set_link(node_id, True)
+        stack.fleet.wait_connected(30, [node_id])
 
 
 def test_garbage_from_one_node_stops_nothing(stack: Stack) -> None:

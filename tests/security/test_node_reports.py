@@ -79,18 +79,24 @@ def relay(node_id: str, rid: int, now: int, title: str = "VOV1 Thời sự") -> 
 
 class Rogue:
     """A client with one node's broker password: publishes on its topics and reads the
-    headend's answers on its asrun/ack topic."""
+    headend's answers on its asrun/ack topic. Its session is the node's (the broker makes the
+    client id the username), so the real node is kept off the network meanwhile, or the two
+    would take the session from each other; leave() gives it back."""
 
     def __init__(self, stack: Stack, node_id: str) -> None:
         secret = next(s for s in stack.secrets if s.id == node_id)
+        self.stack = stack
         self.node_id = node_id
+        stack.fleet.set_link(node_id, False)
+        wait_until(lambda: not stack.fleet.status()[node_id]["connected"], 10, "node off")
+        self.here = True
         self.answers: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"{node_id}-rogue")
         self.client.username_pw_set(node_id, secret.password)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", stack.broker.port)
+        self.client.connect("127.0.0.1", stack.broker.node_port)
         self.client.loop_start()
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
@@ -117,8 +123,16 @@ class Rogue:
             return [rid for a in self.answers for rid in a.get("rids", [])]
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        if self.here:
+            self.here = False
+            self.client.loop_stop()
+            self.client.disconnect()
+
+    def leave(self) -> None:
+        """The rogue goes; the real node comes back on its link and reconnects."""
+        self.close()
+        self.stack.fleet.set_link(self.node_id, True)
+        self.stack.fleet.wait_connected(30, [self.node_id])
 
 
 @pytest.fixture
@@ -190,6 +204,7 @@ def test_forged_records_and_acks_are_dropped_and_the_real_record_is_stored(
     assert view_8_3(stack) == before
     assert chain.verify(stack.engine, [COMMUNE]) == []
     # The node's real record with that id is stored when it comes.
+    rogue.leave()
     [cid] = stack.play([node])
     got = wait_until(lambda: rows(stack, node).get(rid), 30, "the real record")
     assert (got.command_id, got.title, got.trigger) == (cid, "Bản tin thử", "command")

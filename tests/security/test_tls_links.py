@@ -151,3 +151,34 @@ def test_plain_mqtt_to_the_tls_listener_gets_nothing(tmp_path: Path) -> None:
         assert not reply.startswith(b"\x20"), "a CONNACK over plain TCP"
     finally:
         stack.broker.stop()
+
+
+def test_the_web_app_over_https_keeps_its_cookies_to_tls(tmp_path: Path) -> None:
+    import ssl
+
+    import httpx
+    from support.web_site import post_login
+
+    from headend.core.auth import add_user
+
+    stack = Stack(tmp_path, nodes=1, tls=True)
+    add_user(stack.engine, "canbo", "mat-khau-dai-1", "officer", ["test-xa"], int(time.time() * 1000))
+    stack.start()
+    try:
+        assert stack.tls is not None
+        ctx = ssl.create_default_context(cadata=stack.tls.ca_der())
+        with httpx.Client(base_url=f"https://127.0.0.1:{stack.web_port}", verify=ctx) as web:
+            page = web.get("/login")
+            assert page.status_code == 200
+            assert page.headers["strict-transport-security"].startswith("max-age=")
+            assert "secure" in page.headers["set-cookie"].lower()  # the log-in form's token
+            r = post_login(web, "canbo", "mat-khau-dai-1")
+            assert r.status_code == 303
+            session = [c for c in r.headers.get_list("set-cookie") if "loaxa_session" in c]
+            assert session and "secure" in session[0].lower() and "httponly" in session[0].lower()
+        # Nobody reaches it in the clear.
+        with httpx.Client(base_url=f"http://127.0.0.1:{stack.web_port}") as plain:
+            with pytest.raises(httpx.HTTPError):
+                plain.get("/login")
+    finally:
+        stack.stop()
