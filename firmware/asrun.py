@@ -14,7 +14,21 @@ ASRUN_RESEND_MS = 30000
 
 
 def save(node):
-    node.board.storage.write(F_ASRUN, json.dumps(node.pending).encode())
+    """The journal to flash, one record at a time: the whole list as one JSON string (and
+    its bytes) is twice the journal in heap at once, which 200 signed records do not leave.
+    Written beside, then renamed: after a power cut the old or the new journal is there."""
+    st = node.board.storage
+    f = st.open(F_ASRUN + ".tmp", "wb")
+    try:
+        sep = b"["
+        for rec in node.pending:
+            f.write(sep)
+            f.write(json.dumps(rec).encode())
+            sep = b","
+        f.write(b"[]" if sep == b"[" else b"]")
+    finally:
+        f.close()
+    st.rename(F_ASRUN + ".tmp", F_ASRUN)
 
 
 def store(node, rec):

@@ -73,6 +73,11 @@ class DirStorage(base.Storage):
             return None
 
     def rename(self, old: str, new: str) -> None:
+        # What was written through open() reaches the card before it takes the new name
+        # (the as-run journal and cache files are written that way): a power cut leaves the
+        # old file or the whole new one.
+        with open(self._path(old), "rb") as f:
+            os.fsync(f.fileno())
         os.replace(self._path(old), self._path(new))
         fsync_dir(self.dir)
 

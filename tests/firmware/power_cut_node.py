@@ -66,7 +66,8 @@ async def air(node_dir, port, sim_epoch, real_epoch, rate, start_s, size, sha):
 
 
 class HalfWrite:
-    """A file of hal.sim's whose cut_at-th write (counted over all files) stops halfway."""
+    """A file of hal.sim's: the cut_at-th file written (counted over all files) stops halfway
+    through its first write (a file written in pieces, as the as-run journal is, counts once)."""
 
     writes = 0
     cut_at = 0
@@ -74,8 +75,12 @@ class HalfWrite:
     def __init__(self, name, f):
         self.name = name
         self.f = f
+        self.counted = False
 
     def write(self, data):
+        if self.counted:
+            return self.f.write(data)
+        self.counted = True
         HalfWrite.writes += 1
         if HalfWrite.writes == HalfWrite.cut_at:
             self.f.write(data[:len(data) // 2])
