@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from pydub.generators import Sine
+from support.audio_check import sine
 from support.web_site import WebSite, make_site, post_login
 
 from headend.core import alarms, audit, auth, i18n
@@ -151,7 +151,7 @@ def site(tmp_path: Path) -> Iterator[WebSite]:
 
 
 def bulletin(site: WebSite, title: str, approve: bool | None = None) -> int:
-    audio = prepare(Sine(440).to_audio_segment(duration=3000, volume=-20),
+    audio = prepare(sine(440, duration=3000, volume=-20),
                     site.home.media_dir)
     bid = bulletins.create(site.engine, C, Actor("canbo", "officer", "test"),
                            bulletins.Meta(title, "Tóm tắt"), audio, "upload", site.clock())

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydub import AudioSegment
-from pydub.generators import Sine
-from support.audio_check import BytesReader, dominant_hz
+from support.audio_check import BytesReader, dominant_hz, sine
 
 from firmware import wav
 from headend.media.store import (
@@ -35,7 +34,7 @@ def test_profile_is_documented_esp32_pcm() -> None:
 
 def test_wav_for_nodes_converts_to_profile() -> None:
     # A stereo 44.1 kHz 32-bit-float-ish source: what an officer's recorder might give.
-    src = Sine(440, sample_rate=44100, bit_depth=32).to_audio_segment(duration=1500, volume=-6)
+    src = sine(440, sample_rate=44100, bit_depth=32, duration=1500, volume=-6)
     src = AudioSegment.from_mono_audiosegments(src, src)
     data = wav_for_nodes(src)
     reader = BytesReader(data)
@@ -55,7 +54,7 @@ def test_test_tone_still_works(tmp_path: Path) -> None:
 
 
 def test_store_names_by_hash_and_is_idempotent(tmp_path: Path) -> None:
-    data = wav_for_nodes(Sine(500).to_audio_segment(duration=200))
+    data = wav_for_nodes(sine(500, duration=200))
     first = store_media(tmp_path / "media", data)
     digest = hashlib.sha256(data).hexdigest()
     assert first == StoredMedia(name=digest[:16] + ".wav", sha256=digest, size=len(data),
@@ -106,5 +105,5 @@ def test_store_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_wav_duration_rejects_non_wav(tmp_path: Path) -> None:
     with pytest.raises(WavFormatError):
         wav_duration_ms(b"ID3\x04 not a wav at all")
-    truncated = wav_for_nodes(Sine(300).to_audio_segment(duration=1000))[:44 + 16000]
+    truncated = wav_for_nodes(sine(300, duration=1000))[:44 + 16000]
     assert wav_duration_ms(truncated) == 500  # capped at the data actually there

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pydub import AudioSegment
-from pydub.generators import Sine
+from support.audio_check import sine
 
 from headend.media.sources import SILENCE_DBFS, SourceStatus, probe, probe_async
 from headend.nodes.broker import find_free_port
@@ -19,7 +19,7 @@ from hwsim.stations import Stations, byte_pattern, tone_pattern
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("files")
-    tone = Sine(440, sample_rate=44100).to_audio_segment(duration=5000, volume=-10)
+    tone = sine(440, sample_rate=44100, duration=5000, volume=-10)
     tone.export(d / "vov1.mp3", format="mp3", bitrate="64k")
     AudioSegment.silent(duration=5000, frame_rate=44100).export(
         d / "quiet.mp3", format="mp3", bitrate="32k")

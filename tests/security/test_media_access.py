@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from pydub.generators import Sine
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from support.audio_check import sine
 from support.web_site import OTHER, WebSite, make_site
 
 from headend.core.audit import Actor
@@ -41,7 +41,7 @@ def site(tmp_path: Path) -> Iterator[WebSite]:
 def draft(site: WebSite, commune: str = C, hz: int = 440) -> str:
     """A draft bulletin of `commune` (nobody approved it); the name of one of its files
     (one per node profile)."""
-    audio = prepare(Sine(hz).to_audio_segment(duration=3000, volume=-20), site.home.media_dir)
+    audio = prepare(sine(hz, duration=3000, volume=-20), site.home.media_dir)
     bid = bulletins.create(site.engine, commune, Actor("canbo", "officer", "test"),
                            bulletins.Meta("Tin nháp", "Tóm tắt"), audio, "upload", site.clock())
     with Session(site.engine) as s:

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
-from pydub.generators import Sine
 from sqlalchemy.orm import Session
+from support.audio_check import sine
 from support.web_site import PASSWORD, WebSite, make_site
 
 from headend.core.audit import Actor
@@ -50,7 +50,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebSite]:
 
 @pytest.fixture(scope="module")
 def bulletin(site: WebSite) -> tuple[int, str]:
-    audio = prepare(Sine(440).to_audio_segment(duration=2000, volume=-20), site.home.media_dir)
+    audio = prepare(sine(440, duration=2000, volume=-20), site.home.media_dir)
     bid = bulletins.create(site.engine, C, Actor("canbo", "officer", "test"),
                            bulletins.Meta("Tin thử", "Tóm tắt"), audio, "upload", site.clock())
     with Session(site.engine) as s:

@@ -12,9 +12,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from pydub.generators import Sine
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from support.audio_check import sine
 from support.web_site import (
     NOW_MS,
     OTHER,
@@ -62,7 +62,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebSite, 
 def draft(site: WebSite, title: str = "Tin xã tuần này", seconds: float = 90,
           commune: str = C) -> int:
     """A bulletin made by the pipeline from a tone, as a draft of `commune`."""
-    audio = prepare(Sine(440).to_audio_segment(duration=int(seconds * 1000), volume=-20),
+    audio = prepare(sine(440, duration=int(seconds * 1000), volume=-20),
                     site.home.media_dir)
     return bulletins.create(site.engine, commune, Actor("canbo", "officer", "test"),
                             bulletins.Meta(title, "Tóm tắt"), audio, "upload", site.clock())
@@ -537,7 +537,7 @@ def test_fields_after_the_file_are_read_as_browsers_send_them(site: WebSite) -> 
 
     officer = site.client("canbo")
     wav = io.BytesIO()
-    Sine(440).to_audio_segment(duration=3000, volume=-20).export(wav, format="wav")
+    sine(440, duration=3000, volume=-20).export(wav, format="wav")
     boundary = "----loaxa-test"
     parts = [("csrf", csrf_of(officer)), ("title", "Tin có tệp trước"), ("source", "upload")]
     body = b"".join(
