@@ -161,15 +161,15 @@ def test_bad_arguments() -> None:
             st.set_mode("x", "loud")  # type: ignore[arg-type]
 
 
-def _stations_threads() -> set[threading.Thread]:
-    """The live threads a Stations runs: its server loop and one per request, all named
-    "stations:...". (Counting every request thread in the process also counted one that
-    another test's HTTP server happened to start.)"""
-    return {t for t in threading.enumerate() if t.name.startswith("stations:")}
+def _stations_threads(port: int) -> set[threading.Thread]:
+    """The live threads the Stations on `port` runs: its server loop ("stations:<port>") and
+    one per request ("stations:<port>:request"). Only its own: another test's server (still
+    served by a node process that outlived its test) may start request threads meanwhile."""
+    name = f"stations:{port}"
+    return {t for t in threading.enumerate() if t.name in (name, name + ":request")}
 
 
 def test_stop_is_prompt_with_stalled_and_unread_streams() -> None:
-    before = _stations_threads()
     st = Stations().start()
     st.add("a", tone_pattern(300))
     st.add("b", tone_pattern(500))
@@ -181,10 +181,10 @@ def test_stop_is_prompt_with_stalled_and_unread_streams() -> None:
         s.recv(100)  # connected and streaming; then never read again (buffers fill up)
         socks.append(s)
     time.sleep(0.3)
-    assert len(_stations_threads() - before) == 4  # the server and three streams
+    assert len(_stations_threads(st.port)) == 4  # the server and three streams
     t0 = time.monotonic()
     st.stop()
     assert time.monotonic() - t0 < 2
-    assert _stations_threads() == before
+    assert _stations_threads(st.port) == set()
     for s in socks:
         s.close()
