@@ -4,6 +4,7 @@ bad uploads, and the audit log."""
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.audio_check import sine
+from support.cli import run_main
 from support.web_site import (
     NOW_MS,
     OTHER,
@@ -502,13 +504,16 @@ def test_the_emergency_page_says_when_no_headend_runs(site: WebSite) -> None:
 LOAXA = str(Path(sys.executable).parent / "loaxa")
 
 
-def test_loaxa_user_add_checks_roles_and_scopes(site: WebSite) -> None:
+def test_loaxa_user_add_checks_roles_and_scopes(site: WebSite, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     home = str(site.home.root)
 
     def user(*args: str, password: str = "mot-mat-khau-dai") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([LOAXA, "--home", home, "user", *args, "--password-stdin"],
-                              input=password + "\n", capture_output=True, text=True,
-                              timeout=60)
+        # `loaxa` in this process (a new one per call cost a second each), the password on
+        # stdin as a script would give it.
+        monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        code, out, err = run_main(capsys, "--home", home, "user", *args, "--password-stdin")
+        return subprocess.CompletedProcess(args, code or 0, out, err)
 
     ok = user("add", "canbo2", "--role", "officer", "--commune", C, "--name", "Nguyễn Văn A")
     assert ok.returncode == 0, ok.stderr
@@ -527,7 +532,7 @@ def test_loaxa_user_add_checks_roles_and_scopes(site: WebSite) -> None:
     client = site.client(None)
     assert post_login(client, "canbo2", "mot-mat-khau-dai").status_code == 303
     listed = subprocess.run([LOAXA, "--home", home, "user", "list"], capture_output=True,
-                            text=True, check=True).stdout
+                            text=True, check=True).stdout  # one real `loaxa`, as typed
     assert re.search(r"canbo2\s+officer", listed)
 
 
