@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -208,7 +207,7 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
     from headend.communes.files import CommuneFileError, load_commune
     from headend.communes.registry import all_node_secrets, headend_password, provision_commune
     from headend.core.models import Node
-    from headend.nodes.broker import Broker
+    from headend.nodes.broker import Broker, BrokerError
 
     path = _schedule_path(home, args.commune, args.schedule)
     try:
@@ -260,7 +259,11 @@ def provision_node(home: Home, args: argparse.Namespace) -> Provisioned:
                        node_port=int(running["node_port"]),
                        headend_password=headend_password(home))
             b.write_credentials({s.id: s.password for s in all_node_secrets(engine, home)})
-            _reload_broker(b.pid_path)
+            try:
+                b.reload_pid()
+            except BrokerError:
+                print("warning: the broker did not take the reload; the node can log in "
+                      "after `loaxa serve` restarts", file=sys.stderr)
     finally:
         engine.dispose()
     config: dict[str, Any] = {
@@ -319,14 +322,6 @@ def _link_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.link == "4g":
         return {"link": "4g", "apn": args.apn}
     return {"link": "ethernet"}
-
-
-def _reload_broker(pid_path: Path) -> None:
-    try:
-        os.kill(int(pid_path.read_text().strip()), signal.SIGHUP)
-    except (OSError, ValueError):
-        print("warning: the broker did not take the reload; the node can log in after "
-              "`loaxa serve` restarts", file=sys.stderr)
 
 
 # --- flash ----------------------------------------------------------------------------------

@@ -368,15 +368,22 @@ class Broker:
     def pid_path(self) -> Path:
         return self.state_dir / "mosquitto.pid"
 
-    def _stop_stale(self) -> None:
-        """Stop a broker that a killed LoaXa process left running on this state directory."""
+    def _running_pid(self) -> int | None:
+        """The pid of a broker running on this state directory's config (its pid file),
+        whoever started it; None when there is none or the pid now belongs to another
+        process."""
         try:
             pid = int(self.pid_path.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
+            return None
+        return pid if str(self.config_path).encode() in cmdline else None
+
+    def _stop_stale(self) -> None:
+        """Stop a broker that a killed LoaXa process left running on this state directory."""
+        pid = self._running_pid()
+        if pid is None:
             return
-        if str(self.config_path).encode() not in cmdline:
-            return  # the pid was reused by some other process
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
@@ -482,12 +489,8 @@ class Broker:
         """:meth:`reload` for the broker another process runs on this state directory (a
         `loaxa` command beside `loaxa serve`): SIGHUP to its pid file's process; returns
         once its log says it reloaded."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            raise BrokerError("no broker runs on this state directory") from None
-        if str(self.config_path).encode() not in cmdline:
+        pid = self._running_pid()
+        if pid is None:
             raise BrokerError("no broker runs on this state directory")
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:

@@ -5,7 +5,6 @@ import json
 
 import fwsim
 import fwtest
-from fwsim import MIN
 
 from firmware import protocol
 from firmware.node import AMP_POSTROLL_MS, AMP_PREROLL_MS, Node
@@ -46,14 +45,6 @@ def run_node(body, rate=5, epoch=None, timeout_ms=30000, **extra):
             srv.close()
 
     fwtest.run(main(), timeout_ms)
-
-
-def command(node, op, args, seq):
-    now = node.clock.time_ms()
-    cmd = protocol.make_command(fwsim.SIGNER, "c%d" % seq, fwsim.NODE, seq, now, now + MIN,
-                                op, args)
-    node._on_command(protocol.encode_command(cmd))
-    return cmd["id"]
 
 
 def statuses(node, cid):
@@ -122,7 +113,7 @@ def test_args_of_the_new_ops():
 
 def test_test_tone_plays_a_sine_with_pre_and_post_roll():
     async def body(srv, node):
-        cid = command(node, "test_tone", {"seconds": 1, "hz": 440}, 1)
+        cid = fwsim.command(node, "test_tone", {"seconds": 1, "hz": 440}, 1)
         done = await finished(node, cid)
         assert done[1] == protocol.DONE and done[3]["outcome"] == "aired", done
         assert statuses(node, cid) == ["accepted", "started", "done"]
@@ -154,12 +145,12 @@ def test_test_tone_defaults_and_bad_args():
                ({"hz": 100}, "hz"), ({"hz": 5000}, "hz"), ({"hz": "1000"}, "hz"),
                ({"seconds": 2, "url": "x"}, "url")]
         for i, (args, field) in enumerate(bad):
-            command(node, "test_tone", args, i + 1)
+            fwsim.command(node, "test_tone", args, i + 1)
             assert node.rejected[-1] == ("c%d" % (i + 1), "bad_args", field), node.rejected
         assert fwsim.recordings(node) == [] and not node.board.amp.is_on()
-        cid = command(node, "test_tone", {}, 10)  # 5 s at 1000 Hz
+        cid = fwsim.command(node, "test_tone", {}, 10)  # 5 s at 1000 Hz
         await fwtest.until(lambda: "started" in statuses(node, cid), 5000, 5)
-        command(node, "stop", {}, 11)
+        fwsim.command(node, "stop", {}, 11)
         done = await finished(node, cid)
         assert done[1] == protocol.FAILED and done[3]["outcome"] == "partial", done
         r = fwsim.records(node)[-1]
@@ -173,7 +164,7 @@ def test_test_tone_refused_in_quiet_hours_and_during_an_emergency():
     night = fwsim.day_noon_utc() + 11 * 3600 * SEC  # 23:00 at UTC+7
 
     async def body(srv, node):
-        command(node, "test_tone", {"seconds": 1}, 1)
+        fwsim.command(node, "test_tone", {"seconds": 1}, 1)
         assert node.rejected == [("c1", "quiet_hours", "")], node.rejected
         assert node.seq.value == 1 and fwsim.recordings(node) == []
 
@@ -181,10 +172,10 @@ def test_test_tone_refused_in_quiet_hours_and_during_an_emergency():
 
     async def body2(srv, node):
         srv.routes["/em.wav"] = fwsim.wav_file(10)
-        em = command(node, "emergency", {"url": srv.url("/em.wav")}, 1)
+        em = fwsim.command(node, "emergency", {"url": srv.url("/em.wav")}, 1)
         await fwtest.until(lambda: node.emergency is not None, 2000, 5)
-        command(node, "test_tone", {"seconds": 1}, 2)
-        command(node, "reboot", {}, 3)
+        fwsim.command(node, "test_tone", {"seconds": 1}, 2)
+        fwsim.command(node, "reboot", {}, 3)
         assert node.rejected == [("c2", "busy_emergency", em), ("c3", "busy_emergency", em)]
         assert node.board.reboots == 0
 
@@ -197,7 +188,7 @@ def test_quiet_hours_before_the_first_plan_are_the_configured_ones():
 
     async def body(srv, node):
         assert node.quiet == late
-        command(node, "test_tone", {"seconds": 1}, 1)
+        fwsim.command(node, "test_tone", {"seconds": 1}, 1)
         assert (await finished(node, "c1"))[1] == protocol.DONE, node.acks
         assert node.rejected == [] and len(fwsim.recordings(node)) == 1
 
@@ -205,7 +196,7 @@ def test_quiet_hours_before_the_first_plan_are_the_configured_ones():
 
     async def bad(srv, node):  # a config value the node cannot use: the default
         assert node.quiet == [1305, 300, 420]
-        command(node, "test_tone", {"seconds": 1}, 1)
+        fwsim.command(node, "test_tone", {"seconds": 1}, 1)
         assert node.rejected == [("c1", "quiet_hours", "")], node.rejected
 
     for wrong in ([23 * 60, 1440, 420], "23:30-05:00", [1, 2]):
@@ -215,9 +206,9 @@ def test_quiet_hours_before_the_first_plan_are_the_configured_ones():
 def test_test_tone_pre_empts_a_play():
     async def body(srv, node):
         srv.routes["/long.wav"] = fwsim.wav_file(30)
-        play = command(node, "play", {"url": srv.url("/long.wav")}, 1)
+        play = fwsim.command(node, "play", {"url": srv.url("/long.wav")}, 1)
         await fwtest.until(lambda: "started" in statuses(node, play), 5000, 5)
-        tone = command(node, "test_tone", {"seconds": 1, "hz": 1000}, 2)
+        tone = fwsim.command(node, "test_tone", {"seconds": 1, "hz": 1000}, 2)
         assert (await finished(node, tone))[1] == protocol.DONE
         # The cut play's record is written after the tone has started (flash writes wait for
         # the next item): on a loaded machine it can come after the tone's done.
@@ -233,21 +224,21 @@ def test_test_tone_pre_empts_a_play():
 
 def test_amp_by_hand():
     async def body(srv, node):
-        on = command(node, "amp", {"on": True}, 1)
+        on = fwsim.command(node, "amp", {"on": True}, 1)
         done = await finished(node, on)
         assert done[1] == protocol.DONE and done[3]["amp"] is True, done
         assert done[3]["amp_ma"] == 850 and done[3]["amp_fault"] is False, done
         assert node.board.amp.is_on()
-        off = command(node, "amp", {"on": False}, 2)
+        off = fwsim.command(node, "amp", {"on": False}, 2)
         done = await finished(node, off)
         assert done[3]["amp"] is False and done[3]["amp_ma"] == 0, done
         for i, args in enumerate(({}, {"on": 1}, {"on": True, "x": 1})):
-            command(node, "amp", args, 3 + i)
+            fwsim.command(node, "amp", args, 3 + i)
         assert [r[1] for r in node.rejected] == ["bad_args"] * 3, node.rejected
         # not off while something is on air
-        tone = command(node, "test_tone", {"seconds": 2}, 10)
+        tone = fwsim.command(node, "test_tone", {"seconds": 2}, 10)
         await fwtest.until(lambda: "started" in statuses(node, tone), 5000, 5)
-        command(node, "amp", {"on": False}, 11)
+        fwsim.command(node, "amp", {"on": False}, 11)
         assert node.rejected[-1] == ("c11", "on_air", tone), node.rejected
         assert node.board.amp.is_on()
         assert (await finished(node, tone))[1] == protocol.DONE
@@ -270,18 +261,18 @@ def test_amp_fault_temperature_and_signal_in_telemetry():
         assert tel["at"] - at0 >= 3600 * SEC
         assert tel["amp_fault"] is False  # the amplifier is off: nothing to judge yet
         # The amplifier goes on and draws nothing: telemetry says so at once
-        on = command(node, "amp", {"on": True}, 1)
+        on = fwsim.command(node, "amp", {"on": True}, 1)
         done = await finished(node, on)
         assert done[3]["amp_fault"] is True and done[3]["amp_ma"] == 0, done
         await fwtest.until(lambda: telemetry_sent(node), 2000, 5)
         [t] = telemetry_sent(node)
         assert t["amp_fault"] is True and t["amp"] is True and t["amp_ma"] == 0, t
         # switched off the verdict stands; it clears when the amplifier next draws current
-        await finished(node, command(node, "amp", {"on": False}, 2))
+        await finished(node, fwsim.command(node, "amp", {"on": False}, 2))
         board.set_fault(amp_fault=False)
         assert node.telemetry()["amp_fault"] is True
         assert len(telemetry_sent(node)) == 1
-        tone = command(node, "test_tone", {"seconds": 1}, 3)
+        tone = fwsim.command(node, "test_tone", {"seconds": 1}, 3)
         await finished(node, tone)
         sent = telemetry_sent(node)
         assert len(sent) == 2 and sent[1]["amp_fault"] is False and sent[1]["amp_ma"] == 850
@@ -292,7 +283,7 @@ def test_amp_fault_temperature_and_signal_in_telemetry():
 def test_a_tone_on_a_silent_amplifier_says_so_when_it_starts():
     async def body(srv, node):
         node.board.set_fault(amp_fault=True)  # on, it draws nothing: the fuse has blown
-        cid = command(node, "test_tone", {"seconds": 1}, 1)
+        cid = fwsim.command(node, "test_tone", {"seconds": 1}, 1)
         done = await finished(node, cid)
         [started] = [a for a in node.acks if a[0] == cid and a[1] == protocol.STARTED]
         # The headend's emergency page counts a village only when it is heard.
@@ -310,7 +301,7 @@ def test_full_report():
         for i in range(30):
             st.write("m-%064x" % i, b"x" * 10)
         node.pending = [{"rid": 5000 + i} for i in range(60)]  # as if the headend were away
-        cid = command(node, "report", {}, 1)
+        cid = fwsim.command(node, "report", {}, 1)
         await finished(node, cid)
         [msg] = telemetry_sent(node)
         assert msg["full"] is True and msg["node"] == fwsim.NODE and "amp_fault" in msg
@@ -331,13 +322,13 @@ def test_full_report():
 
 def test_reboot_stops_cleanly_flushes_and_resets():
     async def body(srv, node):
-        command(node, "reboot", {"in": 5}, 1)
+        fwsim.command(node, "reboot", {"in": 5}, 1)
         assert node.rejected == [("c1", "bad_args", "in")]
         hooked = []
         node.board.on_reboot = lambda: hooked.append(node.clock.time_ms())
-        tone = command(node, "test_tone", {"seconds": 10}, 2)
+        tone = fwsim.command(node, "test_tone", {"seconds": 10}, 2)
         await fwtest.until(lambda: "started" in statuses(node, tone), 5000, 5)
-        cid = command(node, "reboot", {}, 3)
+        cid = fwsim.command(node, "reboot", {}, 3)
         ok = await fwtest.until(lambda: node.board.reboots == 1, 5000, 5)
         assert ok and hooked, (node.acks, node.board.reboots)
         assert statuses(node, cid) == ["accepted", "done"]

@@ -7,7 +7,6 @@ import json
 
 import fwsim
 import fwtest
-from fwsim import MIN
 
 from firmware import asrun, protocol
 
@@ -38,14 +37,6 @@ def run_node(body, rate=5):
             srv.close()
 
     fwtest.run(main(), 30000)
-
-
-def command(node, op, args, seq):
-    now = node.clock.time_ms()
-    cmd = protocol.make_command(fwsim.SIGNER, "c%d" % seq, fwsim.NODE, seq, now, now + MIN,
-                                op, args)
-    node._on_command(protocol.encode_command(cmd))
-    return cmd["id"]
 
 
 def final(node, cid):
@@ -125,7 +116,7 @@ def test_acks_are_signed():
     async def body(srv, node):
         del node._ack  # the real ones (fwsim keeps them offline)
         del node._reject
-        cid = command(node, "ping", {}, 1)
+        cid = fwsim.command(node, "ping", {}, 1)
         await fwtest.until(lambda: len(node.sent) >= 2, 2000, 5)
         msgs = [verified(p) for leaf, p in node.sent if leaf == protocol.ACK]
         assert [(m["id"], m["status"]) for m in msgs] == [(cid, "accepted"), (cid, "done")]
@@ -144,7 +135,7 @@ def test_play_with_a_sha_plays_only_that_media_from_the_cache():
         # Bytes that are not the command's media: nothing airs, bad_hash in ack and record.
         other = dict(m)
         other["sha"] = fwsim.sha(b"something else")
-        cid = command(node, "play", other, 1)
+        cid = fwsim.command(node, "play", other, 1)
         f = await finished(node, cid)
         assert f[1] == protocol.FAILED and f[2] == protocol.R_BAD_HASH, f
         assert fwsim.recordings(node) == []
@@ -153,14 +144,14 @@ def test_play_with_a_sha_plays_only_that_media_from_the_cache():
         assert (rec["cmd"], rec["outcome"], rec["reason"]) == (cid, "failed", "bad_hash")
         assert not node.cache.has(other["sha"])
         # The right sha: downloaded into the cache, checked, played.
-        cid = command(node, "play", m, 2)
+        cid = fwsim.command(node, "play", m, 2)
         f = await finished(node, cid)
         assert f[1] == protocol.DONE, f
         assert node.cache.has(m["sha"]) and len(fwsim.recordings(node)) == 1
         # An emergency with media already cached plays from the cache, without a download.
         hits = srv.hits["/a.wav"]
         srv.routes["/a.wav"] = 404
-        cid = command(node, "emergency", m, 3)
+        cid = fwsim.command(node, "emergency", m, 3)
         f = await finished(node, cid)
         assert f[1] == protocol.DONE, f
         assert srv.hits["/a.wav"] == hits and len(fwsim.recordings(node)) == 2
@@ -168,7 +159,7 @@ def test_play_with_a_sha_plays_only_that_media_from_the_cache():
         for bad in ({"sha": "ab"}, {"sha": "G" * 64}, {"size": 0}, {"size": True}):
             args = dict(m)
             args.update(bad)
-            cid = command(node, "play", args, 4 + len(node.rejected))
+            cid = fwsim.command(node, "play", args, 4 + len(node.rejected))
             assert node.rejected[-1] == (cid, protocol.R_BAD_ARGS), node.rejected
 
     run_node(body)

@@ -216,3 +216,11 @@ async def wait_done(node, ids, timeout_ms=20000):
         return all(i in node.done for i in ids) and node.on_air is None and not node.closing
     ok = await fwtest.until(finished, timeout_ms, 10)
     assert ok, ("not done", ids, node.done, node.on_air)
+
+
+def command(node, op, args, seq):
+    """A command signed as the headend signs it, handed to the node as MQTT would."""
+    now = node.clock.time_ms()
+    cmd = protocol.make_command(SIGNER, "c%d" % seq, NODE, seq, now, now + MIN, op, args)
+    node._on_command(protocol.encode_command(cmd))
+    return cmd["id"]

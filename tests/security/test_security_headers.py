@@ -10,22 +10,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 from support.audio_check import sine
-from support.web_site import PASSWORD, WebSite, make_site
+from support.web_site import PASSWORD, WebSite, make_site, served_over_http
 
 from headend.core.audit import Actor
 from headend.core.models import Bulletin
 from headend.media import bulletins
 from headend.media.pipeline import prepare
-from headend.nodes.broker import find_free_port
 from headend.nodes.gateway import Gateway
 
 C = "tan-lang"
@@ -140,18 +136,8 @@ def test_pages_carry_no_inline_script_or_style(site: WebSite,
 
 @pytest.fixture(scope="module")
 def served(site: WebSite) -> Iterator[str]:
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the web server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_over_http(site.app) as base:
+        yield base
 
 
 # Every violation the page meets, as the browser reports it to the page.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.loaxa_stack import Stack, wait_until
-from support.onpath import on_path
+from support.onpath import OnPath, on_path
 
 from headend.core.home import Home
 from headend.core.tls import ensure as ensure_tls
@@ -22,6 +22,13 @@ TITLE = "Thông báo họp dân thôn Nà Pài"
 def _tone_pcm(stack: Stack) -> bytes:
     with wave.open(str(stack.tone)) as w:
         return w.readframes(w.getnframes())
+
+
+def _through(stack: Stack, mq: OnPath, web: OnPath) -> None:
+    """Start the stack with the nodes' MQTT and media going through the relays on the path."""
+    stack.fleet.broker_port = mq.port
+    stack.fleet.media_hosts = [f"https://127.0.0.1:{web.port}"]
+    stack.start()
 
 
 def _play_via(stack: Stack, web_port: int) -> str:
@@ -35,9 +42,7 @@ def test_on_path_observer_learns_nothing_and_the_audio_arrives(tmp_path: Path) -
     stack = Stack(tmp_path, nodes=1, tls=True)
     node = stack.secrets[0]
     with on_path(stack.broker.node_port) as mq, on_path(stack.web_port) as web:
-        stack.fleet.broker_port = mq.port
-        stack.fleet.media_hosts = [f"https://127.0.0.1:{web.port}"]
-        stack.start()
+        _through(stack, mq, web)
         try:
             cmd_id = _play_via(stack, web.port)
             records = wait_until(lambda: stack.asrun(), 30, "the as-run record")
@@ -72,9 +77,7 @@ def test_tampering_on_the_path_only_drops_connections(tmp_path: Path) -> None:
     stack = Stack(tmp_path, nodes=1, tls=True)
     node = stack.node_ids[0]
     with on_path(stack.broker.node_port) as mq, on_path(stack.web_port) as web:
-        stack.fleet.broker_port = mq.port
-        stack.fleet.media_hosts = [f"https://127.0.0.1:{web.port}"]
-        stack.start()
+        _through(stack, mq, web)
         try:
             connects = stack.fleet.status()[node]["connects"]
             mq.tamper = True

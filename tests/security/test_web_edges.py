@@ -7,8 +7,6 @@ that another site cannot send."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,15 +15,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from support.web_site import PASSWORD, WebSite, login_csrf, make_site, post_login
+from support.web_site import (
+    PASSWORD,
+    WebSite,
+    login_csrf,
+    make_site,
+    post_login,
+    served_over_http,
+)
 
 from headend.core.auth import LoginLimiter
 from headend.core.models import AuditEntry
-from headend.nodes.broker import find_free_port
 from headend.web.context import TRUSTED_PROXY_ENV, proxy_options
 
 WINDOW = 15 * 60_000
@@ -63,20 +66,10 @@ def test_the_limiter_forgets_what_is_old() -> None:
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WebSite, str]]:
     monkeypatch.delenv(TRUSTED_PROXY_ENV, raising=False)  # no proxy configured
     site = make_site(tmp_path)
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port,
-                                           log_level="warning", **proxy_options()))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the web server did not start"
-        time.sleep(0.05)
     try:
-        yield site, f"http://127.0.0.1:{port}"
+        with served_over_http(site.app, **proxy_options()) as base:
+            yield site, base
     finally:
-        server.should_exit = True
-        thread.join(10)
         site.close()
 
 

@@ -4,11 +4,16 @@ page, API and role tests (no broker, no nodes)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -138,3 +143,25 @@ def app_routes(app: FastAPI) -> list[tuple[str, set[str]]]:
     from fastapi.routing import iter_route_contexts
 
     return [(str(rc.path), set(rc.methods or {"*"})) for rc in iter_route_contexts(app.routes)]
+
+
+@contextmanager
+def served_over_http(app: FastAPI, **config: object) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port in a thread (what a browser or a
+    proxy talks to); yields its base URL, stops it after."""
+    from headend.nodes.broker import find_free_port
+
+    port = find_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", **config))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "the web server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
