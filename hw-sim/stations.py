@@ -95,18 +95,29 @@ class Station:
 
 
 class _Server(ThreadingHTTPServer):
-    # Daemon threads, and server_close() still joins them (block_on_close stays True).
-    daemon_threads = True
     # A whole commune connects at the slot's first second; with the default backlog of 5 the
     # kernel drops the rest and they retry a second later, which is no station's behaviour.
     request_queue_size = 256
     stations: Stations
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        # Each request's thread named as the stations' own: a test counting this server's
-        # threads must not count another server's in the same process.
-        threading.current_thread().name = f"stations:{self.server_address[1]}:request"
-        super().process_request_thread(request, client_address)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._handlers: list[threading.Thread] = []
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Daemon threads (a test that forgets stop() does not hang the process), kept here
+        # because socketserver's server_close() joins only non-daemon ones; named as this
+        # server's, so a test counts its own and not another server's in the same process.
+        self._handlers = [t for t in self._handlers if t.is_alive()]
+        t = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                             name=f"stations:{self.server_address[1]}:request", daemon=True)
+        self._handlers.append(t)
+        t.start()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for t in self._handlers:
+            t.join()
 
 
 class _Handler(BaseHTTPRequestHandler):
