@@ -117,7 +117,7 @@ class _Server(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         for t in self._handlers:
-            t.join()
+            t.join(5)  # stop() shut their sockets; never hang on one that missed it
 
 
 class _Handler(BaseHTTPRequestHandler):
